@@ -1,0 +1,33 @@
+PYTHON ?= python3
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: install infra-up infra-down up test test-unit test-integration test-e2e bench compose-check
+
+install:
+	$(PYTHON) -m pip install -q -e '.[test]'
+
+infra-up:
+	bash scripts/infra-up.sh
+
+infra-down:
+	bash scripts/infra-down.sh
+
+up: install
+	$(PYTHON) -m customers up
+
+test: test-unit test-integration test-e2e
+
+test-unit:
+	$(PYTHON) -m pytest -q tests/unit
+
+test-integration:
+	$(PYTHON) -m pytest -q tests/integration
+
+test-e2e:
+	$(PYTHON) -m pytest -q tests/e2e
+
+bench:
+	$(PYTHON) -m bench.run
+
+compose-check:
+	docker compose config -q

@@ -1,0 +1,193 @@
+"""Response models of the read API (apart from the table models), and their builders."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from projections import payments as money
+from projections.meetings import Meeting, appointment_status
+from projections.summary import counts_at
+
+
+class Amount(BaseModel):
+    currency: str
+    amount: int
+
+
+class AppointmentCounts(BaseModel):
+    total: int
+    upcoming: int
+    past: int
+    cancelled: int
+
+
+class CustomerSummary(BaseModel):
+    id: str
+    email: str
+    name: str
+    phone: str | None
+    first_seen_at: datetime
+    appointments: AppointmentCounts
+    total_spend: list[Amount]
+    last_appointment_at: datetime | None
+    next_appointment_at: datetime | None
+
+
+class CustomerList(BaseModel):
+    customers: list[CustomerSummary]
+    total: int
+    next_cursor: str | None
+    as_of: datetime | None
+
+
+class Stats(BaseModel):
+    appointments: AppointmentCounts
+    expert_revenue: list[Amount]
+    refunded: list[Amount]
+    session_minutes: int
+    no_shows: int
+
+
+class Service(BaseModel):
+    id: str | None
+    name: str | None
+
+
+class Price(BaseModel):
+    amount: int | None
+    currency: str | None
+
+
+class Appointment(BaseModel):
+    id: str
+    service: Service
+    start_time: datetime
+    end_time: datetime
+    timezone: str | None
+    status: str
+    payment_status: str
+    price: Price
+
+
+class CardOut(BaseModel):
+    brand: str | None
+    last4: str | None
+
+
+class RefundOut(BaseModel):
+    id: str
+    amount: int
+    status: str
+    created_at: datetime | None
+
+
+class PaymentOut(BaseModel):
+    id: str
+    meeting_id: str | None
+    amount: int
+    amount_refunded: int
+    currency: str | None
+    status: str
+    card: CardOut | None
+    created_at: datetime | None
+    refunds: list[RefundOut]
+
+
+class NoteOut(BaseModel):
+    id: str
+    body: str
+    created_at: datetime
+
+
+class CustomerDetail(BaseModel):
+    """The summary's fields, but `appointments` is the history; its counts move to `stats`."""
+
+    id: str
+    email: str
+    name: str
+    phone: str | None
+    first_seen_at: datetime
+    total_spend: list[Amount]
+    last_appointment_at: datetime | None
+    next_appointment_at: datetime | None
+    stats: Stats
+    appointments: list[Appointment]
+    payments: list[PaymentOut]
+    notes: list[NoteOut]
+    as_of: datetime | None
+
+
+def amounts(values: dict[str, int]) -> list[Amount]:
+    return [Amount(currency=k, amount=v) for k, v in sorted(values.items())]
+
+
+def summary(row, now: datetime) -> tuple[CustomerSummary, dict[str, Any]]:
+    counts = counts_at(row.schedule, now)
+    model = CustomerSummary(
+        id=row.customer_id, email=row.email, name=row.name, phone=row.phone,
+        first_seen_at=row.first_seen_at,
+        appointments=AppointmentCounts(total=counts["total"], upcoming=counts["upcoming"],
+                                       past=counts["past"], cancelled=row.cancelled),
+        total_spend=amounts(row.spend),
+        last_appointment_at=counts["last_appointment_at"], next_appointment_at=counts["next_appointment_at"],
+    )
+    return model, counts
+
+
+def _payment(row) -> PaymentOut:
+    s = row.state
+    card = s.get("card")
+    refunds = sorted(((rid, r) for rid, r in (s.get("refunds") or {}).items()),
+                     key=lambda x: (x[1].get("created_at") or "", x[0]), reverse=True)
+    return PaymentOut(
+        id=row.payment_id, meeting_id=row.meeting_id, amount=money.amount(s),
+        amount_refunded=money.refunded(s), currency=s.get("currency"), status=s.get("status") or "pending",
+        card=CardOut(brand=card.get("brand"), last4=card.get("last4")) if card else None,
+        created_at=row.created_at,
+        refunds=[RefundOut(id=rid, amount=r["amount"], status=r["status"],
+                           created_at=datetime.fromisoformat(r["created_at"]) if r.get("created_at") else None)
+                 for rid, r in refunds],
+    )
+
+
+def detail(found: dict[str, Any], now: datetime) -> CustomerDetail:
+    from projections.projector import meeting_from_row
+
+    row = found["row"]
+    base, counts = summary(row, now)
+    by_meeting: dict[str, list] = {}
+    for p in found["payments"]:
+        by_meeting.setdefault(p.meeting_id, []).append(p.state)
+    appointments = []
+    for mrow in found["meetings"]:
+        m: Meeting = meeting_from_row(mrow)
+        appointments.append(Appointment(
+            id=m.meeting_id, service=Service(id=m.service_id, name=m.service_name),
+            start_time=m.start_time, end_time=m.end_time, timezone=m.timezone,
+            status=appointment_status(m, now),
+            payment_status=_meeting_payment_status(by_meeting.get(m.meeting_id, [])),
+            price=Price(amount=m.price_amount, currency=m.price_currency),
+        ))
+    payments = sorted((_payment(p) for p in found["payments"]),
+                      key=lambda p: (p.created_at.isoformat() if p.created_at else "", p.id), reverse=True)
+    return CustomerDetail(
+        **base.model_dump(exclude={"appointments"}),
+        stats=Stats(appointments=base.appointments, expert_revenue=amounts(row.revenue),
+                    refunded=amounts(row.refunded), session_minutes=counts["session_minutes"],
+                    no_shows=row.no_shows),
+        appointments=appointments,
+        payments=payments,
+        notes=[NoteOut(id=n.note_id, body=n.body, created_at=n.created_at) for n in found["notes"]],
+        as_of=found["as_of"],
+    )
+
+
+def _meeting_payment_status(states: list[dict]) -> str:
+    """One appointment's payment status: its most advanced payment decides."""
+    if not states:
+        return "none"
+    order = ["failed", "pending", "processing", "succeeded", "partially_refunded", "refunded", "disputed"]
+    return max((money.payment_status(s) for s in states), key=order.index)

@@ -1,0 +1,3 @@
+from customers.cli import main
+
+main()

@@ -1,0 +1,158 @@
+"""The `customers` command: every process of the service starts here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from customers.settings import Settings, get_settings
+
+cli = typer.Typer(help="The customers projection service.", no_args_is_help=True, add_completion=False)
+ROOT = Path(__file__).resolve().parent.parent
+
+DEV_DEFAULTS = {
+    "AUTH_JWT_SECRET": "local-dev-jwt-secret-not-for-production",
+    "INGEST_TOKEN": "local-dev-ingest-token",
+    "STRIPE_WEBHOOK_SECRET": "whsec_local_dev_secret",
+    "CUSTOMER_ID_SECRET": "local-dev-customer-id-secret",
+}
+
+
+def _logging(level: str = "INFO") -> None:
+    from customers.logs import configure
+
+    configure(level)
+
+
+@cli.command()
+def worker(metrics_port: int = typer.Option(8002, help="port of the worker's /metrics (0: none)")) -> None:
+    """Consume the topics and keep the read model."""
+    _logging()
+    from streams.worker import run
+
+    run(get_settings(), metrics_port=metrics_port or None)
+
+
+@cli.command()
+def api(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve the read API and the pages."""
+    import uvicorn
+
+    from api.app import create_app
+
+    _logging()
+    uvicorn.run(create_app(get_settings()), host=host, port=port, access_log=False, log_config=None)
+
+
+@cli.command()
+def webhooks(host: str = "127.0.0.1", port: int = 8001) -> None:
+    """Serve the intake: Stripe webhooks and booking events."""
+    import uvicorn
+
+    from webhooks.app import create_app
+
+    settings = get_settings()
+    if not settings.webhook_secrets or not settings.ingest_token:
+        raise typer.BadParameter("STRIPE_WEBHOOK_SECRET and INGEST_TOKEN are required")
+    _logging()
+    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=None)
+
+
+@cli.command()
+def migrate() -> None:
+    """Bring the read-model schema up to date."""
+    from projections.db import migrate_sync
+
+    migrate_sync(get_settings().database_url)
+    typer.echo("schema up to date")
+
+
+@cli.command()
+def token(expert_id: str, admin: bool = typer.Option(False, help="add the admin role"),
+          hours: int = typer.Option(12, help="validity")) -> None:
+    """Print a development bearer token (HS256) for an expert."""
+    from api.auth import issue_token
+
+    typer.echo(issue_token(get_settings(), expert_id, roles=["admin"] if admin else [], ttl_seconds=hours * 3600))
+
+
+def _wait_http(url: str, timeout: float = 60.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise typer.Exit(f"{url} did not come up")
+
+
+@cli.command()
+def up(api_port: int = 8000, webhooks_port: int = 8001, demo: bool = True,
+       infra: bool = typer.Option(True, help="start Kafka first (scripts/infra-up.sh)")) -> None:
+    """Local all-in-one: infrastructure, worker, api and webhooks on the embedded SQLite database."""
+    env = {**os.environ}
+    for key, value in DEV_DEFAULTS.items():
+        env.setdefault(key, value)
+    env.setdefault("DATABASE_URL", f"sqlite+aiosqlite:///{ROOT / 'data' / 'customers.db'}")
+    if infra:
+        subprocess.run(["bash", str(ROOT / "scripts" / "infra-up.sh")], check=True,
+                       env={**env, "INFRA_SKIP_PG": "1", "INFRA_SKIP_STRIPE": "1"})
+    logs = ROOT / "data" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    exe = [sys.executable, "-m", "customers"]
+    procs = []
+    for name, args in (("worker", ["worker"]), ("api", ["api", "--port", str(api_port)]),
+                       ("webhooks", ["webhooks", "--port", str(webhooks_port)])):
+        out = open(logs / f"{name}.log", "ab")
+        procs.append(subprocess.Popen(exe + args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT))
+    try:
+        _wait_http(f"http://127.0.0.1:{api_port}/healthz")
+        _wait_http(f"http://127.0.0.1:{webhooks_port}/healthz")
+        settings = Settings(**{k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields})
+        from api.auth import issue_token
+
+        if demo:
+            from customers.demo import load_demo
+
+            expert = asyncio.run(load_demo(settings, f"http://127.0.0.1:{webhooks_port}", f"http://127.0.0.1:{api_port}"))
+        else:
+            expert = "expert_demo"
+        tok = issue_token(settings, expert, roles=["admin"])
+        typer.echo(f"\nAPI       http://127.0.0.1:{api_port}/api/customers")
+        typer.echo(f"Pages     http://127.0.0.1:{api_port}/customers")
+        typer.echo(f"Intake    http://127.0.0.1:{webhooks_port}/events/bookings")
+        typer.echo(f"Logs      {logs}")
+        typer.echo(f"Token     {tok}\n")
+        typer.echo(f'curl -H "Authorization: Bearer {tok}" http://127.0.0.1:{api_port}/api/customers\n')
+        typer.echo("Running; Ctrl-C stops the worker, api and webhooks (make infra-down stops Kafka).")
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def main() -> None:
+    logging.captureWarnings(True)
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Booking events, schema version 1: the shapes the booking system publishes on `bookings`.
+
+These are shared by the intake (which validates them) and the worker (which applies them).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Literal, Union
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+
+def normalise_email(email: str) -> str:
+    """Emails compare case- and space-insensitively: ``" Ana@Example.com"`` is ``ana@example.com``."""
+    return "".join(email.split()).lower()
+
+
+def as_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamp must carry a UTC offset (RFC 3339)")
+    return value.astimezone(timezone.utc)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Customer(_Model):
+    email: str = Field(min_length=3, max_length=320)
+    name: str = Field(default="", max_length=200)
+    phone: str | None = Field(default=None, max_length=40)
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        value = normalise_email(value)
+        local, _, domain = value.partition("@")
+        if not local or "." not in domain:
+            raise ValueError("not an email address")
+        return value
+
+
+class Service(_Model):
+    id: str = Field(min_length=1)
+    name: str = ""
+
+
+class Money(_Model):
+    amount: int = Field(ge=0)
+    currency: str = Field(pattern=r"^[a-z]{3}$")
+
+
+class PaymentRef(_Model):
+    payment_intent_id: str | None = None
+    checkout_session_id: str | None = None
+
+
+class _BookingEvent(_Model):
+    event_id: str = Field(min_length=1, max_length=200)
+    occurred_at: datetime
+    schema_version: Literal[1] = 1
+    expert_id: str = Field(min_length=1, max_length=200)
+    meeting_id: str = Field(min_length=1, max_length=200)
+
+    _utc = field_validator("occurred_at")(classmethod(lambda cls, v: as_utc(v)))
+
+
+def _check_tz(value: str | None) -> str | None:
+    if value is None:
+        return value
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown IANA time zone {value!r}") from exc
+    return value
+
+
+class _Scheduled(_Model):
+    start_time: datetime
+    end_time: datetime
+
+    _utc_times = field_validator("start_time", "end_time")(classmethod(lambda cls, v: as_utc(v)))
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.end_time < self.start_time:
+            raise ValueError("end_time is before start_time")
+        return self
+
+
+class BookingCreated(_BookingEvent, _Scheduled):
+    type: Literal["booking.created"]
+    customer: Customer
+    service: Service
+    timezone: str = "UTC"
+    price: Money
+    payment: PaymentRef = PaymentRef()
+    created_at: datetime | None = None
+
+    _tz = field_validator("timezone")(classmethod(lambda cls, v: _check_tz(v)))
+
+
+class BookingRescheduled(_BookingEvent, _Scheduled):
+    type: Literal["booking.rescheduled"]
+    timezone: str | None = None
+
+    _tz = field_validator("timezone")(classmethod(lambda cls, v: _check_tz(v)))
+
+
+class BookingCancelled(_BookingEvent):
+    type: Literal["booking.cancelled"]
+    reason: str | None = None
+    cancelled_by: Literal["customer", "expert", "system"] | None = None
+
+
+class BookingNoShow(_BookingEvent):
+    type: Literal["booking.no_show"]
+
+
+BookingEvent = Annotated[
+    Union[BookingCreated, BookingRescheduled, BookingCancelled, BookingNoShow],
+    Field(discriminator="type"),
+]
+booking_event_adapter: TypeAdapter[BookingEvent] = TypeAdapter(BookingEvent)
+
+
+def parse_booking_event(data: dict | bytes | str) -> BookingEvent:
+    if isinstance(data, (bytes, str)):
+        return booking_event_adapter.validate_json(data)
+    return booking_event_adapter.validate_python(data)

@@ -1,0 +1,92 @@
+"""Kafka plumbing shared by the intake and the worker: topic names, topic creation, a producer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Iterable
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from customers.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BOOKINGS = "bookings"
+STRIPE_EVENTS = "stripe-events"
+ACTIVITY = "customer-activity"
+COMMANDS = "customer-commands"
+SOURCES = (BOOKINGS, STRIPE_EVENTS, COMMANDS)
+PROJECTED = (BOOKINGS, ACTIVITY, COMMANDS)
+FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
+
+
+def dlq(name: str) -> str:
+    return f"{name}.dlq"
+
+
+def all_topics(settings: Settings) -> list[str]:
+    names = [BOOKINGS, STRIPE_EVENTS, ACTIVITY, COMMANDS]
+    return [settings.topic(n) for n in names + [dlq(n) for n in names]]
+
+
+async def ensure_topics(settings: Settings, timeout: float = 60.0) -> None:
+    """Create every topic the service uses (idempotent). Source topics are retained forever."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10_000)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await admin.start()
+            break
+        except Exception:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(1)
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(name, num_partitions=settings.topic_partitions, replication_factor=1, topic_configs=dict(FOREVER))
+            for name in all_topics(settings) if name not in existing
+        ]
+        if wanted:
+            try:
+                await admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+def new_producer(settings: Settings, **kw) -> AIOKafkaProducer:
+    """An idempotent producer that waits for every in-sync replica (acks=all)."""
+    kw.setdefault("request_timeout_ms", 10_000)
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=2,
+        **kw,
+    )
+
+
+async def publish(producer: AIOKafkaProducer, topic: str, items: Iterable[tuple[str, bytes]]) -> None:
+    """Send (key, value) pairs and return only when Kafka acknowledged every one of them."""
+    futures = [await producer.send(topic, key=key.encode(), value=value) for key, value in items]
+    await asyncio.gather(*futures)
+
+
+async def produce_booking_events(settings: Settings, events: Iterable[dict]) -> None:
+    """For systems that write to Kafka directly: publish validated booking events on `bookings`."""
+    from customers.events import parse_booking_event
+
+    parsed = [parse_booking_event(e) for e in events]  # raises before anything is sent
+    producer = new_producer(settings)
+    await producer.start()
+    try:
+        await publish(producer, settings.topic(BOOKINGS),
+                      [(e.expert_id, json.dumps(e.model_dump(mode="json")).encode()) for e in parsed])
+    finally:
+        await producer.stop()

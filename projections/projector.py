@@ -1,0 +1,437 @@
+"""The unit of work that applies a batch of source records to one projection version.
+
+Commit order, for one batch (the agent calls `apply`):
+
+1. records at or below the offset stored for their partition are dropped (already applied);
+2. the read-model rows and the new offsets are written in ONE database transaction;
+3. only after that transaction commits does the agent acknowledge the records to Kafka,
+   whose committed offset therefore trails the database's.
+
+A crash before 2 commits loses nothing (Kafka redelivers); a crash between 2 and 3 makes
+Kafka redeliver records that step 1 then drops. Nothing is lost or counted twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from sqlalchemy import and_, delete, or_, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from customers.events import BookingCreated
+from customers.facts import PaymentObserved
+from customers.ids import customer_id as derive_customer_id
+from customers.ids import email_hash
+from projections import tables as t
+from projections.commands import CustomerErased, NoteAdded, NoteDeleted
+from projections.db import upsert
+from projections.meetings import Meeting, apply_booking
+from projections.payments import merge, observe
+from projections.summary import summarise
+
+_MEETING_FIELDS = [f for f in Meeting.__dataclass_fields__]
+
+
+@dataclass
+class Applied:
+    """What one `apply` did, for metrics and tests."""
+
+    by_type: dict[str, int] = field(default_factory=dict)
+    skipped_offsets: int = 0
+    skipped_erased: int = 0
+    newest_event_time: datetime | None = None
+
+    def count(self, kind: str) -> None:
+        self.by_type[kind] = self.by_type.get(kind, 0) + 1
+
+
+@dataclass(frozen=True)
+class Position:
+    topic: str
+    partition: int
+    offset: int
+    timestamp: datetime | None = None
+
+
+def _meeting_row(m: Meeting, version: int, secret: str) -> dict[str, Any]:
+    row = asdict(m)
+    row.update(version=version, start_time=m.start_time, end_time=m.end_time, timezone=m.timezone,
+               email_hash=email_hash(secret, m.customer_email) if m.customer_email else None)
+    return row
+
+
+def meeting_from_row(row) -> Meeting:
+    data = row._mapping
+    return Meeting(**{k: data[k] for k in _MEETING_FIELDS})
+
+
+class Projector:
+    def __init__(self, engine: AsyncEngine, *, version: int, id_secret: str) -> None:
+        self.engine = engine
+        self.version = version
+        self.id_secret = id_secret
+
+    async def stored_offsets(self) -> dict[tuple[str, int], int]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(t.projection_offsets.c.topic, t.projection_offsets.c.partition,
+                       t.projection_offsets.c.offset).where(t.projection_offsets.c.version == self.version)
+            )
+            return {(r.topic, r.partition): r.offset for r in rows}
+
+    async def apply(self, batch: list[tuple[Position, Any]]) -> Applied:
+        """Apply decoded records (booking events, payment facts, commands) and their positions."""
+        result = Applied()
+        async with self.engine.begin() as conn:
+            stored = await self._offsets_for(conn, {(p.topic, p.partition) for p, _ in batch})
+            fresh = []
+            for pos, item in batch:
+                if pos.offset <= stored.get((pos.topic, pos.partition), -1):
+                    result.skipped_offsets += 1
+                    continue
+                fresh.append((pos, item))
+            work = _Work(conn, self.version, self.id_secret, result)
+            await work.run([item for _, item in fresh])
+            await self._save_offsets(conn, [pos for pos, _ in batch])
+            times = [p.timestamp for p, _ in fresh if p.timestamp]
+            result.newest_event_time = max(times) if times else None
+        return result
+
+    async def _offsets_for(self, conn: AsyncConnection, tps: set[tuple[str, int]]) -> dict:
+        if not tps:
+            return {}
+        o = t.projection_offsets.c
+        rows = await conn.execute(
+            select(o.topic, o.partition, o.offset).where(
+                o.version == self.version, tuple_(o.topic, o.partition).in_(list(tps))
+            )
+        )
+        return {(r.topic, r.partition): r.offset for r in rows}
+
+    async def _save_offsets(self, conn: AsyncConnection, positions: list[Position]) -> None:
+        newest: dict[tuple[str, int], Position] = {}
+        for p in positions:
+            key = (p.topic, p.partition)
+            if key not in newest or p.offset > newest[key].offset:
+                newest[key] = p
+        if newest:
+            await upsert(conn, t.projection_offsets, [
+                {"version": self.version, "topic": p.topic, "partition": p.partition,
+                 "offset": p.offset, "event_time": p.timestamp}
+                for p in newest.values()
+            ], ["version", "topic", "partition"])
+
+
+class _Work:
+    """The rows one batch reads and writes, inside one transaction."""
+
+    def __init__(self, conn: AsyncConnection, version: int, secret: str, result: Applied) -> None:
+        self.conn, self.version, self.secret, self.result = conn, version, secret, result
+        self.meetings: dict[tuple[str, str], Meeting] = {}
+        self.payments: dict[str, dict[str, Any]] = {}  # payment_id -> row
+        self.dirty_meetings: set[tuple[str, str]] = set()
+        self.dirty_payments: set[str] = set()
+        self.touched: set[tuple[str, str]] = set()  # (expert, customer) to recompute
+
+    async def run(self, items: list[Any]) -> None:
+        erased = await self._erased_hashes(items)
+        bookings = [e for e in items if hasattr(e, "meeting_id") and hasattr(e, "schema_version")]
+        facts = [e for e in items if isinstance(e, PaymentObserved)]
+        commands = [e for e in items if isinstance(e, (NoteAdded, NoteDeleted, CustomerErased))]
+
+        await self._load_meetings({(e.expert_id, e.meeting_id) for e in bookings})
+        for event in bookings:
+            self._apply_booking(event, erased)
+        await self._load_payments(facts)
+        for fact in facts:
+            self._apply_fact(fact, erased)
+        await self._link()
+        await self._write()
+        for cmd in commands:
+            await self._apply_command(cmd)
+            self.result.count(cmd.type)
+        await self._recompute()
+
+    # --- erasure ledger ----------------------------------------------------------------------
+
+    async def _erased_hashes(self, items: list[Any]) -> set[str]:
+        emails = {e.customer.email for e in items if isinstance(e, BookingCreated)}
+        emails |= {f.customer_email for f in items if isinstance(f, PaymentObserved) and f.customer_email}
+        if not emails:
+            return set()
+        hashes = {email_hash(self.secret, e) for e in emails}
+        rows = await self.conn.execute(select(t.erasures.c.email_hash).where(t.erasures.c.email_hash.in_(hashes)))
+        return {r.email_hash for r in rows}
+
+    def _is_erased(self, email: str | None, erased: set[str]) -> bool:
+        return bool(email and erased and email_hash(self.secret, email) in erased)
+
+    # --- meetings ----------------------------------------------------------------------------
+
+    async def _load_meetings(self, keys: set[tuple[str, str]]) -> None:
+        keys = keys - self.meetings.keys()
+        if not keys:
+            return
+        m = t.meetings.c
+        rows = await self.conn.execute(
+            select(t.meetings).where(m.version == self.version, tuple_(m.expert_id, m.meeting_id).in_(list(keys)))
+        )
+        for row in rows:
+            self.meetings[(row.expert_id, row.meeting_id)] = meeting_from_row(row)
+
+    def _apply_booking(self, event, erased: set[str]) -> None:
+        key = (event.expert_id, event.meeting_id)
+        current = self.meetings.get(key)
+        cid = None
+        if isinstance(event, BookingCreated):
+            if self._is_erased(event.customer.email, erased):
+                self.result.skipped_erased += 1
+                return
+            cid = derive_customer_id(self.secret, event.expert_id, event.customer.email)
+        updated = apply_booking(current, event, cid)
+        self.result.count(event.type)
+        if updated == current:
+            return
+        if current is not None and current.customer_id:
+            self.touched.add((current.expert_id, current.customer_id))
+        if updated.customer_id:
+            self.touched.add((updated.expert_id, updated.customer_id))
+        self.meetings[key] = updated
+        self.dirty_meetings.add(key)
+
+    # --- payments ----------------------------------------------------------------------------
+
+    async def _load_payments(self, facts: list[PaymentObserved]) -> None:
+        if not facts:
+            return
+        p = t.payments.c
+        ids = {f.payment_id for f in facts} | {f.payment_intent_id for f in facts if f.payment_intent_id}
+        charges = {f.charge_id for f in facts if f.charge_id}
+        sessions = {f.checkout_session_id for f in facts if f.checkout_session_id}
+        rows = await self.conn.execute(
+            select(t.payments).where(
+                p.version == self.version,
+                or_(p.payment_id.in_(ids), p.charge_id.in_(charges), p.checkout_session_id.in_(sessions)),
+            )
+        )
+        for row in rows:
+            self.payments[row.payment_id] = dict(row._mapping)
+
+    def _resolve_payment_id(self, fact: PaymentObserved) -> str:
+        """The row a fact belongs to: its payment intent, else a row already known by charge/session."""
+        if fact.payment_intent_id:
+            return fact.payment_intent_id
+        for row in self.payments.values():
+            if fact.charge_id and row["charge_id"] == fact.charge_id:
+                return row["payment_id"]
+            if fact.checkout_session_id and row["checkout_session_id"] == fact.checkout_session_id:
+                return row["payment_id"]
+        return fact.payment_id
+
+    def _apply_fact(self, fact: PaymentObserved, erased: set[str]) -> None:
+        if self._is_erased(fact.customer_email, erased):
+            self.result.skipped_erased += 1
+            return
+        pid = self._resolve_payment_id(fact)
+        row = self.payments.get(pid) or {"version": self.version, "payment_id": pid, "state": {}}
+        state = observe(row["state"], fact)
+        # a row parked under a charge or session id joins its payment intent's row
+        for other_id, other in list(self.payments.items()):
+            if other_id == pid:
+                continue
+            if (state.get("charge_id") and other["charge_id"] == state["charge_id"]) or (
+                state.get("checkout_session_id") and other["checkout_session_id"] == state["checkout_session_id"]
+            ):
+                if fact.payment_intent_id and not other_id.startswith("pi_"):
+                    state = merge(state, other["state"])
+                    self.payments.pop(other_id)
+                    self.dirty_payments.add(other_id)
+                    if other.get("expert_id") and other.get("customer_id"):
+                        self.touched.add((other["expert_id"], other["customer_id"]))
+        row = {**row, "state": state}
+        _copy_hints(row, state)
+        self.payments[pid] = row
+        self.dirty_payments.add(pid)
+        self.result.count(fact.stripe_event_type)
+
+    async def _link(self) -> None:
+        """Tie payments to meetings, in the contract's order of evidence; recompute both ends."""
+        await self._link_payments_to_meetings()
+        await self._link_meetings_to_payments()
+
+    async def _link_payments_to_meetings(self) -> None:
+        for pid in list(self.dirty_payments):
+            row = self.payments.get(pid)
+            if row is None:
+                continue
+            meeting = await self._meeting_for(row)
+            self._attach(row, meeting)
+
+    async def _meeting_for(self, row: dict) -> Meeting | None:
+        """The booked meeting a payment belongs to, trying each kind of evidence in order."""
+        for in_memory, in_sql in _evidence(row["state"]):
+            for meeting in self.meetings.values():  # this batch's view wins over the table
+                if meeting.is_booked and in_memory(meeting):
+                    return meeting
+            m = t.meetings.c
+            rows = (await self.conn.execute(
+                select(t.meetings).where(m.version == self.version, m.created_version.is_not(None), in_sql).limit(1)
+            )).all()
+            if rows:
+                found = meeting_from_row(rows[0])
+                return self.meetings.setdefault((found.expert_id, found.meeting_id), found)
+        return None
+
+    def _attach(self, row: dict, meeting: Meeting | None) -> None:
+        before = (row.get("expert_id"), row.get("meeting_id"), row.get("customer_id"))
+        after = (meeting.expert_id, meeting.meeting_id, meeting.customer_id) if meeting else (None, None, None)
+        if before[2]:
+            self.touched.add((before[0], before[2]))
+        if after[2]:
+            self.touched.add((after[0], after[2]))
+        if before != after:
+            row["expert_id"], row["meeting_id"], row["customer_id"] = after
+            self.dirty_payments.add(row["payment_id"])
+
+    async def _link_meetings_to_payments(self) -> None:
+        p = t.payments.c
+        for key in list(self.dirty_meetings):
+            meeting = self.meetings[key]
+            if not meeting.is_booked:
+                continue
+            conds = [and_(p.expert_id == meeting.expert_id, p.meeting_id == meeting.meeting_id),
+                     and_(p.hint_expert == meeting.expert_id, p.hint_meeting == meeting.meeting_id)]
+            if meeting.payment_intent_id:
+                conds.append(p.payment_id == meeting.payment_intent_id)
+            if meeting.checkout_session_id:
+                conds.append(p.checkout_session_id == meeting.checkout_session_id)
+            if meeting.booked_start and meeting.customer_email:
+                conds.append(and_(p.hint_expert == meeting.expert_id, p.hint_email == meeting.customer_email,
+                                  p.hint_start == meeting.booked_start))
+            rows = await self.conn.execute(select(t.payments).where(p.version == self.version, or_(*conds)))
+            for r in rows:
+                row = self.payments.setdefault(r.payment_id, dict(r._mapping))
+                self._attach(row, await self._meeting_for(row))
+
+    # --- commands ----------------------------------------------------------------------------
+
+    async def _apply_command(self, cmd) -> None:
+        n = t.notes.c
+        if isinstance(cmd, NoteAdded):
+            await upsert(self.conn, t.notes, [{
+                "version": self.version, "note_id": cmd.note_id, "expert_id": cmd.expert_id,
+                "customer_id": cmd.customer_id, "body": cmd.body, "created_at": cmd.created_at, "deleted": False,
+            }], ["version", "note_id"])
+            # a delete that overtook its add keeps the note deleted
+        elif isinstance(cmd, NoteDeleted):
+            await upsert(self.conn, t.notes, [{
+                "version": self.version, "note_id": cmd.note_id, "expert_id": cmd.expert_id,
+                "customer_id": cmd.customer_id, "body": "", "created_at": cmd.occurred_at, "deleted": True,
+            }], ["version", "note_id"])
+        elif isinstance(cmd, CustomerErased):
+            await self._erase(cmd)
+
+    async def _erase(self, cmd: CustomerErased) -> None:
+        """Remove the person from every expert's rows in this version; the ledger keeps them out."""
+        await upsert(self.conn, t.erasures, [{"email_hash": cmd.email_hash, "erased_at": cmd.occurred_at}],
+                     ["email_hash"])
+        c, n = t.customers.c, t.notes.c
+        victims = (await self.conn.execute(select(c.expert_id, c.customer_id).where(
+            c.version == self.version, c.email_hash == cmd.email_hash))).all()
+        for expert_id, cid in victims:
+            await self.conn.execute(delete(t.notes).where(
+                n.version == self.version, n.expert_id == expert_id, n.customer_id == cid))
+            self.touched.discard((expert_id, cid))
+        for table in (t.customers, t.meetings, t.payments):
+            await self.conn.execute(delete(table).where(
+                table.c.version == self.version, table.c.email_hash == cmd.email_hash))
+        self.meetings = {k: v for k, v in self.meetings.items() if v.customer_email is None
+                         or email_hash(self.secret, v.customer_email) != cmd.email_hash}
+
+    # --- writes ------------------------------------------------------------------------------
+
+    async def _write(self) -> None:
+        if self.dirty_meetings:
+            await upsert(self.conn, t.meetings, [_meeting_row(self.meetings[k], self.version, self.secret)
+                                                 for k in sorted(self.dirty_meetings)],
+                         ["version", "expert_id", "meeting_id"])
+        gone = [pid for pid in self.dirty_payments if pid not in self.payments]
+        if gone:
+            await self.conn.execute(delete(t.payments).where(t.payments.c.version == self.version,
+                                                             t.payments.c.payment_id.in_(gone)))
+        rows = [_payment_row(self.payments[pid], self.secret) for pid in sorted(self.dirty_payments) if pid in self.payments]
+        if rows:
+            await upsert(self.conn, t.payments, rows, ["version", "payment_id"])
+
+    async def _recompute(self) -> None:
+        if not self.touched:
+            return
+        m, p = t.meetings.c, t.payments.c
+        keys = sorted(self.touched)
+        meetings: dict[tuple[str, str], list[Meeting]] = {k: [] for k in keys}
+        states: dict[tuple[str, str], list[dict]] = {k: [] for k in keys}
+        for chunk in _chunks(keys, 500):
+            for row in await self.conn.execute(select(t.meetings).where(
+                    m.version == self.version, tuple_(m.expert_id, m.customer_id).in_(chunk))):
+                meetings[(row.expert_id, row.customer_id)].append(meeting_from_row(row))
+            for row in await self.conn.execute(select(p.expert_id, p.customer_id, p.state).where(
+                    p.version == self.version, tuple_(p.expert_id, p.customer_id).in_(chunk))):
+                states[(row.expert_id, row.customer_id)].append(row.state)
+        upserts, removed = [], []
+        for key in keys:
+            summary = summarise(meetings[key], states[key])
+            if summary is None:
+                removed.append(key)
+            else:
+                upserts.append({"version": self.version, "expert_id": key[0], "customer_id": key[1],
+                                "email_hash": email_hash(self.secret, summary["email"]), **summary})
+        if upserts:
+            await upsert(self.conn, t.customers, upserts, ["version", "expert_id", "customer_id"])
+        c = t.customers.c
+        for chunk in _chunks(removed, 500):
+            await self.conn.execute(delete(t.customers).where(
+                c.version == self.version, tuple_(c.expert_id, c.customer_id).in_(chunk)))
+
+
+def _copy_hints(row: dict, state: dict) -> None:
+    row["payment_intent_id"] = state.get("payment_intent_id")
+    row["checkout_session_id"] = state.get("checkout_session_id")
+    row["charge_id"] = state.get("charge_id")
+    row["hint_expert"] = state.get("expert_id")
+    row["hint_meeting"] = state.get("meeting_id")
+    row["hint_email"] = state.get("customer_email")
+    row["hint_start"] = datetime.fromisoformat(state["booked_start"]) if state.get("booked_start") else None
+    created = state.get("created_at")
+    row["created_at"] = datetime.fromisoformat(created) if created else None
+
+
+def _payment_row(row: dict, secret: str) -> dict:
+    out = {c.name: row.get(c.name) for c in t.payments.columns}
+    out["email_hash"] = email_hash(secret, row["hint_email"]) if row.get("hint_email") else None
+    return out
+
+
+def _evidence(state: dict) -> list[tuple[Any, Any]]:
+    """(test on a meeting in memory, the same test in SQL), in the contract's order."""
+    m = t.meetings.c
+    found = []
+    expert, meeting_id, email = state.get("expert_id"), state.get("meeting_id"), state.get("customer_email")
+    if expert and meeting_id:
+        found.append((lambda mt: mt.expert_id == expert and mt.meeting_id == meeting_id,
+                      and_(m.expert_id == expert, m.meeting_id == meeting_id)))
+    if expert and email and state.get("booked_start"):
+        start = datetime.fromisoformat(state["booked_start"])
+        found.append((lambda mt: mt.expert_id == expert and mt.customer_email == email and mt.booked_start == start,
+                      and_(m.expert_id == expert, m.customer_email == email, m.booked_start == start)))
+    if pi := state.get("payment_intent_id"):
+        found.append((lambda mt: mt.payment_intent_id == pi, m.payment_intent_id == pi))
+    if cs := state.get("checkout_session_id"):
+        found.append((lambda mt: mt.checkout_session_id == cs, m.checkout_session_id == cs))
+    return found
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]

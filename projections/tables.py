@@ -1,0 +1,192 @@
+"""Read-model tables (SQLAlchemy Core). The schema itself is created by Alembic migrations.
+
+Every read-model table carries the projection `version` in its key, so that a replay can build
+a new version beside the one serving readers and switch over in one update of
+`projection_versions`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+metadata = MetaData()
+
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes in and out, on PostgreSQL (timestamptz) and SQLite (text) alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+UTC = UTCDateTime()
+
+meetings = Table(
+    "meetings",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("expert_id", String(200), primary_key=True),
+    Column("meeting_id", String(200), primary_key=True),
+    Column("customer_id", String(64)),
+    Column("customer_email", String(320)),
+    Column("email_hash", String(64)),
+    Column("customer_name", String(200)),
+    Column("customer_phone", String(40)),
+    Column("service_id", String(200)),
+    Column("service_name", String(200)),
+    Column("booked_start", UTC),
+    Column("booked_end", UTC),
+    Column("booked_timezone", String(64)),
+    Column("created_version", String(80)),
+    Column("resched_start", UTC),
+    Column("resched_end", UTC),
+    Column("resched_timezone", String(64)),
+    Column("resched_version", String(80)),
+    Column("start_time", UTC),
+    Column("end_time", UTC),
+    Column("timezone", String(64)),
+    Column("price_amount", BigInteger),
+    Column("price_currency", String(3)),
+    Column("payment_intent_id", String(200)),
+    Column("checkout_session_id", String(200)),
+    Column("cancelled_at", UTC),
+    Column("cancel_reason", Text),
+    Column("cancelled_by", String(20)),
+    Column("no_show_at", UTC),
+    Column("booked_at", UTC),
+    Column("first_seen_at", UTC),
+    Index("ix_meetings_customer", "version", "expert_id", "customer_id"),
+    Index("ix_meetings_pi", "version", "payment_intent_id"),
+    Index("ix_meetings_cs", "version", "checkout_session_id"),
+    Index("ix_meetings_booked", "version", "expert_id", "customer_email", "booked_start"),
+    Index("ix_meetings_email_hash", "version", "email_hash"),
+)
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("payment_id", String(200), primary_key=True),
+    Column("payment_intent_id", String(200)),
+    Column("checkout_session_id", String(200)),
+    Column("charge_id", String(200)),
+    Column("expert_id", String(200)),
+    Column("meeting_id", String(200)),
+    Column("customer_id", String(64)),
+    Column("hint_expert", String(200)),
+    Column("hint_meeting", String(200)),
+    Column("hint_email", String(320)),
+    Column("email_hash", String(64)),
+    Column("hint_start", UTC),
+    Column("state", JSON, nullable=False),
+    Column("created_at", UTC),
+    Index("ix_payments_customer", "version", "expert_id", "customer_id"),
+    Index("ix_payments_cs", "version", "checkout_session_id"),
+    Index("ix_payments_charge", "version", "charge_id"),
+    Index("ix_payments_unlinked", "version", "hint_expert", "hint_meeting"),
+    Index("ix_payments_email_hash", "version", "email_hash"),
+)
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("expert_id", String(200), primary_key=True),
+    Column("customer_id", String(64), primary_key=True),
+    Column("email", String(320), nullable=False),
+    Column("email_hash", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("phone", String(40)),
+    Column("search_text", Text, nullable=False),
+    Column("first_seen_at", UTC, nullable=False),
+    Column("latest_start", UTC),
+    Column("appointments", Integer, nullable=False),
+    Column("cancelled", Integer, nullable=False),
+    Column("no_shows", Integer, nullable=False),
+    Column("schedule", JSON, nullable=False),
+    Column("spend", JSON, nullable=False),
+    Column("spend_sort", BigInteger, nullable=False),
+    Column("revenue", JSON, nullable=False),
+    Column("refunded", JSON, nullable=False),
+    Index("ix_customers_latest", "version", "expert_id", "latest_start", "customer_id"),
+    Index("ix_customers_first_seen", "version", "expert_id", "first_seen_at", "customer_id"),
+    Index("ix_customers_name", "version", "expert_id", "name", "customer_id"),
+    Index("ix_customers_appts", "version", "expert_id", "appointments", "customer_id"),
+    Index("ix_customers_spend", "version", "expert_id", "spend_sort", "customer_id"),
+    Index("ix_customers_email", "version", "expert_id", "email"),
+    Index("ix_customers_email_hash", "version", "email_hash"),
+)
+
+notes = Table(
+    "notes",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("note_id", String(64), primary_key=True),
+    Column("expert_id", String(200), nullable=False),
+    Column("customer_id", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", UTC, nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Index("ix_notes_customer", "version", "expert_id", "customer_id"),
+)
+
+# Source positions applied, written in the same transaction as the rows above.
+projection_offsets = Table(
+    "projection_offsets",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("topic", String(255), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("offset", BigInteger, nullable=False),
+    Column("event_time", UTC),
+)
+
+# Which version readers see; a replay switches it in one update.
+projection_versions = Table(
+    "projection_versions",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("state", String(20), nullable=False),  # building | live | retired
+    Column("consumer_group", String(255), nullable=False),
+    Column("created_at", UTC, nullable=False),
+    Column("switched_at", UTC),
+)
+
+# Keyed hashes of erased emails; consulted by every version, never versioned.
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("email_hash", String(64), primary_key=True),
+    Column("erased_at", UTC, nullable=False),
+)

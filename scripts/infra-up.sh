@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Start the local infrastructure the service and its tests use:
+#   Kafka (KRaft, 127.0.0.1:9092), PostgreSQL (127.0.0.1:5432),
+#   stripe-mock (http 127.0.0.1:12111, https 127.0.0.1:12112).
+# Idempotent: whatever already runs is left alone.
+#
+# Environment:
+#   INFRA_DIR=<dir>      state directory (default: <repo>/.infra)
+#   INFRA_SKIP_PG=1      do not start PostgreSQL
+#   INFRA_SKIP_STRIPE=1  do not start stripe-mock
+set -euo pipefail
+# shellcheck source=scripts/lib-infra.sh source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib-infra.sh"
+
+kafka_start
+
+if [[ "${INFRA_SKIP_PG:-0}" == 1 ]]; then
+    log "postgres: skipped (INFRA_SKIP_PG=1)"
+else
+    pg_start
+fi
+
+if [[ "${INFRA_SKIP_STRIPE:-0}" == 1 ]]; then
+    log "stripe-mock: skipped (INFRA_SKIP_STRIPE=1)"
+else
+    stripe_start
+fi
+
+{
+    echo "KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP"
+    if [[ "${INFRA_SKIP_PG:-0}" != 1 ]]; then
+        echo "DATABASE_URL=postgresql+asyncpg://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/customers"
+        echo "TEST_DATABASE_URL=postgresql+asyncpg://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/customers_test"
+    fi
+    if [[ "${INFRA_SKIP_STRIPE:-0}" != 1 ]]; then
+        echo "STRIPE_API_BASE=http://127.0.0.1:$STRIPE_HTTP_PORT"
+    fi
+} >"$INFRA_DIR/infra.env"
+
+echo
+echo "Infrastructure is up (state in $INFRA_DIR). Settings, also in $INFRA_DIR/infra.env:"
+sed 's/^/  /' "$INFRA_DIR/infra.env"

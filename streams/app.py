@@ -1,0 +1,25 @@
+"""The Faust application, alone in its module. Built by `create_app`; nothing happens at import."""
+
+from __future__ import annotations
+
+import faust
+
+from customers.settings import Settings
+
+
+def create_app(settings: Settings, *, group: str | None = None) -> faust.App:
+    return faust.App(
+        group or settings.consumer_group,
+        broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap_servers.split(",")],
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.topic_partitions,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_commit_interval=1.0,
+        web_enabled=False,
+        stream_wait_empty=False,
+        stream_buffer_maxsize=8192,
+    )

@@ -1,0 +1,35 @@
+"""Decoding of records by topic, through one table from topic to decoder."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from customers.events import parse_booking_event
+from customers.facts import PaymentObserved
+from customers.kafka import ACTIVITY, BOOKINGS, COMMANDS
+from projections.commands import command_adapter
+
+DECODERS: dict[str, Callable[[bytes], Any]] = {
+    BOOKINGS: parse_booking_event,
+    ACTIVITY: lambda raw: PaymentObserved.model_validate_json(raw),
+    COMMANDS: lambda raw: command_adapter.validate_json(raw),
+}
+
+
+def decoder_for(topic: str, prefix: str) -> Callable[[bytes], Any]:
+    name = topic[len(prefix):] if prefix and topic.startswith(prefix) else topic
+    return DECODERS[name]
+
+
+def dead_letter(value: bytes | None, error: BaseException, topic: str, partition: int, offset: int) -> bytes:
+    """The DLQ record: the original value (as text when it is text) with the error and origin."""
+    try:
+        original: Any = json.loads(value) if value is not None else None
+    except ValueError:
+        original = (value or b"").decode("utf-8", "replace")
+    return json.dumps({
+        "error": f"{type(error).__name__}: {error}"[:2000],
+        "origin": {"topic": topic, "partition": partition, "offset": offset},
+        "value": original,
+    }).encode()

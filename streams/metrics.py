@@ -1,0 +1,39 @@
+"""The worker's Prometheus metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from projections.projector import Applied
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.applied = Counter("customers_events_applied", "Events applied to the read model, by type",
+                               ["type"], registry=r)
+        self.skipped = Counter("customers_events_skipped", "Events skipped (already applied, erased)",
+                               ["reason"], registry=r)
+        self.latency = Histogram("customers_apply_seconds", "Time to apply one batch in one transaction",
+                                 registry=r, buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
+        self.batch_size = Histogram("customers_apply_batch_size", "Records per applied batch", registry=r,
+                                    buckets=(1, 10, 50, 100, 250, 500, 1000))
+        self.dead_letters = Counter("customers_dead_letters", "Records sent to a dead-letter topic",
+                                    ["topic"], registry=r)
+        self.stripe_ignored = Counter("customers_stripe_events_ignored",
+                                      "Stripe events of types the projection does not use", registry=r)
+        self.newest_event = Gauge("customers_newest_event_timestamp_seconds",
+                                  "Kafka timestamp of the newest record applied", registry=r)
+
+    def observe(self, result: Applied, seconds: float, records: int) -> None:
+        for kind, n in result.by_type.items():
+            self.applied.labels(type=kind).inc(n)
+        if result.skipped_offsets:
+            self.skipped.labels(reason="already_applied").inc(result.skipped_offsets)
+        if result.skipped_erased:
+            self.skipped.labels(reason="erased").inc(result.skipped_erased)
+        self.latency.observe(seconds)
+        self.batch_size.observe(records)
+        if result.newest_event_time:
+            self.newest_event.set(result.newest_event_time.timestamp())

@@ -1,0 +1,48 @@
+"""Composition of the worker process: settings -> database, topics, projector, Faust app, agents."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+from prometheus_client import start_http_server
+
+from customers.kafka import ensure_topics
+from customers.settings import Settings
+from projections.db import make_engine, migrate
+from projections.projector import Projector
+from projections.versions import ensure_live, group_for
+from streams.agents import Agents
+from streams.app import create_app
+from streams.metrics import WorkerMetrics
+
+log = logging.getLogger("customers.worker")
+
+
+async def prepare(settings: Settings) -> int:
+    """Migrate the schema, create topics, and return the live projection version."""
+    await migrate(settings.database_url)
+    await ensure_topics(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        return await ensure_live(engine, settings.consumer_group)
+    finally:
+        await engine.dispose()
+
+
+def build(settings: Settings, version: int, metrics: WorkerMetrics | None = None) -> tuple[faust.App, Agents]:
+    app = create_app(settings, group=group_for(settings.consumer_group, version))
+    projector = Projector(make_engine(settings.database_url), version=version, id_secret=settings.customer_id_secret)
+    agents = Agents(app, settings, projector, metrics or WorkerMetrics())
+    return app, agents
+
+
+def run(settings: Settings, *, metrics_port: int | None = None, loglevel: str = "warning") -> None:
+    version = asyncio.run(prepare(settings))
+    metrics = WorkerMetrics()
+    if metrics_port:
+        start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
+    app, _agents = build(settings, version, metrics)
+    log.info("projecting into version %s", version)
+    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -1,0 +1,43 @@
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from api.app import create_app as create_api
+from api.auth import issue_token
+from projections.db import migrate
+from tests.harness import WorkerProcess, asgi_client, fresh_pg_database, settings_for
+from webhooks.app import create_app as create_intake
+
+
+@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
+async def stack(request):
+    """Worker (real process) + intake + API on the real broker, for each database."""
+    if request.param == "postgresql":
+        url = await fresh_pg_database()
+    else:
+        url = f"sqlite+aiosqlite:///{Path(tempfile.mkdtemp()) / 'customers.db'}"
+    settings = settings_for(url)
+    await migrate(url)
+    worker = WorkerProcess(settings, name=f"worker-{request.param}").start()
+    intake_app, api_app = create_intake(settings), create_api(settings)
+    async with asgi_client(intake_app) as intake, asgi_client(api_app) as api:
+        yield Stack(request.param, settings, worker, intake, api)
+    worker.stop()
+    await intake_app.state.intake.close()
+    await api_app.state.engine.dispose()
+
+
+class Stack:
+    def __init__(self, backend, settings, worker, intake, api):
+        self.backend, self.settings, self.worker, self.intake, self.api = backend, settings, worker, intake, api
+
+    def token(self, expert_id: str, **kw) -> str:
+        return issue_token(self.settings, expert_id, **kw)
+
+    def auth(self, expert_id: str, **kw) -> dict:
+        return {"Authorization": f"Bearer {self.token(expert_id, **kw)}"}
+
+    async def post_bookings(self, events):
+        return await self.intake.post("/events/bookings", json=events,
+                                      headers={"Authorization": f"Bearer {self.settings.ingest_token}"})

@@ -1,0 +1,150 @@
+"""The intake: Stripe webhooks and booking events, verified, then published to Kafka.
+
+Nothing is acknowledged to a sender before Kafka has acknowledged it (acks=all), and nothing
+of a rejected request is published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from contextlib import asynccontextmanager
+from typing import Any
+
+import stripe
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from fastapi import FastAPI, Header, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter, generate_latest, CONTENT_TYPE_LATEST
+from pydantic import ValidationError
+
+from customers import kafka as names
+from customers.events import parse_booking_event
+from customers.settings import Settings
+from streams.stripe_facts import NotAStripeEvent, check_event, object_key
+
+log = logging.getLogger("customers.webhooks")
+PUBLISH_TIMEOUT = 15.0
+
+
+class Intake:
+    """The intake's producer, started lazily so the process comes up even while Kafka is away."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+        self.registry = CollectorRegistry()
+        self.outcomes = Counter("customers_webhook_requests", "Intake requests by endpoint and status",
+                                ["endpoint", "status"], registry=self.registry)
+
+    async def _producer(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self.producer is None:
+                await asyncio.wait_for(names.ensure_topics(self.settings, timeout=PUBLISH_TIMEOUT), PUBLISH_TIMEOUT)
+                producer = names.new_producer(self.settings)
+                try:
+                    await asyncio.wait_for(producer.start(), PUBLISH_TIMEOUT)
+                except BaseException:
+                    await producer.stop()
+                    raise
+                self.producer = producer
+            return self.producer
+
+    async def publish(self, topic: str, items: list[tuple[str, bytes]]) -> None:
+        """Publish and wait for Kafka's acknowledgement; any failure becomes a 503."""
+        try:
+            producer = await self._producer()
+            await asyncio.wait_for(names.publish(producer, self.settings.topic(topic), items), PUBLISH_TIMEOUT)
+        except (KafkaError, asyncio.TimeoutError, OSError) as exc:
+            log.warning("kafka unavailable: %s", type(exc).__name__)
+            raise HTTPException(503, "event store unavailable, retry later", headers={"Retry-After": "5"})
+
+    async def close(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+
+
+def verify_stripe(payload: bytes, signature: str | None, secrets: list[str]) -> dict:
+    """The verified event as a dict, or HTTPException(400). Any configured secret may match."""
+    if not signature:
+        raise HTTPException(400, "missing Stripe-Signature header")
+    last: Exception | None = None
+    for secret in secrets:
+        try:
+            stripe.Webhook.construct_event(payload, signature, secret)
+            break
+        except stripe.SignatureVerificationError as exc:
+            last = exc
+        except ValueError as exc:
+            raise HTTPException(400, "body is not JSON") from exc
+    else:
+        raise HTTPException(400, f"signature verification failed: {last}" if last else "no webhook secret")
+    try:
+        event = json.loads(payload)
+        check_event(event)
+    except (ValueError, NotAStripeEvent) as exc:
+        raise HTTPException(400, f"not a Stripe event: {exc}") from exc
+    return event
+
+
+def create_app(settings: Settings) -> FastAPI:
+    intake = Intake(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        await intake.close()
+
+    app = FastAPI(title="customers intake", lifespan=lifespan)
+    app.state.intake = intake
+
+    @app.middleware("http")
+    async def count_outcomes(request: Request, call_next):
+        response = await call_next(request)
+        intake.outcomes.labels(endpoint=request.url.path, status=str(response.status_code)).inc()
+        return response
+
+    @app.post("/webhooks/stripe")
+    async def stripe_webhook(request: Request, stripe_signature: str | None = Header(default=None)) -> dict:
+        payload = await request.body()
+        event = verify_stripe(payload, stripe_signature, settings.webhook_secrets)
+        await intake.publish(names.STRIPE_EVENTS, [(object_key(event), payload)])
+        return {"received": True, "id": event["id"]}
+
+    @app.post("/events/bookings", status_code=202)
+    async def booking_events(request: Request, authorization: str | None = Header(default=None)) -> Any:
+        expected = f"Bearer {settings.ingest_token}"
+        if not settings.ingest_token or not authorization or not hmac.compare_digest(authorization, expected):
+            raise HTTPException(401, "a valid ingest token is required", headers={"WWW-Authenticate": "Bearer"})
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return JSONResponse({"detail": "body is not JSON", "errors": []}, status_code=422)
+        items = body if isinstance(body, list) else [body]
+        errors, events = [], []
+        for index, item in enumerate(items):
+            try:
+                events.append(parse_booking_event(item))
+            except ValidationError as exc:
+                errors.append({"index": index, "errors": json.loads(exc.json(include_url=False, include_input=False))})
+        if errors or not events:
+            detail = "no events" if not events and not errors else "invalid events; nothing was published"
+            return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+        await intake.publish(names.BOOKINGS, [
+            (e.expert_id, json.dumps(e.model_dump(mode="json")).encode()) for e in events
+        ])
+        return {"accepted": len(events), "event_ids": [e.event_id for e in events]}
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(intake.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
