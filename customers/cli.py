@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import typer
@@ -82,6 +83,16 @@ def token(expert_id: str, admin: bool = typer.Option(False, help="add the admin 
     from api.auth import issue_token
 
     typer.echo(issue_token(get_settings(), expert_id, roles=["admin"] if admin else [], ttl_seconds=hours * 3600))
+
+
+@cli.command()
+def reconcile(since: datetime = typer.Option(..., formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"],
+                                              help="UTC date or time to list Stripe events from")) -> None:
+    """List Stripe's events since DATE and feed the ones never applied through the webhook path."""
+    from customers.reconcile import reconcile as run
+
+    counts = asyncio.run(run(get_settings(), since.replace(tzinfo=timezone.utc)))
+    typer.echo(" ".join(f"{k}={v}" for k, v in counts.items()))
 
 
 def _wait_http(url: str, timeout: float = 60.0) -> None:

@@ -8,9 +8,9 @@ Facts are observations, not commands, so applying one twice or late changes noth
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 PaymentStatus = Literal["pending", "processing", "failed", "canceled", "succeeded"]
 RefundStatus = Literal["pending", "requires_action", "succeeded", "failed", "canceled"]
@@ -70,3 +70,20 @@ class PaymentObserved(_Fact):
     @property
     def kafka_key(self) -> str:
         return self.expert_id or self.payment_id
+
+
+class StripeEventIgnored(_Fact):
+    """A verified Stripe event of a type the projection does not use: recorded, counted, no more."""
+
+    type: Literal["stripe.ignored"] = "stripe.ignored"
+    stripe_event_id: str
+    stripe_event_type: str
+    occurred_at: datetime
+
+    @property
+    def kafka_key(self) -> str:
+        return self.stripe_event_id
+
+
+Activity = Annotated[Union[PaymentObserved, StripeEventIgnored], Field(discriminator="type")]
+activity_adapter: TypeAdapter[Activity] = TypeAdapter(Activity)

@@ -20,8 +20,8 @@ from typing import Any, Iterable
 from sqlalchemy import and_, delete, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from customers.events import BookingCreated
-from customers.facts import PaymentObserved
+from customers.events import BookingCancelled, BookingCreated, BookingNoShow, BookingRescheduled
+from customers.facts import PaymentObserved, StripeEventIgnored
 from customers.ids import customer_id as derive_customer_id
 from customers.ids import email_hash
 from projections import tables as t
@@ -31,6 +31,7 @@ from projections.meetings import Meeting, apply_booking
 from projections.payments import merge, observe
 from projections.summary import summarise
 
+BOOKING_TYPES = (BookingCreated, BookingRescheduled, BookingCancelled, BookingNoShow)
 _MEETING_FIELDS = [f for f in Meeting.__dataclass_fields__]
 
 
@@ -137,22 +138,48 @@ class _Work:
 
     async def run(self, items: list[Any]) -> None:
         erased = await self._erased_hashes(items)
-        bookings = [e for e in items if hasattr(e, "meeting_id") and hasattr(e, "schema_version")]
-        facts = [e for e in items if isinstance(e, PaymentObserved)]
+        bookings = [e for e in items if isinstance(e, BOOKING_TYPES)]
+        facts = await self._first_sightings([e for e in items if isinstance(e, (PaymentObserved, StripeEventIgnored))])
         commands = [e for e in items if isinstance(e, (NoteAdded, NoteDeleted, CustomerErased))]
 
         await self._load_meetings({(e.expert_id, e.meeting_id) for e in bookings})
         for event in bookings:
             self._apply_booking(event, erased)
-        await self._load_payments(facts)
+        await self._load_payments([f for f in facts if isinstance(f, PaymentObserved)])
         for fact in facts:
-            self._apply_fact(fact, erased)
+            if isinstance(fact, StripeEventIgnored):
+                self.result.count("stripe.ignored")
+            else:
+                self._apply_fact(fact, erased)
         await self._link()
         await self._write()
         for cmd in commands:
             await self._apply_command(cmd)
             self.result.count(cmd.type)
         await self._recompute()
+
+    async def _first_sightings(self, facts: list) -> list:
+        """Each Stripe event id is applied once, however often it is delivered."""
+        if not facts:
+            return []
+        seen_here: set[str] = set()
+        ids = list({f.stripe_event_id for f in facts})
+        s = t.stripe_events_applied.c
+        known = {r.event_id for r in await self.conn.execute(
+            select(s.event_id).where(s.version == self.version, s.event_id.in_(ids)))}
+        fresh = []
+        for f in facts:
+            if f.stripe_event_id in known or f.stripe_event_id in seen_here:
+                self.result.count("stripe.duplicate")
+                continue
+            seen_here.add(f.stripe_event_id)
+            fresh.append(f)
+        if fresh:
+            now = datetime.now(timezone.utc)
+            await upsert(self.conn, t.stripe_events_applied, [
+                {"version": self.version, "event_id": f.stripe_event_id, "event_type": f.stripe_event_type,
+                 "applied_at": now} for f in fresh], ["version", "event_id"])
+        return fresh
 
     # --- erasure ledger ----------------------------------------------------------------------
 

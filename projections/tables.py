@@ -161,6 +161,16 @@ notes = Table(
     Index("ix_notes_customer", "version", "expert_id", "customer_id"),
 )
 
+# Stripe event ids applied (once each), also what `customers reconcile` compares against.
+stripe_events_applied = Table(
+    "stripe_events_applied",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("event_id", String(255), primary_key=True),
+    Column("event_type", String(100), nullable=False),
+    Column("applied_at", UTC, nullable=False),
+)
+
 # Source positions applied, written in the same transaction as the rows above.
 projection_offsets = Table(
     "projection_offsets",

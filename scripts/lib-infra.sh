@@ -81,12 +81,13 @@ http_status() {
 # pid_of PIDFILE PATTERN: print the pid recorded in PIDFILE when that process
 # is alive and its command line contains PATTERN (guards against reused pids).
 pid_of() {
-    local pidfile="$1" pattern="$2" pid
+    local pidfile="$1" pattern="$2" pid cmdline
     [[ -s "$pidfile" ]] || return 1
     pid="$(<"$pidfile")"
     [[ "$pid" =~ ^[0-9]+$ ]] || return 1
     kill -0 "$pid" 2>/dev/null || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$pattern" || return 1
+    cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
+    [[ "$cmdline" == *"$pattern"* ]] || return 1
     printf '%s' "$pid"
 }
 
@@ -239,7 +240,7 @@ kafka_start() {
     local pid
     if pid="$(kafka_pid)"; then
         log "kafka: already running (pid $pid)"
-        kafka_wait_ready 0
+        kafka_wait_ready
         return 0
     fi
     if port_open 127.0.0.1 9092; then
@@ -264,21 +265,26 @@ kafka_start() {
     kafka_wait_ready "$offset"
 }
 
-# kafka_wait_ready LOG_OFFSET: wait until the broker logged that it started
-# (after LOG_OFFSET in server.log), accepts connections, and answers an
-# admin request. On failure stop what we started and show the logs.
+# kafka_wait_ready [LOG_OFFSET]: wait until the broker accepts connections
+# and answers an admin request. With LOG_OFFSET (a start we just made), also
+# wait for its "started" line after that offset in server.log, and on failure
+# stop it again. A broker that was already running is never stopped here.
 kafka_wait_ready() {
-    local offset="$1" deadline=$((SECONDS + KAFKA_START_TIMEOUT)) started=0 size
+    local offset="${1:-}" deadline=$((SECONDS + KAFKA_START_TIMEOUT)) started=1 size
     local server_log="$KAFKA_LOGS/server.log"
+    [[ -n "$offset" ]] && started=0
     while ((SECONDS < deadline)); do
         if ! kafka_pid >/dev/null; then
-            kafka_show_failure "$offset"
+            kafka_show_failure "${offset:-0}"
             die "kafka: broker process exited during startup (logs: $KAFKA_LOGS)"
         fi
         if ((started == 0)) && [[ -f "$server_log" ]]; then
             size="$(stat -c %s "$server_log")"
             ((size < offset)) && offset=0 # log was rolled over
-            tail -c +"$((offset + 1))" "$server_log" | grep -q 'Kafka Server started' && started=1
+            # No grep -q: under pipefail an early exit would fail the pipe.
+            if tail -c +"$((offset + 1))" "$server_log" | grep -F 'Kafka Server started' >/dev/null; then
+                started=1
+            fi
         fi
         if ((started)) && port_open 127.0.0.1 9092; then
             if timeout 60 java -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.TopicCommand \
@@ -289,9 +295,12 @@ kafka_wait_ready() {
         fi
         sleep 1
     done
-    kafka_show_failure "$offset"
-    kafka_stop
-    die "kafka: broker not ready after ${KAFKA_START_TIMEOUT}s (logs: $KAFKA_LOGS); stopped it"
+    kafka_show_failure "${offset:-0}"
+    if [[ -n "$offset" ]]; then
+        kafka_stop
+        die "kafka: broker not ready after ${KAFKA_START_TIMEOUT}s (logs: $KAFKA_LOGS); stopped it"
+    fi
+    die "kafka: running broker (pid $(kafka_pid)) does not answer on $KAFKA_BOOTSTRAP after ${KAFKA_START_TIMEOUT}s (logs: $KAFKA_LOGS); try scripts/kafka-ctl.sh restart"
 }
 
 # kafka_status: exit status 0 when the broker runs (ours or not), 3 if not.
@@ -427,9 +436,11 @@ pg_provision() {
     local sock="$1" db
     if [[ "$(pg_su_psql "$sock" -tA -c "select 1 from pg_roles where rolname = '$PG_USER'")" != 1 ]]; then
         log "postgres: creating role $PG_USER"
-        pg_su_psql "$sock" -c "create role $PG_USER login password '$PG_PASSWORD'" \
+        pg_su_psql "$sock" -c "create role $PG_USER login createdb password '$PG_PASSWORD'" \
             || die "postgres: could not create role $PG_USER"
     fi
+    # tests create a fresh database per module
+    pg_su_psql "$sock" -c "alter role $PG_USER createdb"
     for db in "${PG_DATABASES[@]}"; do
         if [[ "$(pg_su_psql "$sock" -tA -c "select 1 from pg_database where datname = '$db'")" != 1 ]]; then
             log "postgres: creating database $db"
@@ -542,7 +553,9 @@ stripe_start() {
         log "stripe-mock: something already listens on 127.0.0.1:$STRIPE_HTTP_PORT, using it"
         return 0
     fi
+    local started_now=0
     if [[ -z "$pid" ]]; then
+        started_now=1
         stripe_install
         mkdir -p "$STRIPE_HOME"
         log "stripe-mock: starting on 127.0.0.1:$STRIPE_HTTP_PORT (https $STRIPE_HTTPS_PORT)"
@@ -563,8 +576,11 @@ stripe_start() {
         sleep 0.5
     done
     tail_file "$STRIPE_LOGFILE"
-    stripe_stop
-    die "stripe-mock: no answer on 127.0.0.1:$STRIPE_HTTP_PORT after 30s (last status $status); stopped it"
+    if ((started_now)); then
+        stripe_stop
+        die "stripe-mock: no answer on 127.0.0.1:$STRIPE_HTTP_PORT after 30s (last status $status); stopped it"
+    fi
+    die "stripe-mock: running (pid $pid) but no answer on 127.0.0.1:$STRIPE_HTTP_PORT after 30s (last status $status)"
 }
 
 stripe_stop() {

@@ -23,7 +23,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from customers import kafka as names
 from customers.settings import Settings
 from projections.projector import Position, Projector
-from streams import stripe_facts
+from customers.facts import PaymentObserved
+from streams import stripe_api, stripe_facts
 from streams.decode import dead_letter, decoder_for
 from streams.metrics import WorkerMetrics
 
@@ -41,6 +42,7 @@ def _position(event: faust.EventT) -> Position:
 class Agents:
     def __init__(self, app: faust.App, settings: Settings, projector: Projector, metrics: WorkerMetrics) -> None:
         self.app, self.settings, self.projector, self.metrics = app, settings, projector, metrics
+        self.stripe = stripe_api.client_for(settings)
         t = settings.topic
         self.stripe_topic = app.topic(t(names.STRIPE_EVENTS))
         self.activity_topic = app.topic(t(names.ACTIVITY))
@@ -66,14 +68,19 @@ class Agents:
                 except (ValueError, KeyError, TypeError) as exc:
                     await self._to_dlq(event, exc)
                     continue
-                if fact is None:
-                    self.metrics.stripe_ignored.inc()
-                    continue
-                pending.append(await self.app.producer.send(
-                    self.activity_topic.get_topic_name(), fact.kafka_key.encode(),
-                    fact.model_dump_json(exclude_defaults=True).encode(), None, None, None))
+                for out in await self._with_lookup(fact):
+                    pending.append(await self.app.producer.send(
+                        self.activity_topic.get_topic_name(), out.kafka_key.encode(),
+                        out.model_dump_json(exclude_none=True).encode(), None, None, None))
             # acknowledged only once Kafka has every fact of the batch
             await asyncio.gather(*pending)
+
+    async def _with_lookup(self, fact) -> list:
+        """The fact, plus what Stripe's API says of the payment when the event lacks something."""
+        if self.stripe is None or not isinstance(fact, PaymentObserved) or not stripe_api.needs_lookup(fact):
+            return [fact]
+        extra = await stripe_api.lookup(self.stripe, fact)
+        return [fact] if extra is None else [fact, extra]
 
     # --- bookings + activity + commands -> read model ----------------------------------------
 

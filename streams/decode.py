@@ -6,13 +6,13 @@ import json
 from typing import Any, Callable
 
 from customers.events import parse_booking_event
-from customers.facts import PaymentObserved
+from customers.facts import activity_adapter
 from customers.kafka import ACTIVITY, BOOKINGS, COMMANDS
 from projections.commands import command_adapter
 
 DECODERS: dict[str, Callable[[bytes], Any]] = {
     BOOKINGS: parse_booking_event,
-    ACTIVITY: lambda raw: PaymentObserved.model_validate_json(raw),
+    ACTIVITY: lambda raw: activity_adapter.validate_json(raw),
     COMMANDS: lambda raw: command_adapter.validate_json(raw),
 }
 

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from customers.events import normalise_email
-from customers.facts import Card, DisputeSeen, PaymentObserved, RefundSeen
+from customers.facts import Card, DisputeSeen, PaymentObserved, RefundSeen, StripeEventIgnored
 
 
 class NotAStripeEvent(ValueError):
@@ -191,12 +191,14 @@ def object_key(event: dict) -> str:
     return str(obj.get("payment_intent") if isinstance(obj.get("payment_intent"), str) else obj.get("id") or event["id"])
 
 
-def to_fact(event: dict) -> PaymentObserved | None:
-    """The payment fact an event tells, or None for a type the projection does not use."""
+def to_fact(event: dict) -> PaymentObserved | StripeEventIgnored:
+    """The payment fact an event tells; types the projection does not use are only recorded."""
     obj = check_event(event)
     handler = HANDLERS.get(event["type"])
+    occurred_at = _ts(event.get("created")) or datetime.fromtimestamp(0, tz=timezone.utc)
     if handler is None:
-        return None
+        return StripeEventIgnored(stripe_event_id=event["id"], stripe_event_type=event["type"],
+                                  occurred_at=occurred_at)
     if not isinstance(obj.get("id"), str):
         raise NotAStripeEvent(f"{event['type']} without an object id")
     fields = {k: v for k, v in handler(obj).items() if v is not None}
@@ -206,7 +208,7 @@ def to_fact(event: dict) -> PaymentObserved | None:
     return PaymentObserved(
         stripe_event_id=event["id"],
         stripe_event_type=event["type"],
-        occurred_at=_ts(event.get("created")) or datetime.fromtimestamp(0, tz=timezone.utc),
+        occurred_at=occurred_at,
         payment_id=payment_id,
         **fields,
     )

@@ -1,0 +1,1 @@
+from tests.integration.conftest import Stack, stack  # noqa: F401  (same real stack)
