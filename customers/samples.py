@@ -82,8 +82,7 @@ def charge(ch: str, pi: str, amount: int, *, currency: str = "eur", refunded: in
            "payment_intent": pi, "application_fee_amount": fee, "metadata": {}, "created": created,
            "refunded": refunded >= amount, "payment_method_details": card_details(brand, last4),
            "billing_details": {"address": None, "email": None, "name": None, "phone": None}}
-    if refunds is not None:
-        obj["refunds"] = {"object": "list", "data": refunds, "has_more": False, "url": f"/v1/charges/{ch}/refunds"}
+    obj["refunds"] = {"object": "list", "data": refunds or [], "has_more": False, "url": f"/v1/charges/{ch}/refunds"}
     return obj
 
 
@@ -102,7 +101,8 @@ def dispute(dp: str, ch: str, pi: str, amount: int, status: str, *, currency: st
 def application_fee(fee_id: str, ch: str, amount: int, refunded: int, *, currency: str = "eur") -> dict:
     return {"id": fee_id, "object": "application_fee", "amount": amount, "amount_refunded": refunded,
             "charge": rid("py"), "originating_transaction": ch, "currency": currency, "refunded": refunded >= amount,
-            "account": "acct_expert", "created": 1_700_000_300}
+            "account": "acct_expert", "created": 1_700_000_300,
+            "refunds": {"object": "list", "data": [], "has_more": False, "url": f"/v1/application_fees/{fee_id}/refunds"}}
 
 
 def checkout_session(cs: str, pi: str | None, amount: int, status: str, payment_status: str, *,

@@ -1,1 +1,1 @@
-from tests.integration.conftest import Stack, stack  # noqa: F401  (same real stack)
+from tests.integration.conftest import Stack, open_stack, stack  # noqa: F401  (the same real stack)

@@ -1,4 +1,5 @@
 import tempfile
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -10,22 +11,30 @@ from tests.harness import WorkerProcess, asgi_client, fresh_pg_database, setting
 from webhooks.app import create_app as create_intake
 
 
-@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
-async def stack(request):
-    """Worker (real process) + intake + API on the real broker, for each database."""
-    if request.param == "postgresql":
+@asynccontextmanager
+async def open_stack(backend: str, **overrides):
+    """Worker (a real process) + intake + API on the real broker, over a fresh database."""
+    if backend == "postgresql":
         url = await fresh_pg_database()
     else:
         url = f"sqlite+aiosqlite:///{Path(tempfile.mkdtemp()) / 'customers.db'}"
-    settings = settings_for(url)
+    settings = settings_for(url, **overrides)
     await migrate(url)
-    worker = WorkerProcess(settings, name=f"worker-{request.param}").start()
+    worker = WorkerProcess(settings, name=f"worker-{backend}").start()
     intake_app, api_app = create_intake(settings), create_api(settings)
-    async with asgi_client(intake_app) as intake, asgi_client(api_app) as api:
-        yield Stack(request.param, settings, worker, intake, api)
-    worker.stop()
-    await intake_app.state.intake.close()
-    await api_app.state.engine.dispose()
+    try:
+        async with asgi_client(intake_app) as intake, asgi_client(api_app) as api:
+            yield Stack(backend, settings, worker, intake, api)
+    finally:
+        worker.stop()
+        await intake_app.state.intake.close()
+        await api_app.state.engine.dispose()
+
+
+@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
+async def stack(request):
+    async with open_stack(request.param) as opened:
+        yield opened
 
 
 class Stack:
@@ -41,3 +50,12 @@ class Stack:
     async def post_bookings(self, events):
         return await self.intake.post("/events/bookings", json=events,
                                       headers={"Authorization": f"Bearer {self.settings.ingest_token}"})
+
+    async def post_stripe(self, event, secret: str | None = None):
+        from webhooks.signing import signature_header
+        import json
+
+        body = event if isinstance(event, bytes) else json.dumps(event).encode()
+        sig = signature_header(body, secret or self.settings.webhook_secrets[0])
+        return await self.intake.post("/webhooks/stripe", content=body,
+                                      headers={"Stripe-Signature": sig, "Content-Type": "application/json"})
