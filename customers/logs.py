@@ -10,13 +10,31 @@ import sys
 from datetime import datetime, timezone
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
-CARD = re.compile(r"\b(?:\d[ -]?){13,19}\b")
+CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        n = int(d) * (2 if i % 2 else 1)
+        total += n - 9 if n > 9 else n
+    return total % 10 == 0
+
+
+def mask_card_numbers(text: str) -> str:
+    """Mask digit runs of 13 to 19 digits that pass the Luhn check (card numbers)."""
+
+    def mask(m: re.Match) -> str:
+        digits = re.sub(r"[ -]", "", m.group(0))
+        return "[card-number-removed]" if 13 <= len(digits) <= 19 and _luhn(digits) else m.group(0)
+
+    return CARD.sub(mask, text)
 
 
 def scrub(text: str) -> str:
-    """Replace emails by a short hash and anything shaped like a card number by a mask."""
+    """Replace emails by a short hash and card numbers by a mask."""
     text = EMAIL.sub(lambda m: "email:" + hashlib.sha256(m.group(0).lower().encode()).hexdigest()[:12], text)
-    return CARD.sub("[redacted-number]", text)
+    return mask_card_numbers(text)
 
 
 class JsonFormatter(logging.Formatter):

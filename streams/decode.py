@@ -8,6 +8,7 @@ from typing import Any, Callable
 from customers.events import parse_booking_event
 from customers.facts import activity_adapter
 from customers.kafka import ACTIVITY, BOOKINGS, COMMANDS
+from customers.logs import mask_card_numbers
 from projections.commands import command_adapter
 
 DECODERS: dict[str, Callable[[bytes], Any]] = {
@@ -23,13 +24,14 @@ def decoder_for(topic: str, prefix: str) -> Callable[[bytes], Any]:
 
 
 def dead_letter(value: bytes | None, error: BaseException, topic: str, partition: int, offset: int) -> bytes:
-    """The DLQ record: the original value (as text when it is text) with the error and origin."""
+    """The DLQ record: the original value (card numbers masked) with the error and its origin."""
+    text = mask_card_numbers((value or b"").decode("utf-8", "replace"))
     try:
-        original: Any = json.loads(value) if value is not None else None
+        original: Any = json.loads(text) if value is not None else None
     except ValueError:
-        original = (value or b"").decode("utf-8", "replace")
+        original = text
     return json.dumps({
-        "error": f"{type(error).__name__}: {error}"[:2000],
+        "error": mask_card_numbers(f"{type(error).__name__}: {error}"[:2000]),
         "origin": {"topic": topic, "partition": partition, "offset": offset},
         "value": original,
     }).encode()

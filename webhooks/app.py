@@ -27,7 +27,7 @@ from customers.settings import Settings
 from streams.stripe_facts import NotAStripeEvent, check_event, object_key
 
 log = logging.getLogger("customers.webhooks")
-PUBLISH_TIMEOUT = 15.0
+PUBLISH_TIMEOUT = 8.0
 
 
 class Intake:

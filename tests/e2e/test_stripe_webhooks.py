@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from customers import samples as s
 from tests.harness import eventually, unique
+from tests.kafka_read import read_all
 from webhooks.signing import signature_header
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -58,14 +59,23 @@ async def test_payment_refund_and_fee_reach_the_customer(stack):
 
 
 async def test_bad_webhooks_are_400_and_publish_nothing(stack):
-    event = s.stripe_event("payment_intent.succeeded", s.payment_intent(unique("pi_"), 100, "succeeded"))
-    assert (await send(stack, event, secret="whsec_wrong")).status_code == 400
-    assert (await send(stack, event, timestamp=int(time.time()) - 3600)).status_code == 400
-    assert (await send(stack, event, header="")).status_code == 400
+    def fresh():
+        return s.stripe_event("payment_intent.succeeded", s.payment_intent(unique("pi_"), 100, "succeeded"))
+
+    rejected = [fresh() for _ in range(4)]
+    assert (await send(stack, rejected[0], secret="whsec_wrong")).status_code == 400
+    assert (await send(stack, rejected[1], timestamp=int(time.time()) - 3600)).status_code == 400
+    assert (await send(stack, rejected[2], header="")).status_code == 400
+    assert (await send(stack, rejected[3], header="t=1,v1=deadbeef")).status_code == 400
     assert (await send(stack, b"not json")).status_code == 400
-    assert (await send(stack, {"id": "x", "object": "charge"})).status_code == 400
+    assert (await send(stack, {"id": "evt_x", "object": "charge"})).status_code == 400
+    event = fresh()
     # rotation: a header carrying an old and a new signature is accepted
     body = json.dumps(event).encode()
     ts = int(time.time())
     both = signature_header(body, ["whsec_retired", "whsec_test_primary"], ts)
     assert (await send(stack, body, header=both)).status_code == 200
+    published = {json.loads(r.value).get("id") for r in await read_all(stack.settings.kafka_bootstrap_servers,
+                                                                        stack.settings.topic("stripe-events"))}
+    assert event["id"] in published
+    assert not published & {e["id"] for e in rejected} and "evt_x" not in published

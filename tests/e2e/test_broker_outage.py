@@ -1,0 +1,51 @@
+"""Kafka stopped while Stripe is calling: the webhook gets 503 (so Stripe retries), nothing is
+lost, and once the broker is back the retried event reaches the read model."""
+
+import subprocess
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from customers import samples as s
+from tests.harness import ROOT, eventually, unique
+from tests.integration.conftest import open_stack
+
+
+def kafka(action: str) -> None:
+    subprocess.run(["bash", str(ROOT / "scripts" / "kafka-ctl.sh"), action], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+async def pg_stack():
+    async with open_stack("postgresql") as opened:
+        yield opened
+
+
+async def test_webhook_during_outage_is_503_then_applied_on_retry(pg_stack):
+    stack = pg_stack
+    expert, meeting, pi = unique("ex_"), unique("m_"), unique("pi_")
+    booking = s.booking_created(expert, meeting, "ines@example.com", "Ines", datetime.now(timezone.utc) - timedelta(days=1),
+                                amount=9900, payment_intent_id=pi)
+    assert (await stack.post_bookings(booking)).status_code == 202
+    event = s.stripe_event("payment_intent.succeeded", s.payment_intent(pi, 9900, "succeeded"))
+    kafka("stop")
+    try:
+        r = await stack.post_stripe(event)
+        assert r.status_code == 503
+        assert r.headers.get("retry-after")
+        assert (await stack.post_bookings(booking)).status_code == 503
+    finally:
+        kafka("start")
+
+    async def retried():  # Stripe retries until it gets a 2xx
+        r = await stack.post_stripe(event)
+        return r.status_code == 200
+
+    await eventually(retried, timeout=90, interval=1)
+
+    async def paid():
+        listed = (await stack.api.get("/api/customers", headers=stack.auth(expert))).json()["customers"]
+        return listed if listed and listed[0]["total_spend"] == [{"currency": "eur", "amount": 9900}] else None
+
+    await eventually(paid, timeout=120, interval=1)
+    assert stack.worker.alive(), "the worker survived the outage"

@@ -1,0 +1,90 @@
+"""Only brand, last four digits and expiry of a card are kept: the database, the topics the
+service writes and its logs hold no card-number-shaped digits."""
+
+import json
+import re
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+
+from customers import samples as s
+from tests.harness import ARTIFACTS, eventually, unique
+from tests.integration.conftest import open_stack
+from tests.kafka_read import read_all, topic_names
+
+PAN = re.compile(r"(?<!\d)\d{13,19}(?!\d)")
+PLANTED = "4000056655665556"  # a test card number, planted where Stripe would never put one
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        n = int(d) * (2 if i % 2 else 1)
+        total += n - 9 if n > 9 else n
+    return total % 10 == 0
+
+
+def card_numbers(blob: str) -> set[str]:
+    return {m for m in PAN.findall(blob) if luhn_ok(m)}
+
+
+@pytest.fixture(scope="module")
+async def pg_stack():
+    async with open_stack("postgresql") as opened:
+        yield opened
+
+
+async def test_no_card_numbers_anywhere(pg_stack):
+    stack = pg_stack
+    expert, meeting, pi, ch = unique("ex_"), unique("m_"), unique("pi_"), unique("ch_")
+    meta = {"expert_id": expert, "meeting_id": meeting, "note": f"card {PLANTED}"}
+    charge = s.charge(ch, pi, 8000, last4=PLANTED[-4:])
+    charge["description"] = f"paid with {PLANTED}"
+    charge["metadata"] = meta
+    for event in (s.stripe_event("payment_intent.succeeded", s.payment_intent(pi, 8000, "succeeded", metadata=meta)),
+                  s.stripe_event("charge.succeeded", charge)):
+        assert (await stack.post_stripe(event)).status_code == 200
+    poison = s.stripe_event("charge.succeeded", {"object": "charge", "note": PLANTED})  # no id: dead-lettered
+    assert (await stack.post_stripe(poison)).status_code == 200
+    booking = s.booking_created(expert, meeting, "hana@example.com", "Hana", s.datetime.now(s.timezone.utc),
+                                amount=8000)
+    assert (await stack.post_bookings(booking)).status_code == 202
+
+    async def card_stored():
+        listed = (await stack.api.get("/api/customers", headers=stack.auth(expert))).json()["customers"]
+        if not listed:
+            return None
+        d = (await stack.api.get(f"/api/customers/{listed[0]['id']}", headers=stack.auth(expert))).json()
+        return d if d["payments"] and d["payments"][0]["card"] else None
+
+    d = await eventually(card_stored)
+    assert d["payments"][0]["card"] == {"brand": "visa", "last4": PLANTED[-4:]}
+
+    prefix = stack.settings.topic_prefix
+    topics = await topic_names(stack.settings.kafka_bootstrap_servers, prefix)
+    dlq = await eventually(lambda: read_all(stack.settings.kafka_bootstrap_servers, f"{prefix}stripe-events.dlq"))
+    assert dlq, "the malformed event was dead-lettered"
+    ours, theirs = "", ""
+    for topic in topics:
+        records = await read_all(stack.settings.kafka_bootstrap_servers, topic)
+        blob = "\n".join((r.value or b"").decode("utf-8", "replace") for r in records)
+        if topic == f"{prefix}stripe-events":
+            theirs += blob  # Stripe's events are kept exactly as received
+        else:  # activity, commands and the dead letters (which keep the original, masked)
+            ours += blob
+    # the scan can find numbers: the stripe-events topic holds the planted one as received
+    assert PLANTED in card_numbers(theirs)
+    assert card_numbers(ours) == set(), "a card number was published by the service"
+
+    dump = []
+    async with stack.api._transport.app.state.engine.connect() as conn:  # type: ignore[attr-defined]
+        names = [r[0] for r in await conn.execute(text(
+            "select tablename from pg_tables where schemaname = 'public'"))]
+        for name in names:
+            rows = await conn.execute(text(f'select row_to_json(t)::text from "{name}" t'))
+            dump += [r[0] for r in rows]
+    assert card_numbers("\n".join(dump)) == set(), "a card number reached the database"
+
+    logs = "\n".join(p.read_text(errors="replace") for p in ARTIFACTS.glob("worker-*.log"))
+    assert card_numbers(logs) == set(), "a card number reached the logs"
