@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
 
 from api.auth import TokenVerifier
-from api.routes import customers
+from api.commands import CommandBus
+from api.middleware import AccessLog, SecurityHeaders
+from api.notes import Notes
+from api.routes import customers, export, notes, pages, session
+from api.web import HERE, SignInRequired, sign_in_url, templates
 from customers.settings import Settings
 from projections.db import make_engine
 
@@ -16,16 +22,61 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
+        await app.state.commands.close()
         await app.state.engine.dispose()
 
-    app = FastAPI(title="customers", version="1", lifespan=lifespan)
+    app = FastAPI(title="customers", version="1", lifespan=lifespan,
+                  description="An expert's customers: list, detail, notes and export.")
     app.state.settings = settings
     app.state.engine = make_engine(settings.database_url)
     app.state.verifier = TokenVerifier(settings)
+    app.state.commands = CommandBus(settings)
+    app.state.notes = Notes(app.state.engine, app.state.commands, settings.notes_visible_wait_seconds)
+
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(AccessLog)
+
+    _include_api(app)
+    _include_pages(app, settings)
+    _include_operations(app)
+    return app
+
+
+def _include_api(app: FastAPI) -> None:
+    app.include_router(export.router)  # before customers: `/export.csv` is not a `/{customer_id}`
     app.include_router(customers.router)
+    app.include_router(notes.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict:
         return {"status": "ok"}
 
-    return app
+
+def _include_pages(app: FastAPI, settings: Settings) -> None:
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.include_router(pages.router)
+    app.include_router(session.router)
+    dev_sign_in = settings.dev_sign_in and bool(settings.auth_jwt_secret)
+    if dev_sign_in:
+        app.include_router(session.dev_router)
+
+    @app.exception_handler(SignInRequired)
+    async def _sign_in(request: Request, _exc: SignInRequired):
+        if dev_sign_in:
+            return RedirectResponse(sign_in_url(request), status_code=303)
+        return templates.TemplateResponse(request, "sign_in_required.html", {"user": None}, status_code=401,
+                                          headers={"WWW-Authenticate": "Bearer"})
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse("/customers", status_code=303)
+
+
+def _include_operations(app: FastAPI) -> None:
+    """Operations endpoints, each resource in a router of its own:
+
+    - `api/routes/admin.py`: `/admin/...` (status, erasures), guarded by `api.auth.AdminDep`;
+    - `api/routes/metrics.py`: `/readyz` and `/metrics`.
+
+    They are included here, after the API and the pages.
+    """

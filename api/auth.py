@@ -2,6 +2,12 @@
 
 The `sub` claim is the expert id; an `admin` entry in `roles` opens `/admin/...`.
 Tokens without a signature (`alg: none`), expired, not yet valid or badly signed are refused.
+
+The pages carry the same token in an HttpOnly, SameSite=Lax cookie. A request that changes
+something and authenticates with that cookie must also come from this origin: its `Origin`
+header (or, without one, its `Referer`) must name the host it was sent to. Requests that carry
+the token in an `Authorization` header need no such check: a browser never adds that header
+on its own.
 """
 
 from __future__ import annotations
@@ -9,13 +15,19 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import jwt
 from fastapi import Depends, HTTPException, Request
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from customers.settings import Settings
 
 COOKIE = "customers_session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+bearer_scheme = HTTPBearer(auto_error=False, description="A JWT whose `sub` is the expert id")
+cookie_scheme = APIKeyCookie(name=COOKIE, auto_error=False, description="The pages' session: the same JWT")
 
 
 @dataclass(frozen=True)
@@ -29,9 +41,14 @@ class Principal:
 
 
 class TokenVerifier:
-    def __init__(self, settings: Settings) -> None:
+    """Checks tokens. The JWKS key set is cached for `jwks_lifespan` seconds; a token naming an
+    unknown `kid` makes it refetch the set, at most once per `jwks_cooldown` seconds."""
+
+    def __init__(self, settings: Settings, *, jwks_lifespan: float = 300, jwks_cooldown: float = 30) -> None:
         self.settings = settings
-        self._jwks = jwt.PyJWKClient(settings.auth_jwks_url, cache_keys=True, lifespan=3600) \
+        # No per-kid cache: a key removed from the set stops working when the set is refetched.
+        self._jwks = jwt.PyJWKClient(settings.auth_jwks_url, cache_keys=False, lifespan=jwks_lifespan,
+                                     cooldown_duration=jwks_cooldown, timeout=5) \
             if settings.auth_jwks_url else None
 
     def _key(self, token: str, header: dict):
@@ -40,7 +57,6 @@ class TokenVerifier:
             return self.settings.auth_jwt_secret, ["HS256"]
         if alg == "RS256" and self._jwks is not None:
             try:
-                # PyJWKClient refetches the key set when it meets an unknown `kid`
                 return self._jwks.get_signing_key_from_jwt(token).key, ["RS256"]
             except jwt.PyJWKClientError as exc:
                 raise jwt.InvalidTokenError(f"no signing key: {exc}") from exc
@@ -57,12 +73,18 @@ class TokenVerifier:
                 options={"require": ["sub", "exp"], "verify_aud": bool(self.settings.auth_jwt_audience)},
                 leeway=5,
             )
-        except jwt.PyJWTError as exc:
-            raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"}) from exc
+        except (jwt.PyJWTError, ValueError) as exc:
+            raise unauthorized("invalid token") from exc
+        if not isinstance(claims["sub"], str) or not claims["sub"].strip():
+            raise unauthorized("invalid token")
         roles = claims.get("roles") or []
         if isinstance(roles, str):
             roles = [roles]
-        return Principal(expert_id=str(claims["sub"]), roles=frozenset(map(str, roles)))
+        return Principal(expert_id=claims["sub"], roles=frozenset(map(str, roles)))
+
+
+def unauthorized(detail: str) -> HTTPException:
+    return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 def issue_token(settings: Settings, expert_id: str, *, roles: list[str] | None = None,
@@ -79,18 +101,36 @@ def issue_token(settings: Settings, expert_id: str, *, roles: list[str] | None =
     return jwt.encode(claims, settings.auth_jwt_secret, algorithm="HS256")
 
 
-def _token_from(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return request.cookies.get(COOKIE)
+def same_origin(request: Request) -> bool:
+    """Whether the request says it comes from a page of this very origin."""
+    claimed = request.headers.get("origin")
+    if not claimed or claimed == "null":
+        referer = urlsplit(request.headers.get("referer", ""))
+        claimed = f"{referer.scheme}://{referer.netloc}" if referer.netloc else None
+    if not claimed:
+        return False
+    return claimed.lower() == f"{request.url.scheme}://{request.url.netloc}".lower()
 
 
-def current_principal(request: Request) -> Principal:
-    token = _token_from(request)
+def principal_from(request: Request, bearer: HTTPAuthorizationCredentials | None) -> Principal:
+    """The caller, from the `Authorization` header or else the session cookie (origin-checked)."""
+    if bearer is not None:
+        return request.app.state.verifier.verify(bearer.credentials)
+    token = request.cookies.get(COOKIE)
     if not token:
-        raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-    return request.app.state.verifier.verify(token)
+        raise unauthorized("a bearer token is required")
+    principal = request.app.state.verifier.verify(token)
+    if request.method not in SAFE_METHODS and not same_origin(request):
+        raise HTTPException(403, "cross-origin request refused")
+    return principal
+
+
+def current_principal(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    _cookie: Annotated[str | None, Depends(cookie_scheme)],
+) -> Principal:
+    return principal_from(request, bearer)
 
 
 def admin_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:

@@ -1,4 +1,4 @@
-"""Dependencies of the read API: one connection per request, the clock."""
+"""Dependencies of the read API: one connection per request, the clock, the notes service."""
 
 from __future__ import annotations
 
@@ -8,16 +8,22 @@ from typing import Annotated, AsyncIterator
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from api.notes import Notes
+
 
 async def connection(request: Request) -> AsyncIterator[AsyncConnection]:
     async with request.app.state.engine.connect() as conn:
-        async with conn.begin():  # one snapshot per request; rolled back, never committed
-            yield conn
+        yield conn  # begins on first use; closing without a commit rolls back
 
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def notes(request: Request) -> Notes:
+    return request.app.state.notes
+
+
 ConnDep = Annotated[AsyncConnection, Depends(connection)]
 NowDep = Annotated[datetime, Depends(now)]
+NotesDep = Annotated[Notes, Depends(notes)]

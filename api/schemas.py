@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, field_validator
 
 from projections import payments as money
 from projections.meetings import Meeting, appointment_status
@@ -40,6 +40,7 @@ class CustomerList(BaseModel):
     customers: list[CustomerSummary]
     total: int
     next_cursor: str | None
+    prev_cursor: str | None = None
     as_of: datetime | None
 
 
@@ -100,6 +101,53 @@ class NoteOut(BaseModel):
     id: str
     body: str
     created_at: datetime
+
+
+class NoteIn(BaseModel):
+    body: str = Field(min_length=1, max_length=10_000, description="the note; surrounding blanks are trimmed")
+
+    @field_validator("body")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("the note is empty")
+        if "\x00" in value:
+            raise ValueError("the note contains a NUL character")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError("the note is not valid text") from exc
+        return value
+
+
+class NoteAccepted(BaseModel):
+    """A write Kafka took that the read model does not show yet; `Location` says where to look."""
+
+    id: str
+    status: str = "pending"
+
+
+class NoteList(BaseModel):
+    notes: list[NoteOut]
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+_ERRORS = {
+    400: "bad request (e.g. a cursor of another query)",
+    401: "missing, expired or invalid token",
+    403: "not allowed (admin role missing, or a cross-origin cookie request)",
+    404: "customer not found",
+    503: "Kafka cannot take the write now; retry",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error statuses a route can answer."""
+    return {code: {"model": ErrorOut, "description": _ERRORS[code]} for code in (401, *codes)}
 
 
 class CustomerDetail(BaseModel):
@@ -180,7 +228,7 @@ def detail(found: dict[str, Any], now: datetime) -> CustomerDetail:
                     no_shows=row.no_shows),
         appointments=appointments,
         payments=payments,
-        notes=[NoteOut(id=n.note_id, body=n.body, created_at=n.created_at) for n in found["notes"]],
+        notes=[note_out(n) for n in found["notes"]],
         as_of=found["as_of"],
     )
 
@@ -191,3 +239,7 @@ def _meeting_payment_status(states: list[dict]) -> str:
         return "none"
     order = ["failed", "pending", "processing", "succeeded", "partially_refunded", "refunded", "disputed"]
     return max((money.payment_status(s) for s in states), key=order.index)
+
+
+def note_out(row) -> NoteOut:
+    return NoteOut(id=row.note_id, body=row.body, created_at=row.created_at)

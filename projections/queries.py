@@ -2,6 +2,10 @@
 
 Every helper runs on one connection: the live version is read first, in the same
 transaction as the rows, so a replay's switch-over is seen whole or not at all.
+
+A list page is one range scan of a `customers` index: (version, expert_id, sort key,
+customer_id). Cursors carry the last (sort key, customer_id) seen, so a page never
+counts or skips the rows before it, and ties on the sort key break on the id.
 """
 
 from __future__ import annotations
@@ -10,9 +14,9 @@ import base64
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, AsyncIterator
 
-from sqlalchemy import and_, func, select, tuple_
+from sqlalchemy import Select, and_, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from projections import tables as t
@@ -25,8 +29,11 @@ SORTS = {
     "appointments": t.customers.c.appointments,
     "total_spend": t.customers.c.spend_sort,
 }
+SORT_TYPES = {"last_appointment": datetime, "first_seen": datetime, "name": str,
+              "appointments": int, "total_spend": int}
 DEFAULT_ORDER = {"last_appointment": "desc", "first_seen": "desc", "name": "asc",
                  "appointments": "desc", "total_spend": "desc"}
+AFTER, BEFORE = "a", "b"
 
 
 class BadCursor(ValueError):
@@ -51,25 +58,48 @@ class ListQuery:
         return f"{self.sort}:{self.direction}:{self.q or ''}:{self.email or ''}"
 
 
-def encode_cursor(query: ListQuery, row) -> str:
+@dataclass(frozen=True)
+class Cursor:
+    value: Any
+    customer_id: str
+    side: str = AFTER  # AFTER: the rows after this key; BEFORE: the rows before it
+
+
+def encode_cursor(query: ListQuery, row, side: str = AFTER) -> str:
     value = row._mapping[SORTS[query.sort].name]
     if isinstance(value, datetime):
         value = {"t": value.isoformat()}
-    raw = json.dumps([query.fingerprint(), value, row.customer_id]).encode()
+    raw = json.dumps([query.fingerprint(), value, row.customer_id, side]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(query: ListQuery, cursor: str) -> tuple[Any, str]:
+def decode_cursor(query: ListQuery, cursor: str) -> Cursor:
+    """The position a cursor names, checked against the query and the sort key's type."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        fingerprint, value, cid = json.loads(raw)
-    except (ValueError, TypeError) as exc:
+        fingerprint, value, cid, side = json.loads(raw)
+        value = _typed(query.sort, value)
+    except (ValueError, TypeError, KeyError) as exc:
         raise BadCursor("cursor is not valid") from exc
     if fingerprint != query.fingerprint():
         raise BadCursor("cursor belongs to another query")
-    if isinstance(value, dict):
-        value = datetime.fromisoformat(value["t"])
-    return value, cid
+    if not isinstance(cid, str) or side not in (AFTER, BEFORE):
+        raise BadCursor("cursor is not valid")
+    return Cursor(value, cid, side)
+
+
+def _typed(sort: str, value: Any) -> Any:
+    kind = SORT_TYPES[sort]
+    if kind is datetime:
+        parsed = datetime.fromisoformat(value["t"])
+        if parsed.tzinfo is None:
+            raise ValueError("naive time in cursor")
+        return parsed
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int) or abs(value) >= 2**63):
+        raise ValueError("not an integer")
+    if kind is str and not isinstance(value, str):
+        raise ValueError("not a string")
+    return value
 
 
 def _like(q: str) -> str:
@@ -82,37 +112,69 @@ async def as_of(conn: AsyncConnection, version: int) -> datetime | None:
     return (await conn.execute(select(func.max(o.event_time)).where(o.version == version))).scalar()
 
 
-async def list_customers(conn: AsyncConnection, query: ListQuery) -> dict[str, Any]:
-    version = await live_version(conn)
-    if version is None:
-        return {"rows": [], "total": 0, "next_cursor": None, "as_of": None}
+def _filters(version: int, query: ListQuery) -> list:
     c = t.customers.c
     where = [c.version == version, c.expert_id == query.expert_id]
     if query.q:
         where.append(c.search_text.like(_like(query.q), escape="\\"))
     if query.email:
         where.append(c.email == query.email)
-    total = (await conn.execute(select(func.count()).select_from(t.customers).where(*where))).scalar_one()
+    return where
 
+
+def count_statement(version: int, query: ListQuery) -> Select:
+    return select(func.count()).select_from(t.customers).where(*_filters(version, query))
+
+
+def page_statement(version: int, query: ListQuery) -> Select:
+    """One page: a range of the sort's index, read forwards or (for a BEFORE cursor) backwards."""
+    c = t.customers.c
     col = SORTS[query.sort]
+    cursor = decode_cursor(query, query.cursor) if query.cursor else None
     desc = query.direction == "desc"
-    page_where = list(where)
-    if query.cursor:
-        value, cid = decode_cursor(query, query.cursor)
-        key, bound = tuple_(col, c.customer_id), tuple_(value, cid)
-        page_where.append(key < bound if desc else key > bound)
-    order = [col.desc(), c.customer_id.desc()] if desc else [col.asc(), c.customer_id.asc()]
-    rows = (await conn.execute(
-        select(t.customers).where(*page_where).order_by(*order).limit(query.limit + 1)
-    )).all()
+    backwards = cursor is not None and cursor.side == BEFORE
+    where = _filters(version, query)
+    if cursor is not None:
+        key, bound = tuple_(col, c.customer_id), tuple_(cursor.value, cursor.customer_id)
+        where.append(key < bound if desc != backwards else key > bound)
+    descending = desc != backwards
+    order = [col.desc(), c.customer_id.desc()] if descending else [col.asc(), c.customer_id.asc()]
+    return select(t.customers).where(*where).order_by(*order).limit(query.limit + 1)
+
+
+async def list_customers(conn: AsyncConnection, query: ListQuery) -> dict[str, Any]:
+    """A page of an expert's customers, with the total matching and cursors to either side."""
+    version = await live_version(conn)
+    if version is None:
+        return {"rows": [], "total": 0, "next_cursor": None, "prev_cursor": None, "as_of": None}
+    statement = page_statement(version, query)  # validates the cursor before any other query
+    total = (await conn.execute(count_statement(version, query))).scalar_one()
+    rows = (await conn.execute(statement)).all()
     more = len(rows) > query.limit
     rows = rows[: query.limit]
+    backwards = bool(query.cursor) and decode_cursor(query, query.cursor).side == BEFORE
+    if backwards:
+        rows.reverse()
+        more_after, more_before = True, more
+    else:
+        more_after, more_before = more, bool(query.cursor)
     return {
         "rows": rows,
         "total": total,
-        "next_cursor": encode_cursor(query, rows[-1]) if more and rows else None,
+        "next_cursor": encode_cursor(query, rows[-1], AFTER) if more_after and rows else None,
+        "prev_cursor": encode_cursor(query, rows[0], BEFORE) if more_before and rows else None,
         "as_of": await as_of(conn, version),
     }
+
+
+async def customer_row(conn: AsyncConnection, expert_id: str, customer_id: str):
+    """The summary row of one of the expert's customers, or None (unknown and not theirs alike)."""
+    version = await live_version(conn)
+    if version is None:
+        return None
+    c = t.customers.c
+    return (await conn.execute(select(t.customers).where(
+        c.version == version, c.expert_id == expert_id, c.customer_id == customer_id))).first()
 
 
 async def customer_detail(conn: AsyncConnection, expert_id: str, customer_id: str) -> dict[str, Any] | None:
@@ -120,7 +182,7 @@ async def customer_detail(conn: AsyncConnection, expert_id: str, customer_id: st
     version = await live_version(conn)
     if version is None:
         return None
-    c, m, p, n = t.customers.c, t.meetings.c, t.payments.c, t.notes.c
+    c, m, p = t.customers.c, t.meetings.c, t.payments.c
     row = (await conn.execute(select(t.customers).where(
         c.version == version, c.expert_id == expert_id, c.customer_id == customer_id))).first()
     if row is None:
@@ -130,14 +192,36 @@ async def customer_detail(conn: AsyncConnection, expert_id: str, customer_id: st
                                    .order_by(m.start_time.desc(), m.meeting_id))).all()
     payments = (await conn.execute(select(t.payments).where(
         p.version == version, p.expert_id == expert_id, p.customer_id == customer_id))).all()
-    notes = (await conn.execute(select(t.notes).where(
-        n.version == version, n.expert_id == expert_id, n.customer_id == customer_id, n.deleted.is_(False))
-        .order_by(n.created_at.desc(), n.note_id))).all()
+    notes = await _notes(conn, version, expert_id, customer_id)
     return {"row": row, "meetings": meetings, "payments": payments, "notes": notes,
             "as_of": await as_of(conn, version), "version": version}
 
 
-async def stream_customers(conn: AsyncConnection, expert_id: str, chunk: int = 500):
+async def _notes(conn: AsyncConnection, version: int, expert_id: str, customer_id: str) -> list:
+    n = t.notes.c
+    return (await conn.execute(select(t.notes).where(
+        n.version == version, n.expert_id == expert_id, n.customer_id == customer_id, n.deleted.is_(False))
+        .order_by(n.created_at.desc(), n.note_id))).all()
+
+
+async def notes_of(conn: AsyncConnection, expert_id: str, customer_id: str) -> list:
+    """The expert's notes on one customer, newest first (deleted ones left out)."""
+    version = await live_version(conn)
+    return [] if version is None else await _notes(conn, version, expert_id, customer_id)
+
+
+async def note(conn: AsyncConnection, expert_id: str, customer_id: str, note_id: str):
+    """One of the expert's notes on one customer, deleted or not; None when there is none."""
+    version = await live_version(conn)
+    if version is None:
+        return None
+    n = t.notes.c
+    return (await conn.execute(select(t.notes).where(
+        n.version == version, n.note_id == note_id, n.expert_id == expert_id,
+        n.customer_id == customer_id))).first()
+
+
+async def stream_customers(conn: AsyncConnection, expert_id: str, chunk: int = 500) -> AsyncIterator:
     """Every customer of an expert in pages of `chunk`, for exports (memory stays flat)."""
     version = await live_version(conn)
     if version is None:

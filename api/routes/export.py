@@ -1,0 +1,35 @@
+"""`/api/customers/export.csv`: every customer of the expert with summary figures, streamed."""
+
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from api.auth import PrincipalDep
+from api.deps import NowDep
+from api.export import csv_chunks
+from api.schemas import errors
+from projections import queries
+
+router = APIRouter(prefix="/api/customers", tags=["customers"])
+
+CSV = "text/csv; charset=utf-8"
+
+
+@router.get("/export.csv", response_class=StreamingResponse,
+            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+                             "description": "RFC 4180 CSV, one line per customer and currency"},
+                       **errors()})
+async def export_csv(request: Request, principal: PrincipalDep, now: NowDep) -> StreamingResponse:
+    engine = request.app.state.engine
+
+    async def body() -> AsyncIterator[bytes]:
+        # its own connection: the response outlives the request's dependencies
+        async with engine.connect() as conn:
+            async for chunk in csv_chunks(queries.stream_customers(conn, principal.expert_id), now):
+                yield chunk
+
+    return StreamingResponse(body(), media_type=CSV, headers={
+        "Content-Disposition": 'attachment; filename="customers.csv"', "Cache-Control": "no-store"})
