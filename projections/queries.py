@@ -78,14 +78,22 @@ def decode_cursor(query: ListQuery, cursor: str) -> Cursor:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         fingerprint, value, cid, side = json.loads(raw)
-        value = _typed(query.sort, value)
-    except (ValueError, TypeError, KeyError) as exc:
+        value, cid = _typed(query.sort, value), _text(cid)
+    except (ValueError, TypeError, KeyError) as exc:  # UnicodeError is a ValueError
         raise BadCursor("cursor is not valid") from exc
     if fingerprint != query.fingerprint():
         raise BadCursor("cursor belongs to another query")
-    if not isinstance(cid, str) or side not in (AFTER, BEFORE):
+    if side not in (AFTER, BEFORE):
         raise BadCursor("cursor is not valid")
     return Cursor(value, cid, side)
+
+
+def _text(value: Any) -> str:
+    """A string the database can compare: no NUL, valid UTF-8 (no lone surrogates)."""
+    if not isinstance(value, str) or "\x00" in value:
+        raise ValueError("not a text value")
+    value.encode("utf-8")
+    return value
 
 
 def _typed(sort: str, value: Any) -> Any:
@@ -97,8 +105,8 @@ def _typed(sort: str, value: Any) -> Any:
         return parsed
     if kind is int and (isinstance(value, bool) or not isinstance(value, int) or abs(value) >= 2**63):
         raise ValueError("not an integer")
-    if kind is str and not isinstance(value, str):
-        raise ValueError("not a string")
+    if kind is str:
+        return _text(value)
     return value
 
 
