@@ -34,9 +34,11 @@ class Settings(BaseSettings):
     dev_sign_in: bool = False
     notes_visible_wait_seconds: float = 3.0
     ready_max_lag: int = 10_000
+    kafka_session_timeout: float = 10.0  # seconds before a dead worker's partitions move
     worker_batch_size: int = 500
     worker_batch_window: float = 0.05
     dlq_max_attempts: int = 3
+    fault_kill_after_batches: int = 0  # tests only: SIGKILL after the Nth committed batch
 
     @field_validator("stripe_webhook_secret")
     @classmethod
@@ -52,6 +54,8 @@ class Settings(BaseSettings):
                 raise ValueError("AUTH_JWT_SECRET or AUTH_JWKS_URL is required in production")
             if self.dev_sign_in:
                 raise ValueError("DEV_SIGN_IN cannot be enabled in production")
+            if self.fault_kill_after_batches:
+                raise ValueError("FAULT_KILL_AFTER_BATCHES is for tests only")
         return self
 
     @property

@@ -95,7 +95,7 @@ class Projector:
                 fresh.append((pos, item))
             work = _Work(conn, self.version, self.id_secret, result)
             await work.run([item for _, item in fresh])
-            await self._save_offsets(conn, [pos for pos, _ in batch])
+            await self._save_offsets(conn, [pos for pos, _ in fresh])  # never moves an offset back
             times = [p.timestamp for p, _ in fresh if p.timestamp]
             result.newest_event_time = max(times) if times else None
         return result

@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
 import time
 from datetime import datetime, timezone
 from typing import Any
 
 import faust
+from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from customers import kafka as names
@@ -31,6 +34,17 @@ from streams.metrics import WorkerMetrics
 log = logging.getLogger("customers.worker")
 
 TRANSIENT = (OperationalError, InterfaceError, ConnectionError, OSError, asyncio.TimeoutError)
+
+
+async def committed_offsets(settings: Settings, group: str) -> dict[tuple[str, int], int]:
+    """The offsets Kafka holds for a consumer group."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
 
 def _position(event: faust.EventT) -> Position:
@@ -49,6 +63,29 @@ class Agents:
         self.projected = app.topic(*(t(n) for n in names.PROJECTED))
         app.agent(self.stripe_topic, name="normalise_stripe")(self.normalise_stripe)
         app.agent(self.projected, name="project")(self.project)
+        app.on_partitions_assigned.connect(self.resume_from_database)
+        self._batches_applied = 0
+
+    async def resume_from_database(self, sender: Any = None, assigned: Any = (), **_kw: Any) -> None:
+        """After every assignment, the database says where each projected partition resumes.
+
+        Kafka's committed offset trails the database's (records are acknowledged only after
+        their transaction commits), so normally nothing needs moving: records at or below the
+        stored offset are skipped by the projector. When Kafka's committed offset is AHEAD of the
+        database (a restored database, offsets moved by hand), we seek back to the database's.
+        """
+        names_projected = {self.settings.topic(n) for n in names.PROJECTED}
+        mine = [tp for tp in assigned if tp.topic in names_projected]
+        if not mine:
+            return
+        stored = await self.projector.stored_offsets()
+        committed = await committed_offsets(self.settings, self.app.conf.id)
+        for tp in mine:
+            resume = stored.get((tp.topic, tp.partition), -1) + 1
+            if committed.get((tp.topic, tp.partition), 0) > resume:
+                log.warning("kafka is ahead of the database on %s[%s]; resuming at %s",
+                            tp.topic, tp.partition, resume)
+                await self.app.consumer.seek(tp, resume)
 
     async def _to_dlq(self, event: faust.EventT, error: BaseException) -> None:
         msg = event.message
@@ -130,4 +167,13 @@ class Agents:
                 await asyncio.sleep(0.1 * failures)
                 continue
             self.metrics.observe(result, time.perf_counter() - started, len(batch))
+            self._maybe_die_after_commit()
             return
+
+    def _maybe_die_after_commit(self) -> None:
+        """Fault injection for tests: die by SIGKILL right after a database commit, before the ack."""
+        self._batches_applied += 1
+        limit = self.settings.fault_kill_after_batches
+        if limit and self._batches_applied >= limit:
+            log.warning("fault injection: killing the worker after a database commit")
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -22,4 +22,6 @@ def create_app(settings: Settings, *, group: str | None = None) -> faust.App:
         web_enabled=False,
         stream_wait_empty=False,
         stream_buffer_maxsize=8192,
+        broker_session_timeout=settings.kafka_session_timeout,
+        broker_heartbeat_interval=max(1.0, settings.kafka_session_timeout / 4),
     )

@@ -49,6 +49,7 @@ def settings_for(database_url: str, **overrides) -> Settings:
         stripe_webhook_secret="whsec_test_primary,whsec_test_secondary",
         customer_id_secret="test-customer-id-secret",
         worker_batch_window=0.02,
+        kafka_session_timeout=6.0,
     )
     values.update(overrides)
     return Settings(**values)
@@ -65,15 +66,15 @@ def env_for(settings: Settings) -> dict[str, str]:
 class WorkerProcess:
     """`customers worker` as a real child process, so tests can kill it like an operator would."""
 
-    def __init__(self, settings: Settings, name: str = "worker") -> None:
-        self.settings, self.name = settings, name
+    def __init__(self, settings: Settings, name: str = "worker", metrics_port: int = 0) -> None:
+        self.settings, self.name, self.metrics_port = settings, name, metrics_port
         ARTIFACTS.mkdir(exist_ok=True)
         self.log_path = ARTIFACTS / f"{name}-{settings.topic_prefix.strip('.')}.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "WorkerProcess":
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "customers", "worker", "--metrics-port", "0"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "customers", "worker", "--metrics-port", str(self.metrics_port)],
                                      env=env_for(self.settings), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         return self
 
@@ -109,6 +110,26 @@ async def eventually(check, timeout: float = 60.0, interval: float = 0.2):
             last = exc
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def metric(text: str, name: str, **labels) -> float:
+    """One sample's value from a Prometheus text exposition (0 when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        if key == (f"{name}{{{want}}}" if want else name):
+            return float(value)
+    return 0.0
 
 
 def asgi_client(app, base: str = "http://test") -> httpx.AsyncClient:

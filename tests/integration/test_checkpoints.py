@@ -1,0 +1,108 @@
+"""The database owns the checkpoints: a crash between the database commit and Kafka's commit
+loses nothing and counts nothing twice, and a database behind Kafka is trusted over Kafka."""
+
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import pytest
+from sqlalchemy import delete
+
+from customers import samples as s
+from customers.kafka import BOOKINGS
+from projections import tables as t
+from projections.db import make_engine
+from projections.versions import group_for
+from streams.agents import committed_offsets
+from tests.harness import WorkerProcess, eventually, free_port, metric, unique
+from tests.integration.conftest import open_stack
+
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+@pytest.fixture(scope="module")
+async def pg_stack():
+    async with open_stack("postgresql") as opened:
+        opened.worker.stop()  # each test runs the workers it needs
+        yield opened
+
+
+async def listed(stack, expert):
+    out, cursor = [], None
+    while True:
+        body = (await stack.api.get("/api/customers", params={"limit": 500, **({"cursor": cursor} if cursor else {})},
+                                    headers=stack.auth(expert))).json()
+        out += body["customers"]
+        if not (cursor := body["next_cursor"]):
+            return {c["email"]: c["appointments"]["total"] for c in out}
+
+
+async def test_crash_between_database_and_kafka_commits_changes_no_figure(pg_stack):
+    stack = pg_stack
+    expert = unique("ex_")
+    expected: dict[str, int] = {}
+    settings = stack.settings
+    for round_ in range(3):
+        events = []
+        for i in range(40):
+            email = f"p{i % 13}@example.com"
+            events.append(s.booking_created(expert, f"m{round_}_{i}", email, f"P {i % 13}",
+                                            NOW - timedelta(days=i + 1)))
+            expected[email] = expected.get(email, 0) + 1
+        assert (await stack.post_bookings(events)).status_code == 202
+        doomed = WorkerProcess(settings.model_copy(update={"fault_kill_after_batches": 1}),
+                               name=f"worker-doomed-{round_}").start()
+        await eventually(lambda: not doomed.alive(), timeout=60)
+        assert doomed.proc.returncode == -9
+
+        group = group_for(settings.consumer_group, 1)
+        stored = await _stored_offsets(settings)
+        kafka = await committed_offsets(settings, group)
+        ahead = [tp for tp, off in stored.items() if tp[0] == settings.topic(BOOKINGS) and off + 1 > kafka.get(tp, 0)]
+        assert ahead, "the worker died after the database commit, before Kafka's"
+
+    port = free_port()
+    worker = WorkerProcess(settings, name="worker-after-crashes", metrics_port=port).start()
+    try:
+        await eventually(lambda: _equal(stack, expert, expected), timeout=90)
+
+        def skipped() -> float:  # redelivered records the database had already applied
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+            except httpx.HTTPError:
+                return 0
+            return metric(text, "customers_events_skipped_total", reason="already_applied")
+
+        assert await eventually(skipped, timeout=60) > 0
+        assert await _equal(stack, expert, expected)
+        # redelivery never moves the stored position back
+        after = await _stored_offsets(settings)
+        assert all(after[tp] >= off for tp, off in stored.items())
+    finally:
+        worker.stop()
+
+    # a database restored to empty is trusted over Kafka's committed offsets: all is re-applied
+    engine = make_engine(settings.database_url)
+    async with engine.begin() as conn:
+        for table in (t.customers, t.meetings, t.payments, t.projection_offsets, t.stripe_events_applied):
+            await conn.execute(delete(table))
+    await engine.dispose()
+    assert await listed(stack, expert) == {}
+    worker = WorkerProcess(settings, name="worker-restored").start()
+    try:
+        await eventually(lambda: _equal(stack, expert, expected), timeout=90)
+    finally:
+        worker.stop()
+
+
+async def _equal(stack, expert, expected):
+    return await listed(stack, expert) == expected
+
+
+async def _stored_offsets(settings):
+    from projections.projector import Projector
+
+    engine = make_engine(settings.database_url)
+    try:
+        return await Projector(engine, version=1, id_secret=settings.customer_id_secret).stored_offsets()
+    finally:
+        await engine.dispose()

@@ -1,0 +1,49 @@
+"""Replaying records the projection already applied changes neither the view nor the position."""
+
+import tempfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from customers import samples as s
+from customers.events import parse_booking_event
+from projections import tables as t
+from projections.db import make_engine, migrate
+from projections.projector import Position, Projector
+from projections.versions import ensure_live
+from tests.harness import fresh_pg_database
+
+T0 = datetime(2026, 6, 1, 9, tzinfo=timezone.utc)
+
+
+async def snapshot(engine):
+    async with engine.connect() as conn:
+        out = {}
+        for table in (t.customers, t.meetings, t.projection_offsets):
+            rows = (await conn.execute(select(table))).all()
+            out[table.name] = sorted(tuple(r) for r in rows)
+        return out
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+async def test_replaying_applied_records_changes_nothing(backend):
+    url = await fresh_pg_database() if backend == "postgresql" else \
+        f"sqlite+aiosqlite:///{Path(tempfile.mkdtemp()) / 'c.db'}"
+    await migrate(url)
+    engine = make_engine(url)
+    version = await ensure_live(engine, "g")
+    projector = Projector(engine, version=version, id_secret="k")
+    events = [parse_booking_event(s.booking_created("ex", f"m{i}", f"p{i % 3}@example.com", "P", T0 + timedelta(days=i)))
+              for i in range(6)]
+    batch = [(Position("bookings", 0, i, T0), e) for i, e in enumerate(events)]
+    await projector.apply(batch)
+    before = await snapshot(engine)
+    again = await projector.apply(batch[-1:])
+    assert again.skipped_offsets == 1
+    older = await projector.apply(batch[:3])
+    assert older.skipped_offsets == 3
+    assert await snapshot(engine) == before
+    assert (await projector.stored_offsets()) == {("bookings", 0): 5}
+    await engine.dispose()
