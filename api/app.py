@@ -5,8 +5,11 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from api.auth import TokenVerifier
 from api.commands import CommandBus
@@ -39,7 +42,23 @@ def create_app(settings: Settings) -> FastAPI:
     _include_api(app)
     _include_pages(app, settings)
     _include_operations(app)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 405:  # Allow: every method of the path, not only the first route's
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(_methods_of(app, request))}
+        return await http_exception_handler(request, exc)
+
     return app
+
+
+def _methods_of(app: FastAPI, request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 def _include_api(app: FastAPI) -> None:

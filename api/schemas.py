@@ -104,21 +104,17 @@ class NoteOut(BaseModel):
 
 
 class NoteIn(BaseModel):
-    body: str = Field(min_length=1, max_length=10_000, description="the note; surrounding blanks are trimmed")
+    body: str = Field(min_length=1, max_length=10_000, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$",
+                      description="the note: some visible text, no NUL; surrounding blanks are trimmed")
 
     @field_validator("body")
     @classmethod
     def _text(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("the note is empty")
-        if "\x00" in value:
-            raise ValueError("the note contains a NUL character")
         try:
             value.encode("utf-8")
-        except UnicodeEncodeError as exc:
+        except UnicodeEncodeError as exc:  # a lone surrogate from a JSON escape
             raise ValueError("the note is not valid text") from exc
-        return value
+        return value.strip() or value
 
 
 class NoteAccepted(BaseModel):
@@ -137,7 +133,7 @@ class ErrorOut(BaseModel):
 
 
 _ERRORS = {
-    400: "bad request (e.g. a cursor of another query)",
+    400: "bad request: a cursor not issued for this query, or a body that is not JSON",
     401: "missing, expired or invalid token",
     403: "not allowed (admin role missing, or a cross-origin cookie request)",
     404: "customer not found",

@@ -42,7 +42,8 @@ async def get_note(customer_id: str, note_id: str, principal: PrincipalDep, note
 
 
 @router.post("", status_code=201, response_model=NoteOut,
-             responses={202: {"model": NoteAccepted, "description": "accepted, not visible yet"}, **errors(404, 503)})
+             responses={202: {"model": NoteAccepted, "description": "accepted, not visible yet"},
+                        **errors(400, 404, 503)})
 async def add_note(customer_id: str, payload: NoteIn, principal: PrincipalDep, notes: NotesDep, now: NowDep,
                    response: Response):
     try:
