@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import HTTPException, Request
@@ -61,7 +61,9 @@ def when(value: datetime | None, tz: str | None = None) -> str:
 
 def minutes(total: int) -> str:
     hours, mins = divmod(total, 60)
-    return f"{hours} h {mins:02d} min" if hours else f"{mins} min"
+    if not hours:
+        return f"{mins} min"
+    return f"{hours} h {mins} min" if mins else f"{hours} h"
 
 
 def iso(value: datetime | None) -> str:
@@ -72,6 +74,13 @@ def label(value: str) -> str:
     return value.replace("_", " ").capitalize()
 
 
+def list_url(**params) -> str:
+    """A link to the customers list; empty parameters left out."""
+    kept = {k: v for k, v in params.items() if v not in (None, "")}
+    return "/customers" + (f"?{urlencode(kept)}" if kept else "")
+
+
+templates.env.globals["list_url"] = list_url
 templates.env.filters.update(money=money, amounts=amounts, day=day, when=when, minutes=minutes, iso=iso,
                              label=label)
 

@@ -1,0 +1,120 @@
+"""A person at a browser (Debian's Chromium through Playwright) on the real stack: sign in, list,
+search as you type, open a customer, add a note and see it, delete it; on a desktop and a phone.
+Screenshots go to test-artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from playwright.async_api import async_playwright, expect
+
+from customers.demo import EXPERT, PEOPLE, demo_stream
+from tests.harness import ARTIFACTS, eventually
+from tests.integration.conftest import open_stack
+from tests.servers import ApiProcess
+from webhooks.signing import signature_header
+
+SHOTS = ARTIFACTS / "screenshots"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
+
+
+@pytest.fixture(scope="module")
+async def site():
+    from datetime import datetime, timezone
+
+    async with open_stack("postgresql") as stack:
+        bookings, stripe_events = demo_stream(datetime.now(timezone.utc))
+        assert (await stack.post_bookings(bookings)).status_code == 202
+        for event in stripe_events:
+            body = json.dumps(event).encode()
+            r = await stack.intake.post("/webhooks/stripe", content=body, headers={
+                "Stripe-Signature": signature_header(body, stack.settings.webhook_secrets[0]),
+                "Content-Type": "application/json"})
+            assert r.status_code == 200, r.text
+
+        async def ready():
+            body = (await stack.api.get("/api/customers", headers=stack.auth(EXPERT))).json()
+            return body["total"] == len(PEOPLE) and all(c["total_spend"] for c in body["customers"])
+
+        await eventually(ready)
+        with ApiProcess(stack.settings.model_copy(update={"dev_sign_in": True}), name="api-pages") as api:
+            yield api.url
+
+
+@pytest.fixture(scope="module")
+async def browser():
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+async def test_sign_in_search_open_a_customer_and_add_a_note(site, browser):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    context = await browser.new_context(viewport={"width": 1280, "height": 860})
+    page = await context.new_page()
+    elsewhere: list[str] = []
+    page.on("request", lambda req: None if req.url.startswith(site) else elsewhere.append(req.url))
+
+    await page.goto(f"{site}/customers")
+    await expect(page).to_have_url(re.compile(r"/dev/sign-in\?next=%2Fcustomers$"))
+    await page.get_by_label("Expert id").fill(EXPERT)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page).to_have_url(f"{site}/customers")
+    await expect(page.get_by_role("heading", name="Customers", level=1)).to_be_visible()
+    rows = page.locator("table.customers tbody tr")
+    await expect(rows).to_have_count(len(PEOPLE))
+    await expect(page.locator("#result-count")).to_contain_text(f"{len(PEOPLE)} customers")
+
+    await page.screenshot(path=SHOTS / "customers-desktop.png", full_page=True)
+    # keyboard users meet the skip link first, and it leads into the content
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.textContent.trim()") == "Skip to main content"
+    await page.keyboard.press("Enter")
+    await expect(page).to_have_url(f"{site}/customers#main")
+
+    # sort by name through the column header
+    await page.locator("thead").get_by_role("link", name=re.compile("^Customer")).click()
+    await expect(page.locator("th[aria-sort]")).to_have_attribute("aria-sort", "ascending")
+    await expect(rows.first).to_contain_text("Ana Silva")
+
+    # search as you type: the results change without submitting the form
+    await page.get_by_label("Search by name or email").press_sequentially("cost", delay=40)
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_contain_text("Bruno Costa")
+    await expect(page).to_have_url(re.compile(r"q=cost"))
+
+    await page.get_by_role("link", name="Bruno Costa").click()
+    await expect(page.get_by_role("heading", name="Bruno Costa", level=1)).to_be_visible()
+    await expect(page.get_by_text("bruno.costa@example.com").first).to_be_visible()
+    await expect(page.get_by_role("table", name="Past and cancelled")).to_contain_text("Cancelled")
+    await expect(page.locator("section[aria-labelledby=payments-title] tbody tr").first).to_contain_text("Visa •••• 4242")
+
+    note = "Prefers morning sessions; send the intake form before the next visit."
+    await page.get_by_label("Add a note").fill(note)
+    await page.get_by_role("button", name="Add note").click()
+    await expect(page.get_by_role("status")).to_have_text("Note added.")
+    await expect(page.locator(".note-list .note-body")).to_have_text([note])
+    await page.screenshot(path=SHOTS / "customer-detail-desktop.png", full_page=True)
+
+    # the same person on a phone: the session cookie carries over
+    phone = await browser.new_context(**PHONE, storage_state=await context.storage_state())
+    mobile = await phone.new_page()
+    await mobile.goto(f"{site}/customers")
+    await expect(mobile.locator("table.customers tbody tr")).to_have_count(len(PEOPLE))
+    assert await mobile.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scroll
+    await mobile.screenshot(path=SHOTS / "customers-phone.png", full_page=True)
+    await mobile.goto(page.url.split("?")[0])
+    assert await mobile.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    await mobile.screenshot(path=SHOTS / "customer-detail-phone.png", full_page=True)
+
+    await page.get_by_role("button", name=re.compile("^Delete note")).click()
+    await expect(page.get_by_role("status")).to_have_text("Note deleted.")
+    await expect(page.locator(".note-list")).to_have_count(0)
+    assert elsewhere == []  # nothing fetched from anywhere but this server
+    await phone.close()
+    await context.close()
