@@ -24,6 +24,7 @@ DEV_DEFAULTS = {
     "INGEST_TOKEN": "local-dev-ingest-token",
     "STRIPE_WEBHOOK_SECRET": "whsec_local_dev_secret",
     "CUSTOMER_ID_SECRET": "local-dev-customer-id-secret",
+    "DEV_SIGN_IN": "true",
 }
 
 
