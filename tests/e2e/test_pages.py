@@ -41,7 +41,8 @@ async def site():
             return body["total"] == len(PEOPLE) and all(c["total_spend"] for c in body["customers"])
 
         await eventually(ready)
-        with ApiProcess(stack.settings.model_copy(update={"dev_sign_in": True}), name="api-pages") as api:
+        with ApiProcess(stack.settings.model_copy(update={"dev_sign_in": True, "notes_visible_wait_seconds": 15}),
+                        name="api-pages") as api:
             yield api.url
 
 

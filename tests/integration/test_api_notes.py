@@ -41,7 +41,8 @@ async def world(stack):
     events = [s.booking_created(a, unique("m_"), "ana@example.com", "Ana Silva", NOW + timedelta(days=2)),
               s.booking_created(b, unique("m_"), "bea@example.com", "Bea Reis", NOW + timedelta(days=3))]
     assert (await stack.post_bookings(events)).status_code == 202
-    async with Api(stack.settings) as api:
+    # a generous bound: the answer comes as soon as the note is visible, this only caps a slow machine
+    async with Api(stack.settings.model_copy(update={"notes_visible_wait_seconds": 15})) as api:
         async def ids():
             found = {}
             for expert in (a, b):
