@@ -96,6 +96,60 @@ def reconcile(since: datetime = typer.Option(..., formats=["%Y-%m-%d", "%Y-%m-%d
     typer.echo(" ".join(f"{k}={v}" for k, v in counts.items()))
 
 
+@cli.command()
+def erase(email: str) -> None:
+    """Erase a person (by email) from every expert's read model, for good."""
+    from customers import kafka as names
+    from customers.erasure import erase as run
+    from projections.db import make_engine
+
+    async def go():
+        settings = get_settings()
+        engine, producer = make_engine(settings.database_url), names.new_producer(settings)
+        await names.ensure_topics(settings)
+        await producer.start()
+        try:
+            return await run(settings, engine, producer, email)
+        finally:
+            await producer.stop()
+            await engine.dispose()
+
+    command = asyncio.run(go())
+    typer.echo(f"erasure recorded: {command.email_hash[:12]}…")
+
+
+@cli.command()
+def replay(show_status: bool = typer.Option(False, "--status", help="only report where replays stand"),
+           grace: float = typer.Option(None, help="seconds to wait before removing the old version"),
+           batch_size: int = typer.Option(2000, help="records per transaction")) -> None:
+    """Rebuild the read model from offset zero into a new version, then switch readers to it."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from streams import replay as rp
+
+    settings = get_settings()
+    console = Console()
+    if show_status:
+        for v in asyncio.run(rp.status(settings))["versions"]:
+            console.print(f"version {v['version']:>3}  {v['state']:<9} applied {v['applied']:>10} "
+                          f"of {v['total']:>10}  lag {v['lag']}")
+        return
+    columns = (TextColumn("[bold]version {task.fields[version]}"), BarColumn(),
+               TextColumn("{task.fields[done]:,}/{task.fields[size]:,}"), TextColumn("{task.fields[rate]:,.0f} ev/s"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("replay", total=None, version="?", rate=0.0, done=0, size=0)
+
+        def show(p: "rp.Progress") -> None:
+            bar.update(task, total=p.total, completed=p.done, version=p.version, rate=p.rate, done=p.done,
+                       size=p.total)
+
+        result = asyncio.run(rp.replay(settings, on_progress=show, grace=grace, batch_size=batch_size))
+    console.print(f"version {result.version} is live ({'resumed' if result.resumed else 'new'}); "
+                  f"{result.rate:,.0f} events/s")
+
+
 def _wait_http(url: str, timeout: float = 60.0) -> None:
     import httpx
 

@@ -90,3 +90,19 @@ async def produce_booking_events(settings: Settings, events: Iterable[dict]) -> 
                       [(e.expert_id, json.dumps(e.model_dump(mode="json")).encode()) for e in parsed])
     finally:
         await producer.stop()
+
+
+async def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+    """The high watermark of every partition of `topics` (the offset the next record gets)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    topics = list(topics)
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
+                                enable_auto_commit=False, request_timeout_ms=10_000)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
+        ends = await consumer.end_offsets(tps) if tps else {}
+        return {(tp.topic, tp.partition): off for tp, off in ends.items()}
+    finally:
+        await consumer.stop()

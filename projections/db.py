@@ -66,3 +66,9 @@ def upsert(conn: AsyncConnection, table: Table, rows: Sequence[dict], keys: Iter
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=keys)
     return conn.execute(stmt, list(rows))
+
+
+def insert_new(conn: AsyncConnection, table: Table, rows: Sequence[dict], keys: Iterable[str]):
+    """INSERT ... ON CONFLICT (keys) DO NOTHING: rows whose key exists are left as they are."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return conn.execute(dialect.insert(table).on_conflict_do_nothing(index_elements=list(keys)), list(rows))

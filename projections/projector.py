@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import and_, delete, or_, select, tuple_
+from sqlalchemy import and_, delete, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from customers.events import BookingCancelled, BookingCreated, BookingNoShow, BookingRescheduled
@@ -26,10 +26,11 @@ from customers.ids import customer_id as derive_customer_id
 from customers.ids import email_hash
 from projections import tables as t
 from projections.commands import CustomerErased, NoteAdded, NoteDeleted
-from projections.db import upsert
+from projections.db import insert_new, upsert
 from projections.meetings import Meeting, apply_booking
 from projections.payments import merge, observe
 from projections.summary import summarise
+from projections.versions import live_version
 
 BOOKING_TYPES = (BookingCreated, BookingRescheduled, BookingCancelled, BookingNoShow)
 _MEETING_FIELDS = [f for f in Meeting.__dataclass_fields__]
@@ -68,11 +69,22 @@ def meeting_from_row(row) -> Meeting:
     return Meeting(**{k: data[k] for k in _MEETING_FIELDS})
 
 
+class VersionChanged(Exception):
+    """Readers were switched to another version: this projector must not write its own any more."""
+
+    def __init__(self, live: int | None) -> None:
+        super().__init__(f"live version is now {live}")
+        self.live = live
+
+
 class Projector:
-    def __init__(self, engine: AsyncEngine, *, version: int, id_secret: str) -> None:
+    """Applies batches to one version. With `follow_live`, refuses to write once it is not live."""
+
+    def __init__(self, engine: AsyncEngine, *, version: int, id_secret: str, follow_live: bool = False) -> None:
         self.engine = engine
         self.version = version
         self.id_secret = id_secret
+        self.follow_live = follow_live
 
     async def stored_offsets(self) -> dict[tuple[str, int], int]:
         async with self.engine.connect() as conn:
@@ -86,6 +98,11 @@ class Projector:
         """Apply decoded records (booking events, payment facts, commands) and their positions."""
         result = Applied()
         async with self.engine.begin() as conn:
+            if self.follow_live:
+                # held until commit: a replay's switch waits for this batch, or this batch sees it
+                live = await live_version(conn, lock=True)
+                if live != self.version:
+                    raise VersionChanged(live)
             stored = await self._offsets_for(conn, {(p.topic, p.partition) for p, _ in batch})
             fresh = []
             for pos, item in batch:
@@ -135,9 +152,11 @@ class _Work:
         self.dirty_meetings: set[tuple[str, str]] = set()
         self.dirty_payments: set[str] = set()
         self.touched: set[tuple[str, str]] = set()  # (expert, customer) to recompute
+        self.erased_refs: set[tuple[str, str]] = set()
 
     async def run(self, items: list[Any]) -> None:
         erased = await self._erased_hashes(items)
+        self.erased_refs = await self._erased_refs(items)
         bookings = [e for e in items if isinstance(e, BOOKING_TYPES)]
         facts = await self._first_sightings([e for e in items if isinstance(e, (PaymentObserved, StripeEventIgnored))])
         commands = [e for e in items if isinstance(e, (NoteAdded, NoteDeleted, CustomerErased))]
@@ -183,17 +202,39 @@ class _Work:
 
     # --- erasure ledger ----------------------------------------------------------------------
 
-    async def _erased_hashes(self, items: list[Any]) -> set[str]:
+    async def _erased_hashes(self, items: list[Any]) -> dict[str, datetime]:
+        """Erased emails among the batch's, with when they were erased."""
         emails = {e.customer.email for e in items if isinstance(e, BookingCreated)}
         emails |= {f.customer_email for f in items if isinstance(f, PaymentObserved) and f.customer_email}
         if not emails:
-            return set()
+            return {}
         hashes = {email_hash(self.secret, e) for e in emails}
-        rows = await self.conn.execute(select(t.erasures.c.email_hash).where(t.erasures.c.email_hash.in_(hashes)))
-        return {r.email_hash for r in rows}
+        rows = await self.conn.execute(select(t.erasures).where(t.erasures.c.email_hash.in_(hashes)))
+        return {r.email_hash: r.erased_at for r in rows}
 
-    def _is_erased(self, email: str | None, erased: set[str]) -> bool:
-        return bool(email and erased and email_hash(self.secret, email) in erased)
+    async def _erased_refs(self, items: list[Any]) -> set[tuple[str, str]]:
+        wanted = set()
+        for e in items:
+            if isinstance(e, BOOKING_TYPES):
+                wanted.add(("meeting", f"{e.expert_id}/{e.meeting_id}"))
+            elif isinstance(e, PaymentObserved):
+                wanted.add(("payment", e.payment_intent_id or e.payment_id))
+                if e.expert_id and e.meeting_id:
+                    wanted.add(("meeting", f"{e.expert_id}/{e.meeting_id}"))
+            elif isinstance(e, (NoteAdded, NoteDeleted)):
+                wanted.add(("customer", f"{e.expert_id}/{e.customer_id}"))
+        if not wanted:
+            return set()
+        r = t.erased_refs.c
+        rows = await self.conn.execute(select(r.kind, r.ref).where(tuple_(r.kind, r.ref).in_(list(wanted))))
+        return {(row.kind, row.ref) for row in rows}
+
+    def _is_erased(self, email: str | None, occurred_at: datetime, erased: dict[str, datetime]) -> bool:
+        """Erased: anything that happened up to the erasure stays out, replays included."""
+        if not (email and erased):
+            return False
+        when = erased.get(email_hash(self.secret, email))
+        return when is not None and occurred_at <= when
 
     # --- meetings ----------------------------------------------------------------------------
 
@@ -208,12 +249,15 @@ class _Work:
         for row in rows:
             self.meetings[(row.expert_id, row.meeting_id)] = meeting_from_row(row)
 
-    def _apply_booking(self, event, erased: set[str]) -> None:
+    def _apply_booking(self, event, erased: dict[str, datetime]) -> None:
         key = (event.expert_id, event.meeting_id)
+        if ("meeting", f"{event.expert_id}/{event.meeting_id}") in self.erased_refs:
+            self.result.skipped_erased += 1
+            return
         current = self.meetings.get(key)
         cid = None
         if isinstance(event, BookingCreated):
-            if self._is_erased(event.customer.email, erased):
+            if self._is_erased(event.customer.email, event.occurred_at, erased):
                 self.result.skipped_erased += 1
                 return
             cid = derive_customer_id(self.secret, event.expert_id, event.customer.email)
@@ -257,8 +301,9 @@ class _Work:
                 return row["payment_id"]
         return fact.payment_id
 
-    def _apply_fact(self, fact: PaymentObserved, erased: set[str]) -> None:
-        if self._is_erased(fact.customer_email, erased):
+    def _apply_fact(self, fact: PaymentObserved, erased: dict[str, datetime]) -> None:
+        refs = {("payment", fact.payment_intent_id or fact.payment_id), ("meeting", f"{fact.expert_id}/{fact.meeting_id}")}
+        if self._is_erased(fact.customer_email, fact.occurred_at, erased) or refs & self.erased_refs:
             self.result.skipped_erased += 1
             return
         pid = self._resolve_payment_id(fact)
@@ -297,19 +342,28 @@ class _Work:
             self._attach(row, meeting)
 
     async def _meeting_for(self, row: dict) -> Meeting | None:
-        """The booked meeting a payment belongs to, trying each kind of evidence in order."""
+        """The booked meeting a payment belongs to, trying each kind of evidence in order.
+
+        Evidence that names several meetings (the same customer booked twice at the same start)
+        gives way to the next kind; if none is sure, the lowest meeting id wins, so the answer
+        never depends on arrival order.
+        """
+        m = t.meetings.c
+        fallback: Meeting | None = None
         for in_memory, in_sql in _evidence(row["state"]):
-            for meeting in self.meetings.values():  # this batch's view wins over the table
-                if meeting.is_booked and in_memory(meeting):
-                    return meeting
-            m = t.meetings.c
-            rows = (await self.conn.execute(
-                select(t.meetings).where(m.version == self.version, m.created_version.is_not(None), in_sql).limit(1)
-            )).all()
-            if rows:
-                found = meeting_from_row(rows[0])
-                return self.meetings.setdefault((found.expert_id, found.meeting_id), found)
-        return None
+            found = {k: mt for k, mt in self.meetings.items() if mt.is_booked and in_memory(mt)}
+            rows = await self.conn.execute(
+                select(t.meetings).where(m.version == self.version, m.created_version.is_not(None), in_sql).limit(20))
+            for r in rows:
+                found.setdefault((r.expert_id, r.meeting_id), meeting_from_row(r))
+            found = {k: mt for k, mt in found.items() if mt.is_booked and in_memory(self.meetings.get(k, mt))}
+            if not found:
+                continue
+            first = self.meetings.setdefault(*min(found.items()))
+            if len(found) == 1:
+                return first
+            fallback = fallback or first
+        return fallback
 
     def _attach(self, row: dict, meeting: Meeting | None) -> None:
         before = (row.get("expert_id"), row.get("meeting_id"), row.get("customer_id"))
@@ -345,18 +399,26 @@ class _Work:
     # --- commands ----------------------------------------------------------------------------
 
     async def _apply_command(self, cmd) -> None:
+        if isinstance(cmd, (NoteAdded, NoteDeleted)) and ("customer", f"{cmd.expert_id}/{cmd.customer_id}") in self.erased_refs:
+            self.result.skipped_erased += 1
+            return
         n = t.notes.c
         if isinstance(cmd, NoteAdded):
-            await upsert(self.conn, t.notes, [{
+            # first add wins; a re-sent add never revives a deleted note (nor one a delete overtook)
+            await insert_new(self.conn, t.notes, [{
                 "version": self.version, "note_id": cmd.note_id, "expert_id": cmd.expert_id,
                 "customer_id": cmd.customer_id, "body": cmd.body, "created_at": cmd.created_at, "deleted": False,
             }], ["version", "note_id"])
-            # a delete that overtook its add keeps the note deleted
         elif isinstance(cmd, NoteDeleted):
-            await upsert(self.conn, t.notes, [{
-                "version": self.version, "note_id": cmd.note_id, "expert_id": cmd.expert_id,
-                "customer_id": cmd.customer_id, "body": "", "created_at": cmd.occurred_at, "deleted": True,
-            }], ["version", "note_id"])
+            # only the owner's note is deleted; its text goes, its id stays as a tombstone
+            done = await self.conn.execute(update(t.notes).where(
+                n.version == self.version, n.note_id == cmd.note_id, n.expert_id == cmd.expert_id,
+                n.customer_id == cmd.customer_id).values(deleted=True, body=""))
+            if done.rowcount == 0:
+                await insert_new(self.conn, t.notes, [{
+                    "version": self.version, "note_id": cmd.note_id, "expert_id": cmd.expert_id,
+                    "customer_id": cmd.customer_id, "body": "", "created_at": cmd.occurred_at, "deleted": True,
+                }], ["version", "note_id"])
         elif isinstance(cmd, CustomerErased):
             await self._erase(cmd)
 
@@ -367,9 +429,21 @@ class _Work:
         c, n = t.customers.c, t.notes.c
         victims = (await self.conn.execute(select(c.expert_id, c.customer_id).where(
             c.version == self.version, c.email_hash == cmd.email_hash))).all()
+        p, m = t.payments.c, t.meetings.c
+        refs = [("customer", f"{e}/{cid}") for e, cid in victims]
+        refs += [("meeting", f"{r.expert_id}/{r.meeting_id}") for r in await self.conn.execute(
+            select(m.expert_id, m.meeting_id).where(m.version == self.version, m.email_hash == cmd.email_hash))]
+        refs += [("payment", r.payment_id) for r in await self.conn.execute(select(p.payment_id).where(
+            p.version == self.version,
+            or_(p.email_hash == cmd.email_hash, tuple_(p.expert_id, p.customer_id).in_(victims or [("", "")]))))]
+        if refs:
+            await upsert(self.conn, t.erased_refs, [{"kind": k, "ref": r, "erased_at": cmd.occurred_at}
+                                                    for k, r in sorted(set(refs))], ["kind", "ref"])
         for expert_id, cid in victims:
             await self.conn.execute(delete(t.notes).where(
                 n.version == self.version, n.expert_id == expert_id, n.customer_id == cid))
+            await self.conn.execute(delete(t.payments).where(
+                p.version == self.version, p.expert_id == expert_id, p.customer_id == cid))
             self.touched.discard((expert_id, cid))
         for table in (t.customers, t.meetings, t.payments):
             await self.conn.execute(delete(table).where(

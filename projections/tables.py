@@ -200,3 +200,13 @@ erasures = Table(
     Column("email_hash", String(64), primary_key=True),
     Column("erased_at", UTC, nullable=False),
 )
+
+# What an erasure removed that carries no email of its own (meetings, payments, customer ids),
+# so that later events or a replay cannot bring those rows back. Not versioned.
+erased_refs = Table(
+    "erased_refs",
+    metadata,
+    Column("kind", String(20), primary_key=True),  # meeting | payment | customer
+    Column("ref", String(420), primary_key=True),
+    Column("erased_at", UTC, nullable=False),
+)

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -25,7 +26,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from customers import kafka as names
 from customers.settings import Settings
-from projections.projector import Position, Projector
+from projections.projector import Position, Projector, VersionChanged
 from customers.facts import PaymentObserved
 from streams import stripe_api, stripe_facts
 from streams.decode import dead_letter, decoder_for
@@ -139,6 +140,8 @@ class Agents:
         try:
             await self._apply_with_retry([(p, i) for p, i, _ in decoded], attempts=1)
             return
+        except VersionChanged as exc:
+            await self._follow(exc)
         except Exception as exc:
             log.warning("batch failed (%s); applying its records one by one", type(exc).__name__)
         for pos, item, event in decoded:
@@ -155,6 +158,8 @@ class Agents:
             started = time.perf_counter()
             try:
                 result = await self.projector.apply(batch)
+            except VersionChanged:
+                raise
             except TRANSIENT as exc:
                 outages += 1
                 log.warning("database unavailable (%s), retrying", type(exc).__name__)
@@ -169,6 +174,19 @@ class Agents:
             self.metrics.observe(result, time.perf_counter() - started, len(batch))
             self._maybe_die_after_commit()
             return
+
+    async def _follow(self, change: VersionChanged) -> None:
+        """A replay switched readers to a new version: start again on it, in this same process.
+
+        Nothing of the refused batch was written or acknowledged; the new version's own
+        offsets (in the database, and in its consumer group) say where to resume.
+        """
+        log.warning("readers now see version %s; restarting the worker on it", change.live)
+        try:
+            await asyncio.wait_for(self.app.consumer.stop(), 5)  # leave the group promptly
+        except Exception:  # noqa: BLE001 - restarting anyway
+            pass
+        os.execv(sys.executable, [sys.executable, "-m", "customers", *sys.argv[1:]])
 
     def _maybe_die_after_commit(self) -> None:
         """Fault injection for tests: die by SIGKILL right after a database commit, before the ack."""

@@ -33,7 +33,8 @@ async def prepare(settings: Settings) -> int:
 
 def build(settings: Settings, version: int, metrics: WorkerMetrics | None = None) -> tuple[faust.App, Agents]:
     app = create_app(settings, group=group_for(settings.consumer_group, version))
-    projector = Projector(make_engine(settings.database_url), version=version, id_secret=settings.customer_id_secret)
+    projector = Projector(make_engine(settings.database_url), version=version, id_secret=settings.customer_id_secret,
+                          follow_live=True)
     agents = Agents(app, settings, projector, metrics or WorkerMetrics())
     return app, agents
 

@@ -5,7 +5,7 @@ Revises:
 """
 from alembic import op
 
-from projections.tables import metadata
+from projections import tables as t
 
 revision = "0001"
 down_revision = None
@@ -15,7 +15,10 @@ depends_on = None
 
 def upgrade() -> None:
     bind = op.get_bind()
-    metadata.create_all(bind)
+    metadata = t.metadata
+    first = [t.meetings, t.payments, t.customers, t.notes, t.stripe_events_applied, t.projection_offsets,
+             t.projection_versions, t.erasures]
+    metadata.create_all(bind, tables=first)
     if bind.dialect.name == "postgresql":
         # substring search on name/email for one expert without scanning meetings
         op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
@@ -26,4 +29,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    metadata.drop_all(op.get_bind())
+    t.metadata.drop_all(op.get_bind(), tables=[t.meetings, t.payments, t.customers, t.notes, t.stripe_events_applied,
+                                               t.projection_offsets, t.projection_versions, t.erasures])

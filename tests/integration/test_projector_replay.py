@@ -47,3 +47,31 @@ async def test_replaying_applied_records_changes_nothing(backend):
     assert await snapshot(engine) == before
     assert (await projector.stored_offsets()) == {("bookings", 0): 5}
     await engine.dispose()
+
+
+async def test_note_commands_in_any_order():
+    from projections.commands import NoteAdded, NoteDeleted
+
+    url = f"sqlite+aiosqlite:///{Path(tempfile.mkdtemp()) / 'n.db'}"
+    await migrate(url)
+    engine = make_engine(url)
+    version = await ensure_live(engine, "g")
+    projector = Projector(engine, version=version, id_secret="k")
+    add = NoteAdded(command_id="a", occurred_at=T0, note_id="n1", expert_id="ex", customer_id="c1", body="likes mornings",
+                    created_at=T0)
+    intruder = NoteDeleted(command_id="x", occurred_at=T0, note_id="n1", expert_id="other", customer_id="c1")
+    delete = NoteDeleted(command_id="d", occurred_at=T0, note_id="n1", expert_id="ex", customer_id="c1")
+    offset = iter(range(100))
+
+    async def note():
+        async with engine.connect() as conn:
+            return (await conn.execute(select(t.notes.c.expert_id, t.notes.c.body, t.notes.c.deleted))).one()
+
+    async def apply(*cmds):
+        await projector.apply([(Position("customer-commands", 0, next(offset), T0), c) for c in cmds])
+
+    await apply(add, intruder)
+    assert await note() == ("ex", "likes mornings", False)  # another expert cannot delete it
+    await apply(delete, add)
+    assert await note() == ("ex", "", True)  # a re-sent add does not revive it
+    await engine.dispose()
