@@ -15,7 +15,8 @@ from api.auth import TokenVerifier
 from api.commands import CommandBus
 from api.middleware import AccessLog, SecurityHeaders
 from api.notes import Notes
-from api.routes import customers, export, notes, pages, session
+from api.ops import ApiMetrics, LagProbe
+from api.routes import admin, customers, export, metrics, notes, pages, session
 from api.web import HERE, SignInRequired, sign_in_url, templates
 from customers.settings import Settings
 from projections.db import make_engine
@@ -34,6 +35,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = make_engine(settings.database_url)
     app.state.verifier = TokenVerifier(settings)
     app.state.commands = CommandBus(settings)
+    app.state.metrics = ApiMetrics()
+    app.state.lag = LagProbe(settings, app.state.engine)
     app.state.notes = Notes(app.state.engine, app.state.commands, settings.notes_visible_wait_seconds)
 
     app.add_middleware(SecurityHeaders)
@@ -99,3 +102,5 @@ def _include_operations(app: FastAPI) -> None:
 
     They are included here, after the API and the pages.
     """
+    app.include_router(admin.router)
+    app.include_router(metrics.router)

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 
 from customers.kafka import COMMANDS, ensure_topics, new_producer, publish
 from customers.settings import Settings
-from projections.commands import NoteAdded, NoteDeleted
+from projections.commands import CustomerErased, NoteAdded, NoteDeleted
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +44,15 @@ class CommandBus:
             self._producer = producer
             return producer
 
-    async def send(self, command: NoteAdded | NoteDeleted) -> None:
-        """Publish one command keyed by its expert; returns once Kafka acknowledged it (acks=all)."""
+    async def send(self, command: NoteAdded | NoteDeleted | CustomerErased) -> None:
+        """Publish one command keyed by its expert (an erasure by its email hash); returns once
+        Kafka acknowledged it (acks=all)."""
         producer = await self._started()
         value = command.model_dump_json().encode()
+        key = command.email_hash if isinstance(command, CustomerErased) else command.expert_id
         try:
             await asyncio.wait_for(
-                publish(producer, self.settings.topic(COMMANDS), [(command.expert_id, value)]), self.timeout)
+                publish(producer, self.settings.topic(COMMANDS), [(key, value)]), self.timeout)
         except Exception as exc:
             log.warning("command not acknowledged: %s", type(exc).__name__)
             raise CommandsUnavailable("Kafka did not acknowledge the command") from exc

@@ -66,3 +66,6 @@ class AccessLog:
             route = getattr(scope.get("route"), "path", None) or "(no route)"
             elapsed = (time.perf_counter() - started) * 1000
             log.info(scrub(f"{scope['method']} {route} {status} {elapsed:.1f}ms"))
+            metrics = getattr(getattr(scope.get("app"), "state", None), "metrics", None)
+            if metrics is not None and route != "(no route)":
+                metrics.latency.labels(scope["method"], route, str(status)).observe(elapsed / 1000)

@@ -108,14 +108,50 @@ def erase(email: str) -> None:
         engine, producer = make_engine(settings.database_url), names.new_producer(settings)
         await names.ensure_topics(settings)
         await producer.start()
+
+        async def send(command) -> None:
+            await names.publish(producer, settings.topic(names.COMMANDS),
+                                [(command.email_hash, command.model_dump_json().encode())])
+
         try:
-            return await run(settings, engine, producer, email)
+            return await run(settings, engine, send, email)
         finally:
             await producer.stop()
             await engine.dispose()
 
     command = asyncio.run(go())
     typer.echo(f"erasure recorded: {command.email_hash[:12]}…")
+
+
+dlq_cli = typer.Typer(help="Dead letters: records that could not be processed.", no_args_is_help=True)
+cli.add_typer(dlq_cli, name="dlq")
+
+
+@dlq_cli.command("list")
+def dlq_list(topic: str = typer.Option(None, help="bookings | stripe-events | customer-activity | customer-commands"),
+             full: bool = typer.Option(False, help="print each letter's original value too")) -> None:
+    """List dead letters with their origin and error."""
+    import json
+
+    from customers.dlq import letters
+
+    for name, items in asyncio.run(letters(get_settings(), topic)).items():
+        typer.echo(f"{name}.dlq: {len(items)}")
+        for item in items:
+            origin = item["origin"] or {}
+            typer.echo(f"  [{item['partition']}@{item['offset']}] from {origin.get('topic')}"
+                       f"[{origin.get('partition')}]@{origin.get('offset')}: {item['error']}")
+            if full:
+                typer.echo("    " + json.dumps(item["value"])[:2000])
+
+
+@dlq_cli.command("retry")
+def dlq_retry(topic: str = typer.Option(None, help="only this source topic's letters")) -> None:
+    """Send dead letters not retried before back to their origin topic."""
+    from customers.dlq import retry
+
+    sent = asyncio.run(retry(get_settings(), topic))
+    typer.echo(" ".join(f"{k}={v}" for k, v in sent.items()))
 
 
 @cli.command()

@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from customers import kafka as names
+from typing import Awaitable, Callable
+
 from customers.ids import email_hash
 from customers.settings import Settings
 from projections.commands import CustomerErased
@@ -15,7 +16,8 @@ from projections.db import upsert
 from projections.tables import erasures
 
 
-async def erase(settings: Settings, engine: AsyncEngine, producer, email: str) -> CustomerErased:
+async def erase(settings: Settings, engine: AsyncEngine, send: Callable[[CustomerErased], Awaitable[None]],
+                email: str) -> CustomerErased:
     """Record the erasure in the ledger, then publish it for the projection (and future replays).
 
     The ledger write comes first so that no event of that person applied from now on, by the
@@ -26,6 +28,5 @@ async def erase(settings: Settings, engine: AsyncEngine, producer, email: str) -
                              email_hash=email_hash(settings.customer_id_secret, email))
     async with engine.begin() as conn:
         await upsert(conn, erasures, [{"email_hash": command.email_hash, "erased_at": now}], ["email_hash"])
-    await names.publish(producer, settings.topic(names.COMMANDS),
-                        [(command.email_hash, command.model_dump_json().encode())])
+    await send(command)
     return command

@@ -106,3 +106,35 @@ async def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[tuple[s
         return {(tp.topic, tp.partition): off for tp, off in ends.items()}
     finally:
         await consumer.stop()
+
+
+async def read_all(settings: Settings, topic: str, *, start: dict[int, int] | None = None,
+                   timeout: float = 30.0) -> list:
+    """Every record of `topic` from its beginning (or `start` per partition) to its end now."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            return []
+        consumer.unsubscribe()
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, (start or {}).get(tp.partition, 0))
+        ends = await consumer.end_offsets(tps)
+        records, loop = [], asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in tps])
+
+        while await behind():
+            if loop.time() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end")
+            for tp, items in (await consumer.getmany(timeout_ms=500)).items():
+                records += [r for r in items if r.offset < ends[tp]]
+        return sorted(records, key=lambda r: (r.partition, r.offset))
+    finally:
+        await consumer.stop()

@@ -121,14 +121,18 @@ def free_port() -> int:
 
 
 def metric(text: str, name: str, **labels) -> float:
-    """One sample's value from a Prometheus text exposition (0 when absent)."""
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    """One sample's value from a Prometheus text exposition (0 when absent); labels in any order."""
+    import re
+
     for line in text.splitlines():
         if line.startswith("#"):
             continue
-        key, _, value = line.rpartition(" ")
-        if key == (f"{name}{{{want}}}" if want else name):
-            return float(value)
+        found = re.fullmatch(r'([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)', line.strip())
+        if not found or found.group(1) != name:
+            continue
+        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', found.group(2) or ""))
+        if have == {k: str(v) for k, v in labels.items()}:
+            return float(found.group(3))
     return 0.0
 
 

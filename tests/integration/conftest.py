@@ -28,6 +28,7 @@ async def open_stack(backend: str, **overrides):
     finally:
         worker.stop()
         await intake_app.state.intake.close()
+        await api_app.state.commands.close()
         await api_app.state.engine.dispose()
 
 
