@@ -19,6 +19,16 @@ from streams.metrics import WorkerMetrics
 
 log = logging.getLogger("customers.worker")
 
+# Faust configures logging itself; this makes it write our JSON lines (emails hashed, cards masked).
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "customers.logs.JsonFormatter"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+    "root": {"handlers": ["stderr"], "level": "INFO"},
+    "loggers": {name: {"level": "WARNING"} for name in ("aiokafka", "faust", "mode", "alembic")},
+}
+
 
 async def prepare(settings: Settings) -> int:
     """Migrate the schema, create topics, and return the live projection version."""
@@ -46,4 +56,5 @@ def run(settings: Settings, *, metrics_port: int | None = None, loglevel: str = 
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
     app, _agents = build(settings, version, metrics)
     log.info("projecting into version %s", version)
-    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    faust.Worker(app, loglevel=loglevel, quiet=True, logging_config=LOGGING,
+                 redirect_stdouts=False).execute_from_commandline()
