@@ -1,7 +1,7 @@
 PYTHON ?= python3
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install infra-up infra-down up test test-unit test-integration test-e2e bench compose-check
+.PHONY: install infra-up infra-down up test test-unit test-integration test-e2e test-faults bench compose-check
 
 install:
 	$(PYTHON) -m pip install -q -e '.[test]'
@@ -15,7 +15,7 @@ infra-down:
 up: install
 	$(PYTHON) -m customers up
 
-test: test-unit test-integration test-e2e
+test: test-unit test-integration test-e2e test-faults
 
 test-unit:
 	$(PYTHON) -m pytest -q tests/unit
@@ -25,6 +25,9 @@ test-integration:
 
 test-e2e:
 	$(PYTHON) -m pytest -q tests/e2e
+
+test-faults:
+	$(PYTHON) -m pytest -q tests/faults
 
 bench:
 	$(PYTHON) -m bench.run

@@ -22,6 +22,7 @@ from typing import Any
 
 import faust
 from aiokafka.admin import AIOKafkaAdminClient
+from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from customers import kafka as names
@@ -165,7 +166,13 @@ class Agents:
                 log.warning("database unavailable (%s), retrying", type(exc).__name__)
                 await asyncio.sleep(min(5.0, 0.2 * outages))
                 continue
-            except Exception:
+            except Exception as exc:
+                if not await self._database_reachable():
+                    # an outage that surfaced as another error: wait for the database, lose nothing
+                    outages += 1
+                    log.warning("database unreachable (%s), retrying", type(exc).__name__)
+                    await asyncio.sleep(min(5.0, 0.2 * outages))
+                    continue
                 failures += 1
                 if failures >= attempts:
                     raise
@@ -174,6 +181,14 @@ class Agents:
             self.metrics.observe(result, time.perf_counter() - started, len(batch))
             self._maybe_die_after_commit()
             return
+
+    async def _database_reachable(self) -> bool:
+        try:
+            async with self.projector.engine.connect() as conn:
+                await asyncio.wait_for(conn.execute(text("select 1")), 5)
+            return True
+        except Exception:  # noqa: BLE001 - unreachable, whatever the reason
+            return False
 
     async def _follow(self, change: VersionChanged) -> None:
         """A replay switched readers to a new version: start again on it, in this same process.

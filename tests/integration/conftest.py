@@ -22,11 +22,13 @@ async def open_stack(backend: str, **overrides):
     await migrate(url)
     worker = WorkerProcess(settings, name=f"worker-{backend}").start()
     intake_app, api_app = create_intake(settings), create_api(settings)
+    stack = None
     try:
         async with asgi_client(intake_app) as intake, asgi_client(api_app) as api:
-            yield Stack(backend, settings, worker, intake, api)
+            stack = Stack(backend, settings, worker, intake, api)
+            yield stack
     finally:
-        worker.stop()
+        (stack.worker if stack else worker).stop()
         await intake_app.state.intake.close()
         await api_app.state.commands.close()
         await api_app.state.engine.dispose()
