@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from projections import payments as money
-from projections.meetings import Meeting, appointment_status
+from projections.meetings import Meeting, appointment_status, meeting_from_row
 from projections.summary import counts_at
 
 
@@ -198,7 +198,6 @@ def _payment(row) -> PaymentOut:
 
 
 def detail(found: dict[str, Any], now: datetime) -> CustomerDetail:
-    from projections.projector import meeting_from_row
 
     row = found["row"]
     base, counts = summary(row, now)

@@ -82,6 +82,16 @@ class Meeting:
         return self.booked_timezone
 
 
+BOOKING_TYPES = (BookingCreated, BookingRescheduled, BookingCancelled, BookingNoShow)
+_FIELDS = list(Meeting.__dataclass_fields__)
+
+
+def meeting_from_row(row) -> Meeting:
+    """A meeting from a `meetings` row (any mapping with the dataclass's fields)."""
+    data = row._mapping
+    return Meeting(**{k: data[k] for k in _FIELDS})
+
+
 def _earliest(a: datetime | None, b: datetime) -> datetime:
     return b if a is None or b < a else a
 

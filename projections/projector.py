@@ -17,23 +17,23 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import and_, delete, or_, select, tuple_, update
+from sqlalchemy import delete, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from customers.events import BookingCancelled, BookingCreated, BookingNoShow, BookingRescheduled
+from customers.events import BookingCreated
 from customers.facts import PaymentObserved, StripeEventIgnored
 from customers.ids import customer_id as derive_customer_id
 from customers.ids import email_hash
 from projections import tables as t
 from projections.commands import CustomerErased, NoteAdded, NoteDeleted
-from projections.db import insert_new, upsert
-from projections.meetings import Meeting, apply_booking
+from projections.db import upsert
+from projections.forgetting import Forgetting
+from projections.linking import Linking
+from projections.meetings import BOOKING_TYPES, Meeting, apply_booking, meeting_from_row
 from projections.payments import merge, observe
 from projections.summary import summarise
 from projections.versions import live_version
 
-BOOKING_TYPES = (BookingCreated, BookingRescheduled, BookingCancelled, BookingNoShow)
-_MEETING_FIELDS = [f for f in Meeting.__dataclass_fields__]
 
 
 @dataclass
@@ -62,11 +62,6 @@ def _meeting_row(m: Meeting, version: int, secret: str) -> dict[str, Any]:
     row.update(version=version, start_time=m.start_time, end_time=m.end_time, timezone=m.timezone,
                email_hash=email_hash(secret, m.customer_email) if m.customer_email else None)
     return row
-
-
-def meeting_from_row(row) -> Meeting:
-    data = row._mapping
-    return Meeting(**{k: data[k] for k in _MEETING_FIELDS})
 
 
 class VersionChanged(Exception):
@@ -142,7 +137,7 @@ class Projector:
             ], ["version", "topic", "partition"])
 
 
-class _Work:
+class _Work(Linking, Forgetting):
     """The rows one batch reads and writes, inside one transaction."""
 
     def __init__(self, conn: AsyncConnection, version: int, secret: str, result: Applied) -> None:
@@ -199,42 +194,6 @@ class _Work:
                 {"version": self.version, "event_id": f.stripe_event_id, "event_type": f.stripe_event_type,
                  "applied_at": now} for f in fresh], ["version", "event_id"])
         return fresh
-
-    # --- erasure ledger ----------------------------------------------------------------------
-
-    async def _erased_hashes(self, items: list[Any]) -> dict[str, datetime]:
-        """Erased emails among the batch's, with when they were erased."""
-        emails = {e.customer.email for e in items if isinstance(e, BookingCreated)}
-        emails |= {f.customer_email for f in items if isinstance(f, PaymentObserved) and f.customer_email}
-        if not emails:
-            return {}
-        hashes = {email_hash(self.secret, e) for e in emails}
-        rows = await self.conn.execute(select(t.erasures).where(t.erasures.c.email_hash.in_(hashes)))
-        return {r.email_hash: r.erased_at for r in rows}
-
-    async def _erased_refs(self, items: list[Any]) -> set[tuple[str, str]]:
-        wanted = set()
-        for e in items:
-            if isinstance(e, BOOKING_TYPES):
-                wanted.add(("meeting", f"{e.expert_id}/{e.meeting_id}"))
-            elif isinstance(e, PaymentObserved):
-                wanted.add(("payment", e.payment_intent_id or e.payment_id))
-                if e.expert_id and e.meeting_id:
-                    wanted.add(("meeting", f"{e.expert_id}/{e.meeting_id}"))
-            elif isinstance(e, (NoteAdded, NoteDeleted)):
-                wanted.add(("customer", f"{e.expert_id}/{e.customer_id}"))
-        if not wanted:
-            return set()
-        r = t.erased_refs.c
-        rows = await self.conn.execute(select(r.kind, r.ref).where(tuple_(r.kind, r.ref).in_(list(wanted))))
-        return {(row.kind, row.ref) for row in rows}
-
-    def _is_erased(self, email: str | None, occurred_at: datetime, erased: dict[str, datetime]) -> bool:
-        """Erased: anything that happened up to the erasure stays out, replays included."""
-        if not (email and erased):
-            return False
-        when = erased.get(email_hash(self.secret, email))
-        return when is not None and occurred_at <= when
 
     # --- meetings ----------------------------------------------------------------------------
 
@@ -328,129 +287,6 @@ class _Work:
         self.dirty_payments.add(pid)
         self.result.count(fact.stripe_event_type)
 
-    async def _link(self) -> None:
-        """Tie payments to meetings, in the contract's order of evidence; recompute both ends."""
-        await self._link_payments_to_meetings()
-        await self._link_meetings_to_payments()
-
-    async def _link_payments_to_meetings(self) -> None:
-        for pid in list(self.dirty_payments):
-            row = self.payments.get(pid)
-            if row is None:
-                continue
-            meeting = await self._meeting_for(row)
-            self._attach(row, meeting)
-
-    async def _meeting_for(self, row: dict) -> Meeting | None:
-        """The booked meeting a payment belongs to, trying each kind of evidence in order.
-
-        Evidence that names several meetings (the same customer booked twice at the same start)
-        gives way to the next kind; if none is sure, the lowest meeting id wins, so the answer
-        never depends on arrival order.
-        """
-        m = t.meetings.c
-        fallback: Meeting | None = None
-        for in_memory, in_sql in _evidence(row["state"]):
-            found = {k: mt for k, mt in self.meetings.items() if mt.is_booked and in_memory(mt)}
-            rows = await self.conn.execute(
-                select(t.meetings).where(m.version == self.version, m.created_version.is_not(None), in_sql).limit(20))
-            for r in rows:
-                found.setdefault((r.expert_id, r.meeting_id), meeting_from_row(r))
-            found = {k: mt for k, mt in found.items() if mt.is_booked and in_memory(self.meetings.get(k, mt))}
-            if not found:
-                continue
-            first = self.meetings.setdefault(*min(found.items()))
-            if len(found) == 1:
-                return first
-            fallback = fallback or first
-        return fallback
-
-    def _attach(self, row: dict, meeting: Meeting | None) -> None:
-        before = (row.get("expert_id"), row.get("meeting_id"), row.get("customer_id"))
-        after = (meeting.expert_id, meeting.meeting_id, meeting.customer_id) if meeting else (None, None, None)
-        if before[2]:
-            self.touched.add((before[0], before[2]))
-        if after[2]:
-            self.touched.add((after[0], after[2]))
-        if before != after:
-            row["expert_id"], row["meeting_id"], row["customer_id"] = after
-            self.dirty_payments.add(row["payment_id"])
-
-    async def _link_meetings_to_payments(self) -> None:
-        p = t.payments.c
-        for key in list(self.dirty_meetings):
-            meeting = self.meetings[key]
-            if not meeting.is_booked:
-                continue
-            conds = [and_(p.expert_id == meeting.expert_id, p.meeting_id == meeting.meeting_id),
-                     and_(p.hint_expert == meeting.expert_id, p.hint_meeting == meeting.meeting_id)]
-            if meeting.payment_intent_id:
-                conds.append(p.payment_id == meeting.payment_intent_id)
-            if meeting.checkout_session_id:
-                conds.append(p.checkout_session_id == meeting.checkout_session_id)
-            if meeting.booked_start and meeting.customer_email:
-                conds.append(and_(p.hint_expert == meeting.expert_id, p.hint_email == meeting.customer_email,
-                                  p.hint_start == meeting.booked_start))
-            rows = await self.conn.execute(select(t.payments).where(p.version == self.version, or_(*conds)))
-            for r in rows:
-                row = self.payments.setdefault(r.payment_id, dict(r._mapping))
-                self._attach(row, await self._meeting_for(row))
-
-    # --- commands ----------------------------------------------------------------------------
-
-    async def _apply_command(self, cmd) -> None:
-        if isinstance(cmd, (NoteAdded, NoteDeleted)) and ("customer", f"{cmd.expert_id}/{cmd.customer_id}") in self.erased_refs:
-            self.result.skipped_erased += 1
-            return
-        n = t.notes.c
-        if isinstance(cmd, NoteAdded):
-            # first add wins; a re-sent add never revives a deleted note (nor one a delete overtook)
-            await insert_new(self.conn, t.notes, [{
-                "version": self.version, "note_id": cmd.note_id, "expert_id": cmd.expert_id,
-                "customer_id": cmd.customer_id, "body": cmd.body, "created_at": cmd.created_at, "deleted": False,
-            }], ["version", "note_id"])
-        elif isinstance(cmd, NoteDeleted):
-            # only the owner's note is deleted; its text goes, its id stays as a tombstone
-            done = await self.conn.execute(update(t.notes).where(
-                n.version == self.version, n.note_id == cmd.note_id, n.expert_id == cmd.expert_id,
-                n.customer_id == cmd.customer_id).values(deleted=True, body=""))
-            if done.rowcount == 0:
-                await insert_new(self.conn, t.notes, [{
-                    "version": self.version, "note_id": cmd.note_id, "expert_id": cmd.expert_id,
-                    "customer_id": cmd.customer_id, "body": "", "created_at": cmd.occurred_at, "deleted": True,
-                }], ["version", "note_id"])
-        elif isinstance(cmd, CustomerErased):
-            await self._erase(cmd)
-
-    async def _erase(self, cmd: CustomerErased) -> None:
-        """Remove the person from every expert's rows in this version; the ledger keeps them out."""
-        await upsert(self.conn, t.erasures, [{"email_hash": cmd.email_hash, "erased_at": cmd.occurred_at}],
-                     ["email_hash"])
-        c, n = t.customers.c, t.notes.c
-        victims = (await self.conn.execute(select(c.expert_id, c.customer_id).where(
-            c.version == self.version, c.email_hash == cmd.email_hash))).all()
-        p, m = t.payments.c, t.meetings.c
-        refs = [("customer", f"{e}/{cid}") for e, cid in victims]
-        refs += [("meeting", f"{r.expert_id}/{r.meeting_id}") for r in await self.conn.execute(
-            select(m.expert_id, m.meeting_id).where(m.version == self.version, m.email_hash == cmd.email_hash))]
-        refs += [("payment", r.payment_id) for r in await self.conn.execute(select(p.payment_id).where(
-            p.version == self.version,
-            or_(p.email_hash == cmd.email_hash, tuple_(p.expert_id, p.customer_id).in_(victims or [("", "")]))))]
-        if refs:
-            await upsert(self.conn, t.erased_refs, [{"kind": k, "ref": r, "erased_at": cmd.occurred_at}
-                                                    for k, r in sorted(set(refs))], ["kind", "ref"])
-        for expert_id, cid in victims:
-            await self.conn.execute(delete(t.notes).where(
-                n.version == self.version, n.expert_id == expert_id, n.customer_id == cid))
-            await self.conn.execute(delete(t.payments).where(
-                p.version == self.version, p.expert_id == expert_id, p.customer_id == cid))
-            self.touched.discard((expert_id, cid))
-        for table in (t.customers, t.meetings, t.payments):
-            await self.conn.execute(delete(table).where(
-                table.c.version == self.version, table.c.email_hash == cmd.email_hash))
-        self.meetings = {k: v for k, v in self.meetings.items() if v.customer_email is None
-                         or email_hash(self.secret, v.customer_email) != cmd.email_hash}
-
     # --- writes ------------------------------------------------------------------------------
 
     async def _write(self) -> None:
@@ -512,25 +348,6 @@ def _payment_row(row: dict, secret: str) -> dict:
     out = {c.name: row.get(c.name) for c in t.payments.columns}
     out["email_hash"] = email_hash(secret, row["hint_email"]) if row.get("hint_email") else None
     return out
-
-
-def _evidence(state: dict) -> list[tuple[Any, Any]]:
-    """(test on a meeting in memory, the same test in SQL), in the contract's order."""
-    m = t.meetings.c
-    found = []
-    expert, meeting_id, email = state.get("expert_id"), state.get("meeting_id"), state.get("customer_email")
-    if expert and meeting_id:
-        found.append((lambda mt: mt.expert_id == expert and mt.meeting_id == meeting_id,
-                      and_(m.expert_id == expert, m.meeting_id == meeting_id)))
-    if expert and email and state.get("booked_start"):
-        start = datetime.fromisoformat(state["booked_start"])
-        found.append((lambda mt: mt.expert_id == expert and mt.customer_email == email and mt.booked_start == start,
-                      and_(m.expert_id == expert, m.customer_email == email, m.booked_start == start)))
-    if pi := state.get("payment_intent_id"):
-        found.append((lambda mt: mt.payment_intent_id == pi, m.payment_intent_id == pi))
-    if cs := state.get("checkout_session_id"):
-        found.append((lambda mt: mt.checkout_session_id == cs, m.checkout_session_id == cs))
-    return found
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:
