@@ -88,12 +88,14 @@ def generate(n_bookings: int, *, seed: int, templates: dict[str, dict] | None = 
         if abs(start - now) < timedelta(hours=3):  # no meeting starts or ends while a test runs
             start += timedelta(hours=4)
         start += timedelta(seconds=n % 3600)  # one customer never books one expert twice at the same time
-        mode = rng.choice(["flat", "json", "booking"])
+        mode = rng.choice(["flat", "json", "booking", "checkout"])
         meta = ({"expert_id": expert, "meeting_id": meeting} if mode == "flat" else
                 s.meeting_metadata(expert, email.upper(), name, start) if mode == "json" else {})
+        cs = f"cs_{prefix}{n}"
         bookings.append(s.booking_created(expert, meeting, f" {email.title()}" if n % 7 == 0 else email, name, start,
                                           amount=amount, currency=currency,
-                                          payment_intent_id=pi if mode == "booking" else None))
+                                          payment_intent_id=pi if mode == "booking" else None,
+                                          checkout_session_id=cs if mode == "checkout" else None))
         cancelled = rng.random() < 0.1
         if rng.random() < 0.15:
             moved = start + timedelta(days=rng.randint(1, 5))
@@ -109,9 +111,20 @@ def generate(n_bookings: int, *, seed: int, templates: dict[str, dict] | None = 
         outcome = rng.random()
         pay_events = [("payment_intent.processing", shaped("payment_intent", s.payment_intent(
             pi, amount, "processing", currency=currency, metadata=meta, fee=fee)))]
+        if mode == "checkout":  # the platform's checkout: metadata on the session, the booking names it
+            session_meta = s.meeting_metadata(expert, email, name, start)
+            pay_events.append(("checkout.session.completed", shaped("checkout.session", s.checkout_session(
+                cs, pi, amount, "complete", "unpaid", currency=currency, metadata=session_meta))))
+            if outcome >= 0.08:
+                pay_events.append(("checkout.session.async_payment_succeeded", shaped(
+                    "checkout.session", s.checkout_session(cs, pi, amount, "complete", "paid", currency=currency,
+                                                           metadata=session_meta))))
         if outcome < 0.08:  # failed payment
             pay_events.append(("payment_intent.payment_failed", shaped("payment_intent", s.payment_intent(
                 pi, amount, "requires_payment_method", currency=currency, metadata=meta, fee=fee))))
+            if mode == "checkout":
+                pay_events.append(("checkout.session.async_payment_failed", shaped("checkout.session",
+                    s.checkout_session(cs, pi, amount, "complete", "unpaid", currency=currency))))
             exp.payments[pi] = {"status": "failed", "amount_refunded": 0}
             events += [(k, o) for k, o in pay_events]
             continue
