@@ -20,6 +20,11 @@ from projections.db import insert_new, upsert
 from projections.meetings import BOOKING_TYPES
 
 
+def payment_refs(fact: PaymentObserved) -> set[str]:
+    """Every id a payment fact names its payment by."""
+    return {ref for ref in (fact.payment_id, fact.payment_intent_id, fact.charge_id, fact.checkout_session_id) if ref}
+
+
 class Forgetting:
 
     async def _erased_hashes(self, items: list[Any]) -> dict[str, datetime]:
@@ -38,7 +43,7 @@ class Forgetting:
             if isinstance(e, BOOKING_TYPES):
                 wanted.add(("meeting", f"{e.expert_id}/{e.meeting_id}"))
             elif isinstance(e, PaymentObserved):
-                wanted.add(("payment", e.payment_intent_id or e.payment_id))
+                wanted |= {("payment", ref) for ref in payment_refs(e)}
                 if e.expert_id and e.meeting_id:
                     wanted.add(("meeting", f"{e.expert_id}/{e.meeting_id}"))
             elif isinstance(e, (NoteAdded, NoteDeleted)):
@@ -92,9 +97,10 @@ class Forgetting:
         refs = [("customer", f"{e}/{cid}") for e, cid in victims]
         refs += [("meeting", f"{r.expert_id}/{r.meeting_id}") for r in await self.conn.execute(
             select(m.expert_id, m.meeting_id).where(m.version == self.version, m.email_hash == cmd.email_hash))]
-        refs += [("payment", r.payment_id) for r in await self.conn.execute(select(p.payment_id).where(
+        payments = await self.conn.execute(select(p.payment_id, p.charge_id, p.checkout_session_id).where(
             p.version == self.version,
-            or_(p.email_hash == cmd.email_hash, tuple_(p.expert_id, p.customer_id).in_(victims or [("", "")]))))]
+            or_(p.email_hash == cmd.email_hash, tuple_(p.expert_id, p.customer_id).in_(victims or [("", "")]))))
+        refs += [("payment", ref) for r in payments for ref in r if ref]  # every id Stripe may name it by
         if refs:
             await upsert(self.conn, t.erased_refs, [{"kind": k, "ref": r, "erased_at": cmd.occurred_at}
                                                     for k, r in sorted(set(refs))], ["kind", "ref"])

@@ -81,6 +81,8 @@ class Linking:
                                   p.hint_start == meeting.booked_start))
             rows = await self.conn.execute(select(t.payments).where(p.version == self.version, or_(*conds)))
             for r in rows:
+                if r.payment_id in self.merged_away:  # still in the table until this batch writes
+                    continue
                 row = self.payments.setdefault(r.payment_id, dict(r._mapping))
                 self._attach(row, await self._meeting_for(row))
 

@@ -27,7 +27,7 @@ from customers.ids import email_hash
 from projections import tables as t
 from projections.commands import CustomerErased, NoteAdded, NoteDeleted
 from projections.db import upsert
-from projections.forgetting import Forgetting
+from projections.forgetting import Forgetting, payment_refs
 from projections.linking import Linking
 from projections.meetings import BOOKING_TYPES, Meeting, apply_booking, meeting_from_row
 from projections.payments import merge, observe
@@ -148,6 +148,7 @@ class _Work(Linking, Forgetting):
         self.dirty_payments: set[str] = set()
         self.touched: set[tuple[str, str]] = set()  # (expert, customer) to recompute
         self.erased_refs: set[tuple[str, str]] = set()
+        self.merged_away: set[str] = set()  # rows parked under a charge or session id, now merged
 
     async def run(self, items: list[Any]) -> None:
         erased = await self._erased_hashes(items)
@@ -261,7 +262,7 @@ class _Work(Linking, Forgetting):
         return fact.payment_id
 
     def _apply_fact(self, fact: PaymentObserved, erased: dict[str, datetime]) -> None:
-        refs = {("payment", fact.payment_intent_id or fact.payment_id), ("meeting", f"{fact.expert_id}/{fact.meeting_id}")}
+        refs = {("payment", ref) for ref in payment_refs(fact)} | {("meeting", f"{fact.expert_id}/{fact.meeting_id}")}
         if self._is_erased(fact.customer_email, fact.occurred_at, erased) or refs & self.erased_refs:
             self.result.skipped_erased += 1
             return
@@ -278,7 +279,7 @@ class _Work(Linking, Forgetting):
                 if fact.payment_intent_id and not other_id.startswith("pi_"):
                     state = merge(state, other["state"])
                     self.payments.pop(other_id)
-                    self.dirty_payments.add(other_id)
+                    self.merged_away.add(other_id)
                     if other.get("expert_id") and other.get("customer_id"):
                         self.touched.add((other["expert_id"], other["customer_id"]))
         row = {**row, "state": state}
@@ -294,7 +295,7 @@ class _Work(Linking, Forgetting):
             await upsert(self.conn, t.meetings, [_meeting_row(self.meetings[k], self.version, self.secret)
                                                  for k in sorted(self.dirty_meetings)],
                          ["version", "expert_id", "meeting_id"])
-        gone = [pid for pid in self.dirty_payments if pid not in self.payments]
+        gone = sorted(self.merged_away)
         if gone:
             await self.conn.execute(delete(t.payments).where(t.payments.c.version == self.version,
                                                              t.payments.c.payment_id.in_(gone)))

@@ -4,21 +4,14 @@ lost, and once the broker is back the retried event reaches the read model."""
 import subprocess
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
 from customers import samples as s
 from tests.harness import ROOT, eventually, unique
-from tests.integration.conftest import open_stack
 
 
 def kafka(action: str) -> None:
     subprocess.run(["bash", str(ROOT / "scripts" / "kafka-ctl.sh"), action], check=True, capture_output=True)
 
-
-@pytest.fixture(scope="module")
-async def pg_stack():
-    async with open_stack("postgresql") as opened:
-        yield opened
 
 
 async def test_webhook_during_outage_is_503_then_applied_on_retry(pg_stack):

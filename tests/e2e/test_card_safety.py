@@ -1,16 +1,12 @@
 """Only brand, last four digits and expiry of a card are kept: the database, the topics the
 service writes and its logs hold no card-number-shaped digits."""
 
-import json
 import re
 
-import asyncpg
-import pytest
 from sqlalchemy import text
 
 from customers import samples as s
 from tests.harness import ARTIFACTS, eventually, unique
-from tests.integration.conftest import open_stack
 from tests.kafka_read import read_all, topic_names
 
 PAN = re.compile(r"(?<!\d)\d{13,19}(?!\d)")
@@ -28,11 +24,6 @@ def luhn_ok(digits: str) -> bool:
 def card_numbers(blob: str) -> set[str]:
     return {m for m in PAN.findall(blob) if luhn_ok(m)}
 
-
-@pytest.fixture(scope="module")
-async def pg_stack():
-    async with open_stack("postgresql") as opened:
-        yield opened
 
 
 async def test_no_card_numbers_anywhere(pg_stack):

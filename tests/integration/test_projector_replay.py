@@ -75,3 +75,29 @@ async def test_note_commands_in_any_order():
     await apply(delete, add)
     assert await note() == ("ex", "", True)  # a re-sent add does not revive it
     await engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+async def test_payment_parked_under_its_charge_joins_its_intent(backend):
+    from streams.stripe_facts import to_fact
+
+    url = await fresh_pg_database() if backend == "postgresql" else \
+        f"sqlite+aiosqlite:///{Path(tempfile.mkdtemp()) / 'p.db'}"
+    await migrate(url)
+    engine = make_engine(url)
+    projector = Projector(engine, version=await ensure_live(engine, "g"), id_secret="k")
+    meta = s.meeting_metadata("ex", "ana@example.com", "Ana", T0)
+    legacy = s.charge("ch_1", None, 7000, fee=700)  # a charge event that names no payment intent
+    legacy["metadata"] = {"expert_id": "ex", "meeting_id": "m1"}
+    fee = to_fact(s.stripe_event("charge.succeeded", legacy))
+    booking = parse_booking_event(s.booking_created("ex", "m1", "ana@example.com", "Ana", T0, amount=7000))
+    paid = to_fact(s.stripe_event("payment_intent.succeeded",
+                                  s.payment_intent("pi_1", 7000, "succeeded", metadata=meta, fee=700, charge="ch_1")))
+    await projector.apply([(Position("customer-activity", 0, 0, T0), fee)])
+    await projector.apply([(Position("bookings", 0, 0, T0), booking), (Position("customer-activity", 0, 1, T0), paid)])
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(t.payments.c.payment_id, t.payments.c.meeting_id))).all()
+        summary = (await conn.execute(select(t.customers.c.spend, t.customers.c.revenue))).one()
+    assert rows == [("pi_1", "m1")]
+    assert summary == ({"eur": 7000}, {"eur": 6300})
+    await engine.dispose()
