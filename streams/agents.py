@@ -26,9 +26,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from customers import kafka as names
+from customers.facts import PaymentObserved
 from customers.settings import Settings
 from projections.projector import Position, Projector, VersionChanged
-from customers.facts import PaymentObserved
 from streams import stripe_api, stripe_facts
 from streams.decode import dead_letter, decoder_for
 from streams.metrics import WorkerMetrics
