@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import event, Table
+from sqlalchemy import Table, bindparam, event, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -72,3 +72,19 @@ def insert_new(conn: AsyncConnection, table: Table, rows: Sequence[dict], keys: 
     """INSERT ... ON CONFLICT (keys) DO NOTHING: rows whose key exists are left as they are."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return conn.execute(dialect.insert(table).on_conflict_do_nothing(index_elements=list(keys)), list(rows))
+
+
+def in_tuples(dialect: str, columns: Sequence, rows: Iterable[tuple]):
+    """`(a, b, ...) IN rows`, written so that PostgreSQL plans it well for thousands of rows.
+
+    A literal row list becomes an OR of thousands of conditions there, whose planning alone
+    takes longer than the look-ups; one array per column, zipped by `unnest`, is a single
+    semi-join whatever the count (and one statement text, so prepared statements are reused).
+    SQLite handles the literal row list well.
+    """
+    rows = list(rows)
+    if dialect != "postgresql":
+        return tuple_(*columns).in_(rows)
+    arrays = [bindparam(None, [row[i] for row in rows], type_=postgresql.ARRAY(col.type))
+              for i, col in enumerate(columns)]
+    return tuple_(*columns).in_(select(*[func.unnest(a) for a in arrays]))

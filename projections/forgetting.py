@@ -9,14 +9,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, or_, select, tuple_, update
+from sqlalchemy import delete, or_, select, update
 
 from customers.events import BookingCreated
 from customers.facts import PaymentObserved
 from customers.ids import email_hash
 from projections import tables as t
 from projections.commands import CustomerErased, NoteAdded, NoteDeleted
-from projections.db import insert_new, upsert
+from projections.db import in_tuples, insert_new, upsert
 from projections.meetings import BOOKING_TYPES
 
 
@@ -51,7 +51,7 @@ class Forgetting:
         if not wanted:
             return set()
         r = t.erased_refs.c
-        rows = await self.conn.execute(select(r.kind, r.ref).where(tuple_(r.kind, r.ref).in_(list(wanted))))
+        rows = await self.conn.execute(select(r.kind, r.ref).where(in_tuples(self.conn.dialect.name, (r.kind, r.ref), sorted(wanted))))
         return {(row.kind, row.ref) for row in rows}
 
     def _is_erased(self, email: str | None, occurred_at: datetime, erased: dict[str, datetime]) -> bool:
@@ -99,7 +99,7 @@ class Forgetting:
             select(m.expert_id, m.meeting_id).where(m.version == self.version, m.email_hash == cmd.email_hash))]
         payments = await self.conn.execute(select(p.payment_id, p.charge_id, p.checkout_session_id).where(
             p.version == self.version,
-            or_(p.email_hash == cmd.email_hash, tuple_(p.expert_id, p.customer_id).in_(victims or [("", "")]))))
+            or_(p.email_hash == cmd.email_hash, in_tuples(self.conn.dialect.name, (p.expert_id, p.customer_id), victims or [("", "")]))))
         refs += [("payment", ref) for r in payments for ref in r if ref]  # every id Stripe may name it by
         if refs:
             await upsert(self.conn, t.erased_refs, [{"kind": k, "ref": r, "erased_at": cmd.occurred_at}

@@ -2,56 +2,87 @@
 
 A mixin of the projector's unit of work (`projections.projector._Work`); it reads through that
 batch's connection and marks what it changes dirty, never commits.
+
+It works on the whole batch at once: one query finds the payments that the batch's meetings may
+own, one query loads every meeting any candidate payment may belong to, and the matching itself
+runs in memory over indexes of those meetings.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import datetime
-from typing import Any
+from typing import Iterable
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import or_, select
 
 from projections import tables as t
+from projections.db import in_tuples
 from projections.meetings import Meeting, meeting_from_row
+
+Key = tuple[str, str]
 
 
 class Linking:
     async def _link(self) -> None:
-        """Tie payments to meetings, in the contract's order of evidence; recompute both ends."""
-        await self._link_payments_to_meetings()
-        await self._link_meetings_to_payments()
+        """Tie the batch's payments to meetings and the batch's meetings to payments."""
+        await self._load_payments_of_meetings()
+        rows = [self.payments[pid] for pid in sorted(self.link_candidates) if pid in self.payments]
+        await self._load_meetings_for([r["state"] for r in rows])
+        index = _Index(self.meetings.values())
+        for row in rows:
+            self._attach(row, index.meeting_for(row["state"]))
 
-    async def _link_payments_to_meetings(self) -> None:
-        for pid in list(self.dirty_payments):
-            row = self.payments.get(pid)
-            if row is None:
+    async def _load_payments_of_meetings(self) -> None:
+        """Payments the batch's (re)booked meetings may own, by every kind of evidence."""
+        booked = [self.meetings[k] for k in self.dirty_meetings if self.meetings[k].is_booked]
+        self.link_candidates = {pid for pid in self.dirty_payments if pid in self.payments}
+        if not booked:
+            return
+        p = t.payments.c
+        keys = [(m.expert_id, m.meeting_id) for m in booked]
+        d = self.conn.dialect.name
+        conds = [in_tuples(d, (p.expert_id, p.meeting_id), keys), in_tuples(d, (p.hint_expert, p.hint_meeting), keys)]
+        if pis := [m.payment_intent_id for m in booked if m.payment_intent_id]:
+            conds.append(p.payment_id.in_(pis))
+        if css := [m.checkout_session_id for m in booked if m.checkout_session_id]:
+            conds.append(p.checkout_session_id.in_(css))
+        if triples := [(m.expert_id, m.customer_email, m.booked_start) for m in booked if m.customer_email]:
+            conds.append(in_tuples(d, (p.hint_expert, p.hint_email, p.hint_start), triples))
+        for r in await self.conn.execute(select(t.payments).where(p.version == self.version, or_(*conds))):
+            if r.payment_id in self.merged_away:  # still in the table until this batch writes
                 continue
-            meeting = await self._meeting_for(row)
-            self._attach(row, meeting)
+            self.payments.setdefault(r.payment_id, dict(r._mapping))
+            self.link_candidates.add(r.payment_id)
 
-    async def _meeting_for(self, row: dict) -> Meeting | None:
-        """The booked meeting a payment belongs to, trying each kind of evidence in order.
-
-        Evidence that names several meetings (the same customer booked twice at the same start)
-        gives way to the next kind; if none is sure, the lowest meeting id wins, so the answer
-        never depends on arrival order.
-        """
+    async def _load_meetings_for(self, states: list[dict]) -> None:
+        """Every booked meeting any of these payments may belong to, into the batch's view."""
         m = t.meetings.c
-        fallback: Meeting | None = None
-        for in_memory, in_sql in _evidence(row["state"]):
-            found = {k: mt for k, mt in self.meetings.items() if mt.is_booked and in_memory(mt)}
-            rows = await self.conn.execute(
-                select(t.meetings).where(m.version == self.version, m.created_version.is_not(None), in_sql).limit(20))
-            for r in rows:
-                found.setdefault((r.expert_id, r.meeting_id), meeting_from_row(r))
-            found = {k: mt for k, mt in found.items() if mt.is_booked and in_memory(self.meetings.get(k, mt))}
-            if not found:
-                continue
-            first = self.meetings.setdefault(*min(found.items()))
-            if len(found) == 1:
-                return first
-            fallback = fallback or first
-        return fallback
+        keys, pis, css, triples = set(), set(), set(), set()
+        for s in states:
+            if s.get("expert_id") and s.get("meeting_id"):
+                keys.add((s["expert_id"], s["meeting_id"]))
+            if s.get("expert_id") and s.get("customer_email") and s.get("booked_start"):
+                triples.add((s["expert_id"], s["customer_email"], datetime.fromisoformat(s["booked_start"])))
+            if s.get("payment_intent_id"):
+                pis.add(s["payment_intent_id"])
+            if s.get("checkout_session_id"):
+                css.add(s["checkout_session_id"])
+        conds = []
+        if keys:
+            conds.append(in_tuples(self.conn.dialect.name, (m.expert_id, m.meeting_id), sorted(keys)))
+        if triples:
+            conds.append(in_tuples(self.conn.dialect.name, (m.expert_id, m.customer_email, m.booked_start), sorted(triples)))
+        if pis:
+            conds.append(m.payment_intent_id.in_(sorted(pis)))
+        if css:
+            conds.append(m.checkout_session_id.in_(sorted(css)))
+        if not conds:
+            return
+        rows = await self.conn.execute(select(t.meetings).where(
+            m.version == self.version, m.created_version.is_not(None), or_(*conds)))
+        for r in rows:  # the batch's own view of a meeting wins over the table's
+            self.meetings.setdefault((r.expert_id, r.meeting_id), meeting_from_row(r))
 
     def _attach(self, row: dict, meeting: Meeting | None) -> None:
         before = (row.get("expert_id"), row.get("meeting_id"), row.get("customer_id"))
@@ -64,43 +95,50 @@ class Linking:
             row["expert_id"], row["meeting_id"], row["customer_id"] = after
             self.dirty_payments.add(row["payment_id"])
 
-    async def _link_meetings_to_payments(self) -> None:
-        p = t.payments.c
-        for key in list(self.dirty_meetings):
-            meeting = self.meetings[key]
-            if not meeting.is_booked:
+
+class _Index:
+    """Booked meetings by each kind of evidence a payment can carry."""
+
+    def __init__(self, meetings: Iterable[Meeting]) -> None:
+        self.by_key: dict[Key, Meeting] = {}
+        self.by_booking: dict[tuple, list[Meeting]] = defaultdict(list)
+        self.by_pi: dict[str, list[Meeting]] = defaultdict(list)
+        self.by_cs: dict[str, list[Meeting]] = defaultdict(list)
+        for m in meetings:
+            if not m.is_booked:
                 continue
-            conds = [and_(p.expert_id == meeting.expert_id, p.meeting_id == meeting.meeting_id),
-                     and_(p.hint_expert == meeting.expert_id, p.hint_meeting == meeting.meeting_id)]
-            if meeting.payment_intent_id:
-                conds.append(p.payment_id == meeting.payment_intent_id)
-            if meeting.checkout_session_id:
-                conds.append(p.checkout_session_id == meeting.checkout_session_id)
-            if meeting.booked_start and meeting.customer_email:
-                conds.append(and_(p.hint_expert == meeting.expert_id, p.hint_email == meeting.customer_email,
-                                  p.hint_start == meeting.booked_start))
-            rows = await self.conn.execute(select(t.payments).where(p.version == self.version, or_(*conds)))
-            for r in rows:
-                if r.payment_id in self.merged_away:  # still in the table until this batch writes
-                    continue
-                row = self.payments.setdefault(r.payment_id, dict(r._mapping))
-                self._attach(row, await self._meeting_for(row))
+            self.by_key[(m.expert_id, m.meeting_id)] = m
+            self.by_booking[(m.expert_id, m.customer_email, m.booked_start)].append(m)
+            if m.payment_intent_id:
+                self.by_pi[m.payment_intent_id].append(m)
+            if m.checkout_session_id:
+                self.by_cs[m.checkout_session_id].append(m)
 
+    def meeting_for(self, state: dict) -> Meeting | None:
+        """The contract's order: flat metadata, the checkout's `meeting` JSON, the booking's ids.
 
-def _evidence(state: dict) -> list[tuple[Any, Any]]:
-    """(test on a meeting in memory, the same test in SQL), in the contract's order."""
-    m = t.meetings.c
-    found = []
-    expert, meeting_id, email = state.get("expert_id"), state.get("meeting_id"), state.get("customer_email")
-    if expert and meeting_id:
-        found.append((lambda mt: mt.expert_id == expert and mt.meeting_id == meeting_id,
-                      and_(m.expert_id == expert, m.meeting_id == meeting_id)))
-    if expert and email and state.get("booked_start"):
-        start = datetime.fromisoformat(state["booked_start"])
-        found.append((lambda mt: mt.expert_id == expert and mt.customer_email == email and mt.booked_start == start,
-                      and_(m.expert_id == expert, m.customer_email == email, m.booked_start == start)))
-    if pi := state.get("payment_intent_id"):
-        found.append((lambda mt: mt.payment_intent_id == pi, m.payment_intent_id == pi))
-    if cs := state.get("checkout_session_id"):
-        found.append((lambda mt: mt.checkout_session_id == cs, m.checkout_session_id == cs))
-    return found
+        Evidence that names several meetings (the same customer booked twice at the same start)
+        gives way to the next kind; if none is sure, the lowest meeting id wins, so the answer
+        never depends on arrival order.
+        """
+        fallback = None
+        for found in self._evidence(state):
+            if not found:
+                continue
+            first = min(found, key=lambda m: (m.expert_id, m.meeting_id))
+            if len(found) == 1:
+                return first
+            fallback = fallback or first
+        return fallback
+
+    def _evidence(self, state: dict) -> Iterable[list[Meeting]]:
+        expert, meeting_id, email = state.get("expert_id"), state.get("meeting_id"), state.get("customer_email")
+        if expert and meeting_id:
+            found = self.by_key.get((expert, meeting_id))
+            yield [found] if found else []
+        if expert and email and state.get("booked_start"):
+            yield self.by_booking.get((expert, email, datetime.fromisoformat(state["booked_start"])), [])
+        if state.get("payment_intent_id"):
+            yield self.by_pi.get(state["payment_intent_id"], [])
+        if state.get("checkout_session_id"):
+            yield self.by_cs.get(state["checkout_session_id"], [])

@@ -83,13 +83,13 @@ class Meeting:
 
 
 BOOKING_TYPES = (BookingCreated, BookingRescheduled, BookingCancelled, BookingNoShow)
-_FIELDS = list(Meeting.__dataclass_fields__)
+MEETING_FIELDS = tuple(Meeting.__dataclass_fields__)
 
 
 def meeting_from_row(row) -> Meeting:
     """A meeting from a `meetings` row (any mapping with the dataclass's fields)."""
     data = row._mapping
-    return Meeting(**{k: data[k] for k in _FIELDS})
+    return Meeting(**{k: data[k] for k in MEETING_FIELDS})
 
 
 def _earliest(a: datetime | None, b: datetime) -> datetime:
