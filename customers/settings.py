@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     notes_visible_wait_seconds: float = 3.0
     ready_max_lag: int = 10_000
     kafka_session_timeout: float = 10.0  # seconds before a dead worker's partitions move
-    worker_batch_size: int = 500
+    worker_batch_size: int = 2000
     worker_batch_window: float = 0.05
     dlq_max_attempts: int = 3
     fault_kill_after_batches: int = 0  # tests only: SIGKILL after the Nth committed batch
