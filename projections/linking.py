@@ -52,7 +52,8 @@ class Linking:
         for r in await self.conn.execute(select(t.payments).where(p.version == self.version, or_(*conds))):
             if r.payment_id in self.merged_away:  # still in the table until this batch writes
                 continue
-            self.payments.setdefault(r.payment_id, dict(r._mapping))
+            if r.payment_id not in self.payments:
+                self._keep_payment(dict(r._mapping))
             self.link_candidates.add(r.payment_id)
 
     async def _load_meetings_for(self, states: list[dict]) -> None:

@@ -177,6 +177,7 @@ class _Work(Linking, Forgetting):
         self.touched: set[tuple[str, str]] = set()  # (expert, customer) to recompute
         self.erased_refs: set[tuple[str, str]] = set()
         self.merged_away: set[str] = set()  # rows parked under a charge or session id, now merged
+        self.aliases: dict[str, set[str]] = {}  # charge / checkout session id -> payment ids
 
     async def run(self, items: list[Any]) -> None:
         erased = await self._erased_hashes(items)
@@ -276,18 +277,25 @@ class _Work(Linking, Forgetting):
             )
         )
         for row in rows:
-            self.payments[row.payment_id] = dict(row._mapping)
+            self._keep_payment(dict(row._mapping))
+
+    def _keep_payment(self, row: dict) -> None:
+        """Hold a payment row in the batch's view, findable by its charge and session ids too."""
+        self.payments[row["payment_id"]] = row
+        for alias in (row.get("charge_id"), row.get("checkout_session_id")):
+            if alias:
+                self.aliases.setdefault(alias, set()).add(row["payment_id"])
+
+    def _known_by(self, *aliases: str | None) -> list[str]:
+        found = set().union(*(self.aliases.get(a, ()) for a in aliases if a))
+        return sorted(pid for pid in found if pid in self.payments)
 
     def _resolve_payment_id(self, fact: PaymentObserved) -> str:
         """The row a fact belongs to: its payment intent, else a row already known by charge/session."""
         if fact.payment_intent_id:
             return fact.payment_intent_id
-        for row in self.payments.values():
-            if fact.charge_id and row["charge_id"] == fact.charge_id:
-                return row["payment_id"]
-            if fact.checkout_session_id and row["checkout_session_id"] == fact.checkout_session_id:
-                return row["payment_id"]
-        return fact.payment_id
+        known = self._known_by(fact.charge_id) or self._known_by(fact.checkout_session_id)
+        return known[0] if known else fact.payment_id
 
     def _apply_fact(self, fact: PaymentObserved, erased: dict[str, datetime]) -> None:
         refs = {("payment", ref) for ref in payment_refs(fact)} | {("meeting", f"{fact.expert_id}/{fact.meeting_id}")}
@@ -298,21 +306,18 @@ class _Work(Linking, Forgetting):
         row = self.payments.get(pid) or {"version": self.version, "payment_id": pid, "state": {}}
         state = observe(row["state"], fact)
         # a row parked under a charge or session id joins its payment intent's row
-        for other_id, other in list(self.payments.items()):
-            if other_id == pid:
-                continue
-            if (state.get("charge_id") and other["charge_id"] == state["charge_id"]) or (
-                state.get("checkout_session_id") and other["checkout_session_id"] == state["checkout_session_id"]
-            ):
-                if fact.payment_intent_id and not other_id.startswith("pi_"):
-                    state = merge(state, other["state"])
-                    self.payments.pop(other_id)
-                    self.merged_away.add(other_id)
-                    if other.get("expert_id") and other.get("customer_id"):
-                        self.touched.add((other["expert_id"], other["customer_id"]))
+        if fact.payment_intent_id:
+            for other_id in self._known_by(state.get("charge_id"), state.get("checkout_session_id")):
+                if other_id == pid or other_id.startswith("pi_"):
+                    continue
+                other = self.payments.pop(other_id)
+                state = merge(state, other["state"])
+                self.merged_away.add(other_id)
+                if other.get("expert_id") and other.get("customer_id"):
+                    self.touched.add((other["expert_id"], other["customer_id"]))
         row = {**row, "state": state}
         _copy_hints(row, state)
-        self.payments[pid] = row
+        self._keep_payment(row)
         self.dirty_payments.add(pid)
         self.result.count(fact.stripe_event_type)
 
