@@ -30,6 +30,7 @@ test-faults:
 	$(PYTHON) -m pytest -q tests/faults
 
 bench:
+	$(PYTHON) -m pip install -q -e '.[bench]'
 	$(PYTHON) -m bench.run
 
 compose-check:

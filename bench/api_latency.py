@@ -1,30 +1,31 @@
-"""Latency of `GET /api/customers` for one expert with 10,000 customers, through uvicorn.
+"""Benchmark 3: `GET /api/customers` for an expert with 10,000 customers among 1,000,000
+meetings, against the on-read GROUP BY the platform first shipped, on the same PostgreSQL.
 
-    python -m bench.api_latency [--customers 10000] [--requests 300]
+    python -m bench.api_latency [--meetings 1000000] [--customers 10000] [--big-meetings 50000]
+                                [--experts 2000] [--requests 200]
 
-Creates a fresh PostgreSQL database (TEST_PG_URL, default the local `customers` role), loads
-synthetic summary rows straight into `customers`, serves the real app with uvicorn on a free
-127.0.0.1 port, and prints p50/p99 per kind of request. The database is dropped at the end.
+Creates a fresh PostgreSQL database (TEST_PG_URL, default the local `customers` role), writes
+the read model (`meetings`, `customers`) and the same meetings as `baseline_meetings` joined to
+`baseline_services` (see `bench.readmodel`), serves the real API with uvicorn in its own process
+(`bench.baseline_app`: the API plus the baseline route), and sends the two first pages in turn,
+one request at a time. Also compares the two queries without HTTP, and times the other kinds of
+list request. The database is dropped at the end.
+
+`load`, `Served` and `SECRET` (a smaller, summary-rows-only data set served in-process) are used
+by `tests/integration/test_api_scale.py`.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
-import socket
-import statistics
 import threading
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 
-import httpx
-
+from bench.common import free_port, run_async, summary_ms
 from customers.ids import customer_id, email_hash
 from projections import tables as t
 
-PG_ADMIN = os.environ.get("TEST_PG_URL", "postgresql://customers:customers@127.0.0.1:5432/customers")
 SECRET = "bench-customer-id-secret"
 FIRST = ["Ana", "Bruno", "Carla", "David", "Eva", "Filipe", "Greta", "Hugo", "Inês", "João", "Lara", "Miguel"]
 LAST = ["Silva", "Costa", "Mendes", "Rocha", "Lopes", "Nunes", "Pereira", "Santos", "Ferreira", "Gomes"]
@@ -68,38 +69,6 @@ async def load(engine, experts: dict[str, int], now: datetime) -> None:
                 await conn.execute(t.customers.insert(), rows[i:i + 2000])
 
 
-async def create_database() -> str:
-    import asyncpg
-
-    name = f"customers_bench_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(PG_ADMIN)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return name
-
-
-async def drop_database(name: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
-def sqlalchemy_url(name: str) -> str:
-    return PG_ADMIN.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + f"/{name}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Served:
     """The app under uvicorn in a background thread (its own event loop), on 127.0.0.1."""
 
@@ -129,92 +98,195 @@ class Served:
         self.thread.join(30)
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+GOAL_FACTOR = 10
 
 
-async def measure(client: httpx.AsyncClient, params_for, requests: int) -> list[float]:
-    timings = []
-    for i in range(requests):
-        params = params_for(i)
-        started = time.perf_counter()
-        r = await client.get("/api/customers", params=params)
-        timings.append((time.perf_counter() - started) * 1000)
-        r.raise_for_status()
-    return timings
+async def timed_get(conn, raw: bytes) -> tuple[float, bytes]:
+    started = time.perf_counter()
+    status, body = await conn.send(raw)
+    elapsed = (time.perf_counter() - started) * 1000
+    if status != 200:
+        raise RuntimeError(f"HTTP {status}: {body[:300]!r}")
+    return elapsed, body
 
 
-async def run(customers: int, requests: int) -> None:
-    from api.app import create_app
-    from api.auth import issue_token
-    from customers.settings import Settings
-    from projections.db import make_engine, migrate
+async def http_compare(port: int, token: str, requests: int) -> dict:
+    """Our first page and the baseline's, alternately, one request at a time."""
+    import json
 
-    name = await create_database()
+    from bench.rawhttp import Connection, request_bytes
+
+    host, auth = f"127.0.0.1:{port}", {"Authorization": f"Bearer {token}"}
+    ours_raw = request_bytes("GET", "/api/customers", host, auth)
+    base_raw = request_bytes("GET", "/bench/baseline/customers", host, auth)
+    conn = await Connection.open("127.0.0.1", port)
     try:
-        url = sqlalchemy_url(name)
-        await migrate(url)
-        engine = make_engine(url)
-        now = datetime.now(timezone.utc)
-        started = time.perf_counter()
-        await load(engine, {"expert_bench": customers, "expert_other": customers // 10}, now)
-        async with engine.connect() as conn:
-            await conn.exec_driver_sql("ANALYZE customers")
-        await engine.dispose()
-        print(f"loaded {customers} customers (+{customers // 10} of another expert) "
-              f"in {time.perf_counter() - started:.1f}s")
-
-        settings = Settings(environment="test", database_url=url, auth_jwt_secret="bench-jwt-secret-0123456789abcdef",
-                            customer_id_secret=SECRET)
-        token = issue_token(settings, "expert_bench")
-        with Served(create_app(settings)) as served:
-            async with httpx.AsyncClient(base_url=served.url, timeout=30,
-                                         headers={"Authorization": f"Bearer {token}"}) as client:
-                await measure(client, lambda i: {}, 20)  # warm-up
-                cursors: dict[str, list[str]] = {}
-                for sort in ("last_appointment", "name", "total_spend"):
-                    cursors[sort], cursor = [], None
-                    for _ in range(20):  # collect cursors of deep pages
-                        body = (await client.get("/api/customers", params={"sort": sort, **(
-                            {"cursor": cursor} if cursor else {})})).json()
-                        cursor = body["next_cursor"]
-                        cursors[sort].append(cursor)
-                sorts = ["last_appointment", "first_seen", "name", "appointments", "total_spend"]
-                cases = {
-                    "first page, default sort": lambda i: {},
-                    "first page, each sort and order": lambda i: {"sort": sorts[i % 5],
-                                                                  "order": "asc" if i % 2 else "desc"},
-                    "deep pages (cursor)": lambda i: {"sort": list(cursors)[i % 3],
-                                                      "cursor": cursors[list(cursors)[i % 3]][i % 20]},
-                    "search q (substring)": lambda i: {"q": ["ana", "silva", "person0042", "costa", "zzz"][i % 5]},
-                    "by email": lambda i: {"email": f"person{i % customers:05d}.expert_bench@example.com"},
-                    "limit=500": lambda i: {"limit": 500},
-                }
-                print(f"\nGET /api/customers via uvicorn at {served.url}, {requests} sequential requests per row")
-                print(f"{'request':<34}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}")
-                for label, params_for in cases.items():
-                    n = requests if label != "limit=500" else max(20, requests // 10)
-                    timings = await measure(client, params_for, n)
-                    print(f"{label:<34}{percentile(timings, 50):>9.1f}{percentile(timings, 99):>9.1f}"
-                          f"{statistics.fmean(timings):>9.1f}")
-                started = time.perf_counter()
-                size = 0
-                async with client.stream("GET", "/api/customers/export.csv") as r:
-                    async for chunk in r.aiter_bytes():
-                        size += len(chunk)
-                print(f"\nexport.csv of {customers} customers: {size / 1e6:.1f} MB in "
-                      f"{time.perf_counter() - started:.2f}s")
+        for _ in range(10):  # warm-up: connections, statement caches, buffers
+            await timed_get(conn, ours_raw)
+            await timed_get(conn, base_raw)
+        ours, base = [], []
+        for i in range(requests):
+            for raw, into in ((ours_raw, ours), (base_raw, base)) if i % 2 else ((base_raw, base), (ours_raw, ours)):
+                elapsed, body = await timed_get(conn, raw)
+                into.append(elapsed)
+        ours_page = json.loads((await conn.send(ours_raw))[1])
+        base_page = json.loads((await conn.send(base_raw))[1])
     finally:
-        await drop_database(name)
+        conn.close()
+    same = len({c["email"] for c in ours_page["customers"]} & {c["email"] for c in base_page["customers"]})
+    return {"ours": summary_ms(ours), "baseline": summary_ms(base),
+            "check": {"total_ours": ours_page["total"], "total_baseline": base_page["total"],
+                      "first_page_emails_in_common": same, "page_size": len(ours_page["customers"])}}
+
+
+async def sql_compare(url: str, expert_id: str, requests: int) -> dict:
+    """The two first-page queries without HTTP, on one connection, alternately."""
+    from bench.baseline_app import baseline_rows
+    from projections import queries
+    from projections.db import make_engine
+
+    engine = make_engine(url)
+    ours, base = [], []
+    try:
+        async with engine.connect() as conn:
+            for i in range(requests + 10):
+                now = datetime.now(timezone.utc)
+                started = time.perf_counter()
+                await queries.list_customers(conn, queries.ListQuery(expert_id=expert_id))
+                middle = time.perf_counter()
+                await baseline_rows(conn, expert_id, now)
+                if i >= 10:
+                    ours.append((middle - started) * 1000)
+                    base.append((time.perf_counter() - middle) * 1000)
+                await conn.rollback()
+    finally:
+        await engine.dispose()
+    return {"ours": summary_ms(ours), "baseline": summary_ms(base)}
+
+
+async def list_cases(port: int, token: str, customers: int, requests: int, expert_id: str) -> dict:
+    """p50/p99 of the other kinds of list request (sorts, deep pages, search, by email)."""
+    import json
+    from urllib.parse import urlencode
+
+    from bench.rawhttp import Connection, request_bytes
+
+    host, auth = f"127.0.0.1:{port}", {"Authorization": f"Bearer {token}"}
+    conn = await Connection.open("127.0.0.1", port)
+
+    def get(params: dict) -> bytes:
+        return request_bytes("GET", "/api/customers" + (f"?{urlencode(params)}" if params else ""), host, auth)
+
+    try:
+        cursors: dict[str, list[str]] = {}
+        for sort in ("last_appointment", "name", "total_spend"):
+            cursors[sort], cursor = [], None
+            for _ in range(20):
+                body = json.loads((await conn.send(get({"sort": sort, **({"cursor": cursor} if cursor else {})})))[1])
+                cursor = body["next_cursor"]
+                cursors[sort].append(cursor)
+        sorts = ["last_appointment", "first_seen", "name", "appointments", "total_spend"]
+        cases = {
+            "first page, each sort and order": lambda i: {"sort": sorts[i % 5], "order": "asc" if i % 2 else "desc"},
+            "deep pages (cursor)": lambda i: {"sort": list(cursors)[i % 3], "cursor": cursors[list(cursors)[i % 3]][i % 20]},
+            "search q (substring)": lambda i: {"q": ["ana", "silva", "c00042", "costa", "zzz"][i % 5]},
+            "by email": lambda i: {"email": f"c{i % customers:05d}.{expert_id}@example.com"},
+            "limit=500": lambda i: {"limit": 500},
+        }
+        out = {}
+        for label, params_for in cases.items():
+            n = requests if label != "limit=500" else max(10, requests // 10)
+            out[label] = summary_ms([(await timed_get(conn, get(params_for(i))))[0] for i in range(n)])
+    finally:
+        conn.close()
+    return out
+
+
+async def profile_ours(served, token: str, seconds: float) -> dict | None:
+    """py-spy on the API process while it answers only our first page, back to back."""
+    from bench.common import Profiler
+    from bench.rawhttp import Connection, request_bytes
+
+    raw = request_bytes("GET", "/api/customers", f"127.0.0.1:{served.port}", {"Authorization": f"Bearer {token}"})
+    profiler = Profiler(served.pid, f"api-{served.settings.topic_prefix.strip('.')}", seconds).start()
+    conn = await Connection.open("127.0.0.1", served.port)
+    try:
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            await timed_get(conn, raw)
+    finally:
+        conn.close()
+    return profiler.finish()
+
+
+async def compare(meetings: int, customers: int, big_meetings: int, experts: int, requests: int,
+                  profile: bool = False):
+    """The benchmark as run by `bench.run`: a `Result` with the comparison and the details."""
+    import asyncpg
+
+    from api.auth import issue_token as token_for
+    from bench.common import Result, Row, ServiceProcess, asyncpg_url, bench_database
+    from bench.readmodel import BIG
+    from bench.readmodel import load as load_marketplace
+
+    result = Result("api", "GET /api/customers, big expert, vs on-read GROUP BY")
+    result.sizes = {"meetings": meetings, "big_expert_customers": customers, "big_expert_meetings": big_meetings,
+                    "experts": experts, "requests_each": requests,
+                    "baseline": "baseline_meetings JOIN baseline_services, GROUP BY customer email, "
+                                "ORDER BY newest appointment, LIMIT 50, total by window; index on expert_id"}
+    async with bench_database() as (db_name, settings):
+        conn = await asyncpg.connect(asyncpg_url(db_name))
+        try:
+            started = time.perf_counter()
+            counts = await load_marketplace(conn, secret=settings.customer_id_secret, now=datetime.now(timezone.utc),
+                                            meetings=meetings, big_customers=customers, big_meetings=big_meetings,
+                                            experts=experts)
+            result.details["load"] = {"rows": counts, "seconds": round(time.perf_counter() - started, 1)}
+        finally:
+            await conn.close()
+        token = token_for(settings, BIG, ttl_seconds=3600)
+        with ServiceProcess(settings, "api-baseline", argv=["-m", "bench.baseline_app", "{port}"]) as served:
+            result.details["http"] = await http_compare(served.port, token, requests)
+            result.details["cases"] = await list_cases(served.port, token, customers, max(20, requests // 3), BIG)
+            if profile:
+                result.details["api_profile"] = await profile_ours(served, token, 8)
+        result.details["sql"] = await sql_compare(settings.database_url, BIG, max(50, requests // 2))
+    http, sql = result.details["http"], result.details["sql"]
+    factor50 = http["baseline"]["p50_ms"] / http["ours"]["p50_ms"]
+    factor99 = http["baseline"]["p99_ms"] / http["ours"]["p99_ms"]
+    result.rows += [
+        Row("api", "GET /api/customers p50 (HTTP, first page)", http["ours"]["p50_ms"], "ms",
+            baseline=http["baseline"]["p50_ms"], baseline_label="on-read GROUP BY, same process and data",
+            ratio=round(factor50, 1), goal=f">= {GOAL_FACTOR}x faster", met=factor50 >= GOAL_FACTOR,
+            attainment=round(factor50 / GOAL_FACTOR, 3),
+            note=f"total {http['check']['total_ours']:,} customers (baseline {http['check']['total_baseline']:,}); "
+                 f"{http['check']['first_page_emails_in_common']}/{http['check']['page_size']} first-page "
+                 f"customers in common"),
+        Row("api", "GET /api/customers p99 (HTTP, first page)", http["ours"]["p99_ms"], "ms",
+            baseline=http["baseline"]["p99_ms"], baseline_label="on-read GROUP BY, same process and data",
+            ratio=round(factor99, 1), goal=f">= {GOAL_FACTOR}x faster", met=factor99 >= GOAL_FACTOR,
+            attainment=round(factor99 / GOAL_FACTOR, 3)),
+        Row("api", "first-page queries p50 (SQL only)", sql["ours"]["p50_ms"], "ms", baseline=sql["baseline"]["p50_ms"],
+            baseline_label="on-read GROUP BY query", ratio=round(sql["baseline"]["p50_ms"] / sql["ours"]["p50_ms"], 1),
+            note="ours = live version + count + page + as_of, through SQLAlchemy"),
+    ]
+    return result
 
 
 def main() -> None:
+    import json
+
+    from bench.common import env_int
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--customers", type=int, default=10_000)
-    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--meetings", type=int, default=env_int("BENCH_API_MEETINGS", 1_000_000))
+    parser.add_argument("--customers", type=int, default=env_int("BENCH_API_CUSTOMERS", 10_000))
+    parser.add_argument("--big-meetings", type=int, default=env_int("BENCH_API_BIG_MEETINGS", 50_000))
+    parser.add_argument("--experts", type=int, default=env_int("BENCH_API_EXPERTS", 2000))
+    parser.add_argument("--requests", type=int, default=env_int("BENCH_API_REQUESTS", 200))
     args = parser.parse_args()
-    asyncio.run(run(args.customers, args.requests))
+    result = run_async(compare(args.meetings, args.customers, args.big_meetings, args.experts, args.requests))
+    print(json.dumps({"rows": [r.__dict__ for r in result.rows], "details": result.details}, indent=1))
 
 
 if __name__ == "__main__":

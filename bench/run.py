@@ -1,0 +1,114 @@
+"""`make bench`: every benchmark, one after the other, on the local infrastructure.
+
+    python -m bench.run [--only projection,replay,api,freshness,intake]
+
+Writes `bench/results/results.json`, `results.md` and `results.png`. Sizes come from the
+environment (defaults: the issue's sizes where they fit the time budget):
+
+| variable | default | benchmark |
+| --- | --- | --- |
+| `BENCH_PROJECTION_EVENTS` | 200000 | 1: events pre-loaded for the worker |
+| `BENCH_REPLAY_EVENTS`, `BENCH_REPLAY_TARGET` | 1000000, 1000000 | 2: events replayed; the goal's size |
+| `BENCH_EXPERTS` | 2000 | 1, 2: experts in the generated history |
+| `BENCH_API_MEETINGS`, `BENCH_API_CUSTOMERS`, `BENCH_API_BIG_MEETINGS`, `BENCH_API_EXPERTS` | 1000000, 10000, 50000, 2000 | 3 |
+| `BENCH_API_REQUESTS` | 200 | 3: requests of each kind |
+| `BENCH_FRESHNESS_RATE`, `BENCH_FRESHNESS_SECONDS` | 1000, 40 | 4: the goal's steady rate and run |
+| `BENCH_FRESHNESS_LOW_RATE`, `BENCH_FRESHNESS_LOW_SECONDS` | 100, 15 | 4: the low-rate reference phase |
+| `BENCH_FRESHNESS_SAMPLES` | 300 | 4: tracked changes at the goal's rate (half as many at the low rate) |
+| `BENCH_INTAKE_CONCURRENCY`, `BENCH_INTAKE_SECONDS` | 64, 8 | 5 |
+| `BENCH_PROFILE` | 1 | 0: no py-spy sampling |
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import time
+import traceback
+from dataclasses import asdict
+from datetime import datetime, timezone
+
+from bench.common import RESULTS, ROOT, Profiler, Result, env_float, env_int, machine, run_async
+from bench.report import markdown, plot
+
+ORDER = ["projection", "replay", "api", "freshness", "intake"]
+
+
+async def one(name: str) -> Result:
+    if name == "projection":
+        from bench import projection
+
+        return await projection.run(env_int("BENCH_PROJECTION_EVENTS", 200_000), env_int("BENCH_EXPERTS", 2000),
+                                    profile_seconds=20 if Profiler.available() else 0)
+    if name == "replay":
+        from bench import replay
+
+        return await replay.run(env_int("BENCH_REPLAY_EVENTS", 1_000_000), env_int("BENCH_REPLAY_TARGET", 1_000_000),
+                                env_int("BENCH_EXPERTS", 2000), profile_seconds=20 if Profiler.available() else 0)
+    if name == "api":
+        from bench import api_latency
+
+        return await api_latency.compare(env_int("BENCH_API_MEETINGS", 1_000_000), env_int("BENCH_API_CUSTOMERS", 10_000),
+                                         env_int("BENCH_API_BIG_MEETINGS", 50_000), env_int("BENCH_API_EXPERTS", 2000),
+                                         env_int("BENCH_API_REQUESTS", 200), profile=Profiler.available())
+    if name == "freshness":
+        from bench import freshness
+
+        return await freshness.run(env_float("BENCH_FRESHNESS_RATE", 1000), env_float("BENCH_FRESHNESS_SECONDS", 40),
+                                   env_float("BENCH_FRESHNESS_LOW_RATE", 100),
+                                   env_float("BENCH_FRESHNESS_LOW_SECONDS", 15),
+                                   samples=env_int("BENCH_FRESHNESS_SAMPLES", 300), profile=Profiler.available())
+    if name == "intake":
+        from bench import intake
+
+        return await intake.run(env_int("BENCH_INTAKE_CONCURRENCY", 64), env_float("BENCH_INTAKE_SECONDS", 8),
+                                profile=Profiler.available())
+    raise ValueError(name)
+
+
+SERVICE = ("customers/", "streams/", "projections/", "api/", "webhooks/", "migrations/")
+
+
+def git_state() -> dict:
+    """The commit measured, and the service files that differ from it in the working tree."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
+
+    changed = [line[3:] for line in git("status", "--porcelain").splitlines() if line[3:].startswith(SERVICE)]
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "service_files_changed_since_commit": changed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=",".join(ORDER), help="comma-separated subset, in this order: "
+                                                                 + ",".join(ORDER))
+    args = parser.parse_args()
+    wanted = [n for n in ORDER if n in args.only.split(",")]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    report = {"started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+              "git": git_state(), "benchmarks": []}
+    for name in wanted:
+        print(f"== {name}", flush=True)
+        began = time.perf_counter()
+        try:
+            result = run_async(one(name))
+        except Exception as exc:  # noqa: BLE001 - one failed benchmark must not hide the others
+            traceback.print_exc()
+            result = Result(name, name, error=f"{type(exc).__name__}: {exc}")
+        result.seconds = round(time.perf_counter() - began, 1)
+        for row in result.rows:
+            print(f"   {row.metric}: {row.value:,} {row.unit}" + (f" (baseline {row.baseline:,}, ratio {row.ratio})"
+                                                                 if row.baseline is not None else ""), flush=True)
+        report["benchmarks"].append(asdict(result))
+    report["total_seconds"] = round(time.perf_counter() - started, 1)
+    (RESULTS / "results.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    (RESULTS / "results.md").write_text(markdown(report))
+    png = plot(report, RESULTS / "results.png")
+    print(f"\nwrote {RESULTS / 'results.json'}, {RESULTS / 'results.md'}" + (f", {png}" if png else "")
+          + f" in {report['total_seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
