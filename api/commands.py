@@ -55,6 +55,7 @@ class CommandBus:
                 publish(producer, self.settings.topic(COMMANDS), [(key, value)]), self.timeout)
         except Exception as exc:
             log.warning("command not acknowledged: %s", type(exc).__name__)
+            await self.close()  # a producer that lost its sequence never recovers; start afresh next time
             raise CommandsUnavailable("Kafka did not acknowledge the command") from exc
 
     async def close(self) -> None:

@@ -61,11 +61,19 @@ class Intake:
             await asyncio.wait_for(names.publish(producer, self.settings.topic(topic), items), PUBLISH_TIMEOUT)
         except (KafkaError, asyncio.TimeoutError, OSError) as exc:
             log.warning("kafka unavailable: %s", type(exc).__name__)
+            # an idempotent producer that lost its sequence (a broker restart) never recovers:
+            # the next request starts a fresh one
+            await self.close()
             raise HTTPException(503, "event store unavailable, retry later", headers={"Retry-After": "5"})
 
     async def close(self) -> None:
-        if self.producer is not None:
-            await self.producer.stop()
+        async with self._lock:
+            producer, self.producer = self.producer, None
+            if producer is not None:
+                try:
+                    await asyncio.wait_for(producer.stop(), PUBLISH_TIMEOUT)
+                except Exception:  # noqa: BLE001 - a broken producer has nothing left to flush
+                    pass
 
 
 def verify_stripe(payload: bytes, signature: str | None, secrets: list[str]) -> dict:

@@ -14,6 +14,8 @@ import random
 import subprocess
 import time
 
+import pytest
+
 
 from tests.harness import ARTIFACTS, ROOT, WorkerProcess, unique
 from tests.checks import assert_matches
@@ -55,6 +57,7 @@ class Sender:
                 delay = min(delay * 2, 3.0)
 
 
+@pytest.mark.timeout(900)
 async def test_nothing_lost_nothing_doubled_under_faults(pg_stack):
     stack = pg_stack
     rng = random.Random(2026)
