@@ -32,7 +32,7 @@ class ErasureOut(BaseModel):
     email_hash: str
 
 
-@router.post("/erasures", status_code=202, response_model=ErasureOut, responses=errors(403, 503))
+@router.post("/erasures", status_code=202, response_model=ErasureOut, responses=errors(400, 403, 503))
 async def create_erasure(body: ErasureIn, request: Request, _admin: AdminDep) -> ErasureOut:
     """Erase a person from every expert's read model and notes, and keep them out of replays."""
     state = request.app.state
