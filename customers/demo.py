@@ -33,13 +33,17 @@ def demo_stream(now: datetime) -> tuple[list[dict], list[dict]]:
             bookings.append(s.booking_created(EXPERT, meeting, email, name, start, amount=amount, phone=phone,
                                               payment_intent_id=pi))
             fee = amount // 10
-            stripe_events.append(s.stripe_event("payment_intent.succeeded",
-                                                s.payment_intent(pi, amount, "succeeded", fee=fee, charge=ch)))
-            stripe_events.append(s.stripe_event("charge.succeeded", s.charge(ch, pi, amount, fee=fee)))
+            paid_at = int((start - timedelta(days=3)).timestamp())
+            stripe_events.append(s.stripe_event("payment_intent.succeeded", s.payment_intent(
+                pi, amount, "succeeded", fee=fee, charge=ch, created=paid_at), created=paid_at))
+            stripe_events.append(s.stripe_event("charge.succeeded", s.charge(ch, pi, amount, fee=fee, created=paid_at),
+                                                created=paid_at))
             if i == 1 and j == 0:
                 bookings.append(s.booking_event("booking.cancelled", EXPERT, meeting, start - timedelta(days=1),
                                                 reason="customer asked", cancelled_by="customer"))
-                stripe_events.append(s.stripe_event("refund.created", s.refund(f"re_demo_{i}", ch, pi, amount)))
+                refunded_at = int((start - timedelta(days=1)).timestamp())
+                stripe_events.append(s.stripe_event("refund.created", s.refund(
+                    f"re_demo_{i}", ch, pi, amount, created=refunded_at), created=refunded_at))
             if i == 3 and j == 0:
                 bookings.append(s.booking_event("booking.no_show", EXPERT, meeting, start + timedelta(hours=1)))
             if i == 4 and j == 1:
