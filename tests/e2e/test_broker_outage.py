@@ -1,6 +1,7 @@
 """Kafka stopped while Stripe is calling: the webhook gets 503 (so Stripe retries), nothing is
 lost, and once the broker is back the retried event reaches the read model."""
 
+import socket
 import subprocess
 from datetime import datetime, timedelta, timezone
 
@@ -23,6 +24,8 @@ async def test_webhook_during_outage_is_503_then_applied_on_retry(pg_stack):
     event = s.stripe_event("payment_intent.succeeded", s.payment_intent(pi, 9900, "succeeded"))
     kafka("stop")
     try:
+        with socket.socket() as probe:  # the outage is real: nothing answers on the broker's port
+            assert probe.connect_ex(("127.0.0.1", 9092)) != 0, "the broker is still up (not started by this checkout?)"
         r = await stack.post_stripe(event)
         assert r.status_code == 503
         assert r.headers.get("retry-after")
