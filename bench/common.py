@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator
 import httpx
 
 from customers.settings import Settings
-from tests.harness import ARTIFACTS, ROOT, WorkerProcess, env_for, settings_for
+from tests.harness import ARTIFACTS, KAFKA, ROOT, WorkerProcess, env_for, settings_for
 
 PG_ADMIN = os.environ.get("TEST_PG_URL", "postgresql://customers:customers@127.0.0.1:5432/customers")
 RESULTS = ROOT / "bench" / "results"
@@ -63,14 +63,45 @@ async def create_database() -> str:
     return name
 
 
-async def drop_database(name: str) -> None:
+async def drop_database(name: str, attempts: int = 30) -> None:
+    """Drop it, retrying for a while: on a shared machine PostgreSQL may be restarting."""
     import asyncpg
 
-    conn = await asyncpg.connect(PG_ADMIN)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    for attempt in range(attempts):
+        try:
+            conn = await asyncpg.connect(PG_ADMIN)
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await conn.close()
+            return
+        except (OSError, asyncpg.PostgresError):
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(2)
+
+
+async def infrastructure_ready(settings_kafka: str = KAFKA, timeout: float = 180.0) -> bool:
+    """Wait until PostgreSQL answers and Kafka serves metadata (others may restart them)."""
+    import asyncpg
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = await asyncpg.connect(PG_ADMIN, timeout=5)
+            await conn.fetchval("SELECT 1")
+            await conn.close()
+            admin = AIOKafkaAdminClient(bootstrap_servers=settings_kafka, request_timeout_ms=5000)
+            await admin.start()
+            try:
+                await admin.list_topics()
+            finally:
+                await admin.close()
+            return True
+        except Exception:  # noqa: BLE001 - anything means not ready yet
+            await asyncio.sleep(3)
+    return False
 
 
 def bench_settings(database_url: str, **overrides: Any) -> Settings:

@@ -53,7 +53,9 @@ def markdown(report: dict) -> str:
     lines += ["", "## Sizes", ""]
     for b in report["benchmarks"]:
         sizes = ", ".join(f"{k} = {_num(v) if isinstance(v, (int, float)) else v}" for k, v in b["sizes"].items())
-        lines.append(f"- **{NUMBERS.get(b['name'], '')}. {b['title']}** ({b['seconds']:.0f} s): {sizes}")
+        retried = " (second attempt: the shared infrastructure restarted during the first)" \
+            if (b.get("details") or {}).get("attempt") == 2 else ""
+        lines.append(f"- **{NUMBERS.get(b['name'], '')}. {b['title']}** ({b['seconds']:.0f} s{retried}): {sizes}")
     lines += ["", "## Where the time goes (profiles of this run)", ""]
     for b in report["benchmarks"]:
         lines += _profiles(b)

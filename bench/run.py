@@ -29,7 +29,8 @@ import traceback
 from dataclasses import asdict
 from datetime import datetime, timezone
 
-from bench.common import RESULTS, ROOT, Profiler, Result, env_float, env_int, machine, run_async
+from bench.common import (RESULTS, ROOT, Profiler, Result, env_float, env_int, infrastructure_ready, machine,
+                          run_async)
 from bench.report import markdown, plot
 
 ORDER = ["projection", "replay", "api", "freshness", "intake"]
@@ -92,11 +93,20 @@ def main() -> None:
     for name in wanted:
         print(f"== {name}", flush=True)
         began = time.perf_counter()
-        try:
-            result = run_async(one(name))
-        except Exception as exc:  # noqa: BLE001 - one failed benchmark must not hide the others
-            traceback.print_exc()
-            result = Result(name, name, error=f"{type(exc).__name__}: {exc}")
+        result = None
+        for attempt in (1, 2):  # the infrastructure is shared: a restart by someone else costs one retry
+            if not run_async(infrastructure_ready()):
+                result = Result(name, name, error="Kafka or PostgreSQL not reachable (make infra-up)")
+                break
+            try:
+                result = run_async(one(name))
+                result.details["attempt"] = attempt
+                break
+            except Exception as exc:  # noqa: BLE001 - one failed benchmark must not hide the others
+                traceback.print_exc()
+                result = Result(name, name, error=f"{type(exc).__name__}: {exc}")
+                print(f"   {name} failed (attempt {attempt}); " + ("retrying" if attempt == 1 else "giving up"),
+                      flush=True)
         result.seconds = round(time.perf_counter() - began, 1)
         for row in result.rows:
             print(f"   {row.metric}: {row.value:,} {row.unit}" + (f" (baseline {row.baseline:,}, ratio {row.ratio})"
@@ -108,6 +118,9 @@ def main() -> None:
     png = plot(report, RESULTS / "results.png")
     print(f"\nwrote {RESULTS / 'results.json'}, {RESULTS / 'results.md'}" + (f", {png}" if png else "")
           + f" in {report['total_seconds']:.0f} s")
+    failed = [b["name"] for b in report["benchmarks"] if b["error"]]
+    if failed:
+        raise SystemExit(f"could not run: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
