@@ -14,7 +14,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Iterable
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
 from projections import tables as t
 from projections.db import in_tuples
@@ -49,12 +49,13 @@ class Linking:
             conds.append(p.checkout_session_id.in_(css))
         if triples := [(m.expert_id, m.customer_email, m.booked_start) for m in booked if m.customer_email]:
             conds.append(in_tuples(d, (p.hint_expert, p.hint_email, p.hint_start), triples))
-        for r in await self.conn.execute(select(t.payments).where(p.version == self.version, or_(*conds))):
-            if r.payment_id in self.merged_away:  # still in the table until this batch writes
-                continue
-            if r.payment_id not in self.payments:
-                self._keep_payment(dict(r._mapping))
-            self.link_candidates.add(r.payment_id)
+        for cond in conds:  # one statement per kind of evidence, each served by its own index
+            for r in await self.conn.execute(select(t.payments).where(p.version == self.version, cond)):
+                if r.payment_id in self.merged_away:  # still in the table until this batch writes
+                    continue
+                if r.payment_id not in self.payments:
+                    self._keep_payment(dict(r._mapping))
+                self.link_candidates.add(r.payment_id)
 
     async def _load_meetings_for(self, states: list[dict]) -> None:
         """Every booked meeting any of these payments may belong to, into the batch's view."""
@@ -78,12 +79,11 @@ class Linking:
             conds.append(m.payment_intent_id.in_(sorted(pis)))
         if css:
             conds.append(m.checkout_session_id.in_(sorted(css)))
-        if not conds:
-            return
-        rows = await self.conn.execute(select(t.meetings).where(
-            m.version == self.version, m.created_version.is_not(None), or_(*conds)))
-        for r in rows:  # the batch's own view of a meeting wins over the table's
-            self.meetings.setdefault((r.expert_id, r.meeting_id), meeting_from_row(r))
+        for cond in conds:  # one statement per kind of evidence, each served by its own index
+            rows = await self.conn.execute(select(t.meetings).where(
+                m.version == self.version, m.created_version.is_not(None), cond))
+            for r in rows:  # the batch's own view of a meeting wins over the table's
+                self.meetings.setdefault((r.expert_id, r.meeting_id), meeting_from_row(r))
 
     def _attach(self, row: dict, meeting: Meeting | None) -> None:
         before = (row.get("expert_id"), row.get("meeting_id"), row.get("customer_id"))

@@ -116,6 +116,8 @@ payments = Table(
     Index("ix_payments_charge", "version", "charge_id"),
     Index("ix_payments_unlinked", "version", "hint_expert", "hint_meeting"),
     Index("ix_payments_email_hash", "version", "email_hash"),
+    Index("ix_payments_meeting", "version", "expert_id", "meeting_id"),
+    Index("ix_payments_booking_hint", "version", "hint_expert", "hint_email", "hint_start"),
 )
 
 customers = Table(

@@ -29,19 +29,39 @@ async def list_matches(stack, scenario: Scenario) -> bool:
     return True
 
 
+def _detail_matches(d: dict, exp) -> bool:
+    got = {p["id"]: {"status": p["status"], "amount_refunded": p["amount_refunded"]} for p in d["payments"]}
+    return (d["total_spend"] == amounts(exp.spend) and d["stats"]["expert_revenue"] == amounts(exp.revenue)
+            and d["stats"]["refunded"] == amounts(exp.refunded) and got == exp.payments)
+
+
 async def assert_matches(stack, scenario: Scenario, timeout: float = 240) -> int:
-    """Wait for the lists to settle, then check every customer's detail; returns how many."""
+    """Wait until every customer's list entry and detail equal the scenario's; returns how many.
+
+    The list settles first; details carry figures the list does not show (revenue, refunds,
+    payment history), so each is awaited too, within the same overall deadline.
+    """
     await eventually(lambda: list_matches(stack, scenario), timeout=timeout, interval=2)
-    checked = 0
+    pending = {}
     for expert in scenario.experts:
         for c in await all_customers(stack, expert):
-            exp = scenario.expected[(expert, c["email"])]
-            d = (await stack.api.get(f"/api/customers/{c['id']}", headers=stack.auth(expert))).json()
-            assert d["total_spend"] == amounts(exp.spend), c["email"]
-            assert d["stats"]["expert_revenue"] == amounts(exp.revenue), c["email"]
-            assert d["stats"]["refunded"] == amounts(exp.refunded), c["email"]
-            got = {p["id"]: {"status": p["status"], "amount_refunded": p["amount_refunded"]} for p in d["payments"]}
-            assert got == exp.payments, c["email"]
-            checked += 1
-    assert checked == len(scenario.expected)
-    return checked
+            pending[(expert, c["id"])] = scenario.expected[(expert, c["email"])]
+    assert len(pending) == len(scenario.expected)
+
+    async def details_settled():
+        for (expert, cid), exp in list(pending.items()):
+            d = (await stack.api.get(f"/api/customers/{cid}", headers=stack.auth(expert))).json()
+            if _detail_matches(d, exp):
+                del pending[(expert, cid)]
+        return not pending
+
+    try:
+        await eventually(details_settled, timeout=timeout / 2, interval=2)
+    except AssertionError:
+        (expert, cid), exp = next(iter(pending.items()))
+        d = (await stack.api.get(f"/api/customers/{cid}", headers=stack.auth(expert))).json()
+        raise AssertionError(f"{len(pending)} customers differ; first: {exp.email}: "
+                             f"got spend={d['total_spend']} stats={d['stats']} payments={d['payments']}, "
+                             f"want spend={exp.spend} revenue={exp.revenue} refunded={exp.refunded} "
+                             f"payments={exp.payments}")
+    return len(scenario.expected)
