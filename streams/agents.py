@@ -67,6 +67,7 @@ class Agents:
         app.agent(self.projected, name="project")(self.project)
         app.on_partitions_assigned.connect(self.resume_from_database)
         self._batches_applied = 0
+        self._verified: set = set()  # partitions whose position was checked since the assignment
 
     async def resume_from_database(self, sender: Any = None, assigned: Any = (), **_kw: Any) -> None:
         """After every assignment, the database says where each projected partition resumes.
@@ -76,6 +77,7 @@ class Agents:
         stored offset are skipped by the projector. When Kafka's committed offset is AHEAD of the
         database (a restored database, offsets moved by hand), we seek back to the database's.
         """
+        self._verified.clear()  # every partition is checked against the database again
         names_projected = {self.settings.topic(n) for n in names.PROJECTED}
         mine = [tp for tp in assigned if tp.topic in names_projected]
         if not mine:
@@ -125,6 +127,7 @@ class Agents:
 
     async def project(self, stream: faust.StreamT) -> None:
         async for batch in stream.take_events(self.settings.worker_batch_size, self.settings.worker_batch_window):
+            batch = await self._without_gaps(batch)
             decoded: list[tuple[Position, Any, faust.EventT]] = []
             for event in batch:
                 msg = event.message
@@ -135,6 +138,34 @@ class Agents:
                     item = None
                 decoded.append((_position(event), item, event))
             await self._apply(decoded)
+
+    async def _without_gaps(self, batch: list) -> list:
+        """The first records of a partition since an assignment must follow what the database holds.
+
+        If they start past the database's offset (Kafka's committed offset was ahead of the
+        database, and the consumer's own seek to it won over ours), the partition is sought
+        back to the database's offset and its records in this batch are left for the re-read.
+        """
+        firsts: dict[Any, int] = {}
+        for event in batch:
+            tp = event.message.tp
+            if tp not in self._verified:
+                firsts[tp] = min(firsts.get(tp, event.message.offset), event.message.offset)
+        if not firsts:
+            return batch
+        stored = await self.projector.stored_offsets()
+        earliest = await self.app.consumer.earliest_offsets(*firsts)
+        behind = set()
+        for tp, first in firsts.items():
+            resume = max(stored.get((tp.topic, tp.partition), -1) + 1, earliest.get(tp, 0))
+            if first > resume:
+                log.warning("%s[%s] starts at %s but the database resumes at %s; seeking back",
+                            tp.topic, tp.partition, first, resume)
+                await self.app.consumer.seek(tp, resume)
+                behind.add(tp)
+            else:
+                self._verified.add(tp)
+        return [e for e in batch if e.message.tp not in behind]
 
     async def _apply(self, decoded: list[tuple[Position, Any, faust.EventT]]) -> None:
         """Apply a batch; when it fails for a reason other than an outage, one record at a time."""
