@@ -21,8 +21,6 @@ class WorkerMetrics:
                                     buckets=(1, 10, 50, 100, 250, 500, 1000))
         self.dead_letters = Counter("customers_dead_letters", "Records sent to a dead-letter topic",
                                     ["topic"], registry=r)
-        self.stripe_ignored = Counter("customers_stripe_events_ignored",
-                                      "Stripe events of types the projection does not use", registry=r)
         self.newest_event = Gauge("customers_newest_event_timestamp_seconds",
                                   "Kafka timestamp of the newest record applied", registry=r)
 
