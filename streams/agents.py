@@ -75,7 +75,12 @@ class Agents:
         Kafka's committed offset trails the database's (records are acknowledged only after
         their transaction commits), so normally nothing needs moving: records at or below the
         stored offset are skipped by the projector. When Kafka's committed offset is AHEAD of the
-        database (a restored database, offsets moved by hand), we seek back to the database's.
+        database (a restored database, offsets moved by hand), we move it back to the database's.
+
+        Faust seeks every partition to Kafka's committed offset once its recovery finishes, and
+        that may happen before or after this handler runs. So the database's offset is first
+        committed to Kafka (Faust's own seek then lands on it) and then sought (in case Faust's
+        seek came first). Whatever the order, consumption resumes where the database stops.
         """
         self._verified.clear()  # every partition is checked against the database again
         names_projected = {self.settings.topic(n) for n in names.PROJECTED}
@@ -89,6 +94,7 @@ class Agents:
             if committed.get((tp.topic, tp.partition), 0) > resume:
                 log.warning("kafka is ahead of the database on %s[%s]; resuming at %s",
                             tp.topic, tp.partition, resume)
+                await self.app.consumer._commit({tp: resume})
                 await self.app.consumer.seek(tp, resume)
 
     async def _to_dlq(self, event: faust.EventT, error: BaseException) -> None:

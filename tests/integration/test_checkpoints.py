@@ -95,7 +95,10 @@ async def test_crash_between_database_and_kafka_commits_changes_no_figure(pg_sta
 
 
 async def _equal(stack, expert, expected):
-    return await listed(stack, expert) == expected
+    seen = await listed(stack, expert)
+    assert seen == expected, {k: (seen.get(k), expected.get(k)) for k in expected.keys() | seen.keys()
+                              if seen.get(k) != expected.get(k)}
+    return True
 
 
 async def _stored_offsets(settings):
