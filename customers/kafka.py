@@ -33,17 +33,25 @@ def all_topics(settings: Settings) -> list[str]:
     return [settings.topic(n) for n in names + [dlq(n) for n in names]]
 
 
-async def ensure_topics(settings: Settings, timeout: float = 60.0) -> None:
-    """Create every topic the service uses (idempotent). Source topics are retained forever."""
+async def ensure_topics(settings: Settings, timeout: float | None = 60.0) -> None:
+    """Create every topic the service uses (idempotent). Source topics are retained forever.
+
+    Waits for the broker for `timeout` seconds (None: until it answers, with a warning every 30 s).
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10_000)
-    deadline = asyncio.get_running_loop().time() + timeout
+    started = asyncio.get_running_loop().time()
+    warned = started
     while True:
         try:
             await admin.start()
             break
-        except Exception:
-            if asyncio.get_running_loop().time() > deadline:
+        except Exception as exc:
+            now = asyncio.get_running_loop().time()
+            if timeout is not None and now - started > timeout:
                 raise
+            if now - warned >= 30:
+                log.warning("Kafka unreachable for %.0f s (%s); still waiting", now - started, type(exc).__name__)
+                warned = now
             await asyncio.sleep(1)
     try:
         existing = set(await admin.list_topics())

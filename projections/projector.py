@@ -13,6 +13,8 @@ Kafka redeliver records that step 1 then drops. Nothing is lost or counted twice
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable
@@ -34,6 +36,7 @@ from projections.payments import merge, observe
 from projections.summary import summarise
 from projections.versions import live_version
 
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -70,24 +73,37 @@ class Statistics:
     A fresh database, or a replay filling a new version, grows faster than autovacuum analyses
     it; with stale statistics the planner scans whole tables for one-row look-ups. After every
     5,000 records, or a fifth of what the tables held at the last analysis, whichever is more,
-    the read-model tables are analysed (a sampled, read-only pass).
+    the read-model tables are analysed (a sampled, read-only pass). The analysis runs beside
+    the batches, on its own connection, so no batch waits for it; one runs at a time.
     """
 
     TABLES = ("meetings", "payments", "customers", "stripe_events_applied")
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine, self.since, self.baseline = engine, 0, 0
+        self.running: asyncio.Task | None = None
 
-    async def after(self, records: int) -> None:
+    def after(self, records: int) -> None:
         if self.engine.dialect.name != "postgresql":
             return
         self.since += records
-        if self.since < max(5_000, self.baseline // 5):
+        if self.since < max(5_000, self.baseline // 5) or (self.running and not self.running.done()):
             return
-        async with self.engine.begin() as conn:
-            await conn.execute(text("ANALYZE " + ", ".join(self.TABLES)))
         self.baseline += self.since
         self.since = 0
+        self.running = asyncio.get_running_loop().create_task(self._analyse())
+
+    async def _analyse(self) -> None:
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(text("ANALYZE " + ", ".join(self.TABLES)))
+        except Exception as exc:  # statistics are an optimisation: the next threshold tries again
+            log.warning("ANALYZE failed (%s)", type(exc).__name__)
+
+    async def settle(self) -> None:
+        """Wait for an analysis in flight (before the engine is disposed)."""
+        if self.running:
+            await self.running
 
 
 class VersionChanged(Exception):
@@ -137,7 +153,7 @@ class Projector:
             await self._save_offsets(conn, [pos for pos, _ in fresh])  # never moves an offset back
             times = [p.timestamp for p, _ in fresh if p.timestamp]
             result.newest_event_time = max(times) if times else None
-        await self.statistics.after(len(fresh))
+        self.statistics.after(len(fresh))
         return result
 
     async def _offsets_for(self, conn: AsyncConnection, tps: set[tuple[str, int]]) -> dict:

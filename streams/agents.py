@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -30,6 +29,7 @@ from customers.facts import PaymentObserved
 from customers.settings import Settings
 from projections.projector import Position, Projector, VersionChanged
 from streams import stripe_api, stripe_facts
+from streams.app import restart_process
 from streams.decode import dead_letter, decoder_for
 from streams.metrics import WorkerMetrics
 
@@ -238,7 +238,7 @@ class Agents:
             await asyncio.wait_for(self.app.consumer.stop(), 5)  # leave the group promptly
         except Exception:  # noqa: BLE001 - restarting anyway
             pass
-        os.execv(sys.executable, [sys.executable, "-m", "customers", *sys.argv[1:]])
+        restart_process()
 
     def _maybe_die_after_commit(self) -> None:
         """Fault injection for tests: die by SIGKILL right after a database commit, before the ack."""

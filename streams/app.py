@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from typing import NoReturn
+
 import faust
 
 from customers.settings import Settings
+
+
+def restart_process() -> NoReturn:
+    """Start this `customers` command again in the same process (same pid, fresh state)."""
+    os.execv(sys.executable, [sys.executable, "-m", "customers", *sys.argv[1:]])
 
 
 def create_app(settings: Settings, *, group: str | None = None) -> faust.App:

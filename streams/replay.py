@@ -109,6 +109,7 @@ async def replay(settings: Settings, *, on_progress: Callable[[Progress], None] 
     await asyncio.sleep(settings.kafka_session_timeout + 5 if grace is None else grace)
     if old != version:
         await drop_version(engine, old)
+    await projector.statistics.settle()
     await engine.dispose()
     return progress
 

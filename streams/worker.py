@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import faust
+from aiokafka.errors import KafkaConnectionError
 from prometheus_client import start_http_server
 
 from customers.kafka import ensure_topics
@@ -14,10 +16,12 @@ from projections.db import make_engine, migrate
 from projections.projector import Projector
 from projections.versions import ensure_live, group_for
 from streams.agents import Agents
-from streams.app import create_app
+from streams.app import create_app, restart_process
 from streams.metrics import WorkerMetrics
 
 log = logging.getLogger("customers.worker")
+
+RESTART_DELAY = 2.0
 
 # Faust configures logging itself; this makes it write our JSON lines (emails hashed, cards masked).
 LOGGING = {
@@ -33,7 +37,7 @@ LOGGING = {
 async def prepare(settings: Settings) -> int:
     """Migrate the schema, create topics, and return the live projection version."""
     await migrate(settings.database_url)
-    await ensure_topics(settings)
+    await ensure_topics(settings, timeout=None)  # a worker started before the broker waits for it
     engine = make_engine(settings.database_url)
     try:
         return await ensure_live(engine, settings.consumer_group)
@@ -56,5 +60,14 @@ def run(settings: Settings, *, metrics_port: int | None = None, loglevel: str = 
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
     app, _agents = build(settings, version, metrics)
     log.info("projecting into version %s", version)
-    faust.Worker(app, loglevel=loglevel, quiet=True, logging_config=LOGGING,
-                 redirect_stdouts=False).execute_from_commandline()
+    try:
+        faust.Worker(app, loglevel=loglevel, quiet=True, logging_config=LOGGING,
+                     redirect_stdouts=False).execute_from_commandline()
+    except SystemExit as exc:
+        # Faust gives up when it cannot bootstrap (the broker went away after `prepare`); once
+        # running, it rides out outages itself. Start again rather than exit: nothing was consumed.
+        if exc.code and isinstance(exc.__context__, KafkaConnectionError):
+            log.warning("Kafka unreachable while starting; starting again in %s s", RESTART_DELAY)
+            time.sleep(RESTART_DELAY)
+            restart_process()
+        raise

@@ -101,3 +101,33 @@ async def test_payment_parked_under_its_charge_joins_its_intent(backend):
     assert rows == [("pi_1", "m1")]
     assert summary == ({"eur": 7000}, {"eur": 6300})
     await engine.dispose()
+
+
+async def test_planner_statistics_are_refreshed_beside_the_batches():
+    """After 5,000 records the read-model tables are analysed on a connection of their own."""
+    from sqlalchemy import text
+
+    url = await fresh_pg_database()
+    await migrate(url)
+    engine = make_engine(url)
+    projector = Projector(engine, version=await ensure_live(engine, "g"), id_secret="k")
+
+    async def analysed() -> int:
+        async with engine.connect() as conn:
+            return (await conn.execute(text(
+                "SELECT count(*) FROM pg_stat_user_tables WHERE relname = 'meetings' AND last_analyze IS NOT NULL"
+            ))).scalar_one()
+
+    offset = 0
+    for round_ in range(3):
+        events = [parse_booking_event(s.booking_created(f"ex{i % 40}", f"m{round_}_{i}", f"p{i % 700}@example.com",
+                                                         "P", T0 + timedelta(hours=i)))
+                  for i in range(2_000)]
+        await projector.apply([(Position("bookings", 0, offset + i, T0), e) for i, e in enumerate(events)])
+        offset += len(events)
+        if round_ < 2:
+            assert projector.statistics.running is None  # 4,000 records: under the threshold
+    assert projector.statistics.running is not None  # started by the third batch, not awaited by it
+    await projector.statistics.settle()
+    assert await analysed() == 1
+    await engine.dispose()
