@@ -69,10 +69,6 @@ class Settings(BaseSettings):
     def consumer_group(self) -> str:
         return f"{self.topic_prefix}customers-projection"
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
 
 @lru_cache
 def get_settings() -> Settings:

@@ -148,9 +148,10 @@ class Agents:
     async def _without_gaps(self, batch: list) -> list:
         """The first records of a partition since an assignment must follow what the database holds.
 
-        If they start past the database's offset (Kafka's committed offset was ahead of the
-        database, and the consumer's own seek to it won over ours), the partition is sought
-        back to the database's offset and its records in this batch are left for the re-read.
+        If they start past the database's offset (records fetched from Kafka's committed offset,
+        ahead of the database, before `resume_from_database` moved the partition back), the
+        partition is sought back to the database's offset and its records in this batch are left
+        for the re-read.
         """
         firsts: dict[Any, int] = {}
         for event in batch:

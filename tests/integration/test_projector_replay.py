@@ -27,14 +27,18 @@ async def snapshot(engine):
         return out
 
 
-@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
-async def test_replaying_applied_records_changes_nothing(backend):
+async def fresh_projector(backend: str) -> tuple:
+    """An engine on a new, migrated database and a projector on its live version."""
     url = await fresh_pg_database() if backend == "postgresql" else \
         f"sqlite+aiosqlite:///{Path(tempfile.mkdtemp()) / 'c.db'}"
     await migrate(url)
     engine = make_engine(url)
-    version = await ensure_live(engine, "g")
-    projector = Projector(engine, version=version, id_secret="k")
+    return engine, Projector(engine, version=await ensure_live(engine, "g"), id_secret="k")
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+async def test_replaying_applied_records_changes_nothing(backend):
+    engine, projector = await fresh_projector(backend)
     events = [parse_booking_event(s.booking_created("ex", f"m{i}", f"p{i % 3}@example.com", "P", T0 + timedelta(days=i)))
               for i in range(6)]
     batch = [(Position("bookings", 0, i, T0), e) for i, e in enumerate(events)]
@@ -52,11 +56,7 @@ async def test_replaying_applied_records_changes_nothing(backend):
 async def test_note_commands_in_any_order():
     from projections.commands import NoteAdded, NoteDeleted
 
-    url = f"sqlite+aiosqlite:///{Path(tempfile.mkdtemp()) / 'n.db'}"
-    await migrate(url)
-    engine = make_engine(url)
-    version = await ensure_live(engine, "g")
-    projector = Projector(engine, version=version, id_secret="k")
+    engine, projector = await fresh_projector("sqlite")
     add = NoteAdded(command_id="a", occurred_at=T0, note_id="n1", expert_id="ex", customer_id="c1", body="likes mornings",
                     created_at=T0)
     intruder = NoteDeleted(command_id="x", occurred_at=T0, note_id="n1", expert_id="other", customer_id="c1")
@@ -81,11 +81,7 @@ async def test_note_commands_in_any_order():
 async def test_payment_parked_under_its_charge_joins_its_intent(backend):
     from streams.stripe_facts import to_fact
 
-    url = await fresh_pg_database() if backend == "postgresql" else \
-        f"sqlite+aiosqlite:///{Path(tempfile.mkdtemp()) / 'p.db'}"
-    await migrate(url)
-    engine = make_engine(url)
-    projector = Projector(engine, version=await ensure_live(engine, "g"), id_secret="k")
+    engine, projector = await fresh_projector(backend)
     meta = s.meeting_metadata("ex", "ana@example.com", "Ana", T0)
     legacy = s.charge("ch_1", None, 7000, fee=700)  # a charge event that names no payment intent
     legacy["metadata"] = {"expert_id": "ex", "meeting_id": "m1"}
@@ -107,10 +103,7 @@ async def test_planner_statistics_are_refreshed_beside_the_batches():
     """After 5,000 records the read-model tables are analysed on a connection of their own."""
     from sqlalchemy import text
 
-    url = await fresh_pg_database()
-    await migrate(url)
-    engine = make_engine(url)
-    projector = Projector(engine, version=await ensure_live(engine, "g"), id_secret="k")
+    engine, projector = await fresh_projector("postgresql")
 
     async def analysed() -> int:
         async with engine.connect() as conn:
