@@ -5,7 +5,8 @@
 
 Both take records in small batches. A batch is acknowledged (and so later committed to
 Kafka) only after its output is durable: facts acknowledged by Kafka, or read-model rows and
-offsets committed to the database (see `projections.projector`).
+offsets committed to the database (see `projections.projector`). A record that cannot be
+decoded or applied goes to its `.dlq` topic (`streams.poison`, shared with `customers replay`).
 """
 
 from __future__ import annotations
@@ -15,27 +16,22 @@ import json
 import logging
 import os
 import signal
-import time
 from datetime import datetime, timezone
 from typing import Any
 
 import faust
 from aiokafka.admin import AIOKafkaAdminClient
-from sqlalchemy import text
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from customers import kafka as names
 from customers.facts import PaymentObserved
 from customers.settings import Settings
-from projections.projector import Position, Projector, VersionChanged
+from projections.projector import Applied, Projector, VersionChanged
 from streams import stripe_api, stripe_facts
 from streams.app import restart_process
-from streams.decode import dead_letter, decoder_for
 from streams.metrics import WorkerMetrics
+from streams.poison import Applier, Source
 
 log = logging.getLogger("customers.worker")
-
-TRANSIENT = (OperationalError, InterfaceError, ConnectionError, OSError, asyncio.TimeoutError)
 
 
 async def committed_offsets(settings: Settings, group: str) -> dict[tuple[str, int], int]:
@@ -49,10 +45,10 @@ async def committed_offsets(settings: Settings, group: str) -> dict[tuple[str, i
     return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
 
-def _position(event: faust.EventT) -> Position:
+def _source(event: faust.EventT) -> Source:
     msg = event.message
     ts = datetime.fromtimestamp(msg.timestamp, tz=timezone.utc) if msg.timestamp else None
-    return Position(msg.topic, msg.partition, msg.offset, ts)
+    return Source(msg.topic, msg.partition, msg.offset, msg.key, msg.value, ts)
 
 
 class Agents:
@@ -66,6 +62,9 @@ class Agents:
         app.agent(self.stripe_topic, name="normalise_stripe")(self.normalise_stripe)
         app.agent(self.projected, name="project")(self.project)
         app.on_partitions_assigned.connect(self.resume_from_database)
+        self.applier = Applier(projector, self._send, prefix=settings.topic_prefix,
+                               max_attempts=settings.dlq_max_attempts, applied=self._applied,
+                               dead_lettered=lambda topic: metrics.dead_letters.labels(topic=topic).inc())
         self._batches_applied = 0
         self._verified: set = set()  # partitions whose position was checked since the assignment
 
@@ -97,12 +96,12 @@ class Agents:
                 await self.app.consumer._commit({tp: resume})
                 await self.app.consumer.seek(tp, resume)
 
-    async def _to_dlq(self, event: faust.EventT, error: BaseException) -> None:
-        msg = event.message
-        value = dead_letter(msg.value, error, msg.topic, msg.partition, msg.offset)
-        await self.app.producer.send_and_wait(names.dlq(msg.topic), msg.key, value, None, None, None)
-        self.metrics.dead_letters.labels(topic=msg.topic).inc()
-        log.warning("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, type(error).__name__)
+    async def _send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        await self.app.producer.send_and_wait(topic, key, value, None, None, None)
+
+    def _applied(self, result: Applied, seconds: float, records: int) -> None:
+        self.metrics.observe(result, seconds, records)
+        self._maybe_die_after_commit()
 
     # --- stripe-events -> customer-activity --------------------------------------------------
 
@@ -113,7 +112,7 @@ class Agents:
                 try:
                     fact = stripe_facts.to_fact(json.loads(event.message.value))
                 except (ValueError, KeyError, TypeError) as exc:
-                    await self._to_dlq(event, exc)
+                    await self.applier.to_dlq(_source(event), exc)
                     continue
                 for out in await self._with_lookup(fact):
                     pending.append(await self.app.producer.send(
@@ -134,16 +133,11 @@ class Agents:
     async def project(self, stream: faust.StreamT) -> None:
         async for batch in stream.take_events(self.settings.worker_batch_size, self.settings.worker_batch_window):
             batch = await self._without_gaps(batch)
-            decoded: list[tuple[Position, Any, faust.EventT]] = []
-            for event in batch:
-                msg = event.message
-                try:
-                    item = decoder_for(msg.topic, self.settings.topic_prefix)(msg.value)
-                except ValueError as exc:  # pydantic's ValidationError is a ValueError
-                    await self._to_dlq(event, exc)
-                    item = None
-                decoded.append((_position(event), item, event))
-            await self._apply(decoded)
+            decoded = await self.applier.decode([_source(event) for event in batch])
+            try:
+                await self.applier.apply(decoded)
+            except VersionChanged as exc:
+                await self._follow(exc)
 
     async def _without_gaps(self, batch: list) -> list:
         """The first records of a partition since an assignment must follow what the database holds.
@@ -173,60 +167,6 @@ class Agents:
             else:
                 self._verified.add(tp)
         return [e for e in batch if e.message.tp not in behind]
-
-    async def _apply(self, decoded: list[tuple[Position, Any, faust.EventT]]) -> None:
-        """Apply a batch; when it fails for a reason other than an outage, one record at a time."""
-        try:
-            await self._apply_with_retry([(p, i) for p, i, _ in decoded], attempts=1)
-            return
-        except VersionChanged as exc:
-            await self._follow(exc)
-        except Exception as exc:
-            log.warning("batch failed (%s); applying its records one by one", type(exc).__name__)
-        for pos, item, event in decoded:
-            try:
-                await self._apply_with_retry([(pos, item)], attempts=self.settings.dlq_max_attempts)
-            except Exception as exc:  # poison: park it, record its offset, keep the partition flowing
-                await self._to_dlq(event, exc)
-                await self._apply_with_retry([(pos, None)], attempts=self.settings.dlq_max_attempts)
-
-    async def _apply_with_retry(self, batch: list[tuple[Position, Any]], *, attempts: int) -> None:
-        """Outages (database away) are retried until they end; other failures `attempts` times."""
-        failures = outages = 0
-        while True:
-            started = time.perf_counter()
-            try:
-                result = await self.projector.apply(batch)
-            except VersionChanged:
-                raise
-            except TRANSIENT as exc:
-                outages += 1
-                log.warning("database unavailable (%s), retrying", type(exc).__name__)
-                await asyncio.sleep(min(5.0, 0.2 * outages))
-                continue
-            except Exception as exc:
-                if not await self._database_reachable():
-                    # an outage that surfaced as another error: wait for the database, lose nothing
-                    outages += 1
-                    log.warning("database unreachable (%s), retrying", type(exc).__name__)
-                    await asyncio.sleep(min(5.0, 0.2 * outages))
-                    continue
-                failures += 1
-                if failures >= attempts:
-                    raise
-                await asyncio.sleep(0.1 * failures)
-                continue
-            self.metrics.observe(result, time.perf_counter() - started, len(batch))
-            self._maybe_die_after_commit()
-            return
-
-    async def _database_reachable(self) -> bool:
-        try:
-            async with self.projector.engine.connect() as conn:
-                await asyncio.wait_for(conn.execute(text("select 1")), 5)
-            return True
-        except Exception:  # noqa: BLE001 - unreachable, whatever the reason
-            return False
 
     async def _follow(self, change: VersionChanged) -> None:
         """A replay switched readers to a new version: start again on it, in this same process.

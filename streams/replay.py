@@ -23,9 +23,9 @@ from aiokafka.structs import OffsetAndMetadata
 from customers import kafka as names
 from customers.settings import Settings
 from projections.db import make_engine, migrate
-from projections.projector import Position, Projector
+from projections.projector import Projector
 from projections.versions import begin_replay, drop_version, ensure_live, group_for, switch_to
-from streams.decode import decoder_for
+from streams.poison import Applier, Source, kafka_time
 
 log = logging.getLogger("customers.replay")
 SWITCH_LAG = 500
@@ -41,11 +41,9 @@ class Progress:
     switched: bool = False
 
 
-def _position(record) -> Position:
-    from datetime import datetime, timezone
-
-    ts = datetime.fromtimestamp(record.timestamp / 1000, tz=timezone.utc) if record.timestamp else None
-    return Position(record.topic, record.partition, record.offset, ts)
+def _source(record) -> Source:
+    return Source(record.topic, record.partition, record.offset, record.key, record.value,
+                  kafka_time(record.timestamp))
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topics: list[str]) -> list[TopicPartition]:
@@ -57,7 +55,7 @@ async def _partitions(consumer: AIOKafkaConsumer, topics: list[str]) -> list[Top
 
 
 async def replay(settings: Settings, *, on_progress: Callable[[Progress], None] | None = None,
-                 batch_size: int = 2000, grace: float | None = None) -> Progress:
+                 batch_size: int = 2000, grace: float | None = None, switch_lag: int = SWITCH_LAG) -> Progress:
     await migrate(settings.database_url)
     await names.ensure_topics(settings)
     engine = make_engine(settings.database_url)
@@ -67,7 +65,11 @@ async def replay(settings: Settings, *, on_progress: Callable[[Progress], None] 
     topics = [settings.topic(n) for n in names.PROJECTED]
     consumer = AIOKafkaConsumer(*topics, bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
                                 group_id=None, auto_offset_reset="earliest", max_partition_fetch_bytes=4 << 20)
+    producer = names.new_producer(settings)  # dead letters
     await consumer.start()
+    await producer.start()
+    applier = Applier(projector, lambda topic, key, value: producer.send_and_wait(topic, value, key=key),
+                      prefix=settings.topic_prefix, max_attempts=settings.dlq_max_attempts)
     started, applied_here = time.monotonic(), 0
     try:
         tps = await _partitions(consumer, topics)
@@ -85,19 +87,13 @@ async def replay(settings: Settings, *, on_progress: Callable[[Progress], None] 
             progress.rate = applied_here / max(time.monotonic() - started, 1e-6)
             if on_progress:
                 on_progress(progress)
-            if sum(ends[tp] - positions[tp] for tp in tps) <= SWITCH_LAG:
+            if sum(ends[tp] - positions[tp] for tp in tps) <= switch_lag:
                 break
             records = await consumer.getmany(*tps, timeout_ms=500, max_records=batch_size)
-            batch = []
-            for items in records.values():
-                for r in items:
-                    try:
-                        item = decoder_for(r.topic, settings.topic_prefix)(r.value)
-                    except ValueError:
-                        item = None  # dead-lettered by the worker already; its position still counts
-                    batch.append((_position(r), item))
+            batch = [_source(r) for items in records.values() for r in items]
             if batch:
-                await projector.apply(batch)
+                # what cannot be decoded or applied goes to its .dlq topic, as in the worker
+                await applier.apply(await applier.decode(batch))
                 applied_here += len(batch)
         await _hand_over(settings, engine, consumer, tps, version)
         progress.switched = True
@@ -106,6 +102,7 @@ async def replay(settings: Settings, *, on_progress: Callable[[Progress], None] 
             on_progress(progress)
     finally:
         await consumer.stop()
+        await producer.stop()
     await asyncio.sleep(settings.kafka_session_timeout + 5 if grace is None else grace)
     if old != version:
         await drop_version(engine, old)
