@@ -20,11 +20,35 @@ def normalise_email(email: str) -> str:
 def as_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("timestamp must carry a UTC offset (RFC 3339)")
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError as exc:  # 0001-01-01T00:00+01:00 has no UTC time
+        raise ValueError("timestamp is out of range in UTC") from exc
+
+
+# Limits are those of the read model (`projections/tables.py`); tests/unit/test_event_limits.py
+# derives them from the tables so that the two cannot drift apart.
+ID = 200
+EVENT_ID = 52  # the version stamps: 28 characters of time, then the event id, in String(80)
+MAX_AMOUNT = 2**63 - 1  # BigInteger
+REASON = 2000
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
+
+    @field_validator("*")
+    @classmethod
+    def _storable_text(cls, value):
+        """No text the database cannot hold: no NUL, no lone surrogate (not UTF-8)."""
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ValueError("must not contain NUL characters")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError("must be valid Unicode text") from exc
+        return value
 
 
 class Customer(_Model):
@@ -36,6 +60,8 @@ class Customer(_Model):
     @classmethod
     def _email(cls, value: str) -> str:
         value = normalise_email(value)
+        if len(value) > 320:  # lower-casing may lengthen it
+            raise ValueError("email is longer than 320 characters")
         local, _, domain = value.partition("@")
         if not local or "." not in domain:
             raise ValueError("not an email address")
@@ -43,26 +69,26 @@ class Customer(_Model):
 
 
 class Service(_Model):
-    id: str = Field(min_length=1)
-    name: str = ""
+    id: str = Field(min_length=1, max_length=ID)
+    name: str = Field(default="", max_length=200)
 
 
 class Money(_Model):
-    amount: int = Field(ge=0)
+    amount: int = Field(ge=0, le=MAX_AMOUNT)
     currency: str = Field(pattern=r"^[a-z]{3}$")
 
 
 class PaymentRef(_Model):
-    payment_intent_id: str | None = None
-    checkout_session_id: str | None = None
+    payment_intent_id: str | None = Field(default=None, max_length=ID)
+    checkout_session_id: str | None = Field(default=None, max_length=ID)
 
 
 class _BookingEvent(_Model):
-    event_id: str = Field(min_length=1, max_length=200)
+    event_id: str = Field(min_length=1, max_length=EVENT_ID)
     occurred_at: datetime
     schema_version: Literal[1] = 1
-    expert_id: str = Field(min_length=1, max_length=200)
-    meeting_id: str = Field(min_length=1, max_length=200)
+    expert_id: str = Field(min_length=1, max_length=ID)
+    meeting_id: str = Field(min_length=1, max_length=ID)
 
     _utc = field_validator("occurred_at")(classmethod(lambda cls, v: as_utc(v)))
 
@@ -72,7 +98,7 @@ def _check_tz(value: str | None) -> str | None:
         return value
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ValueError(f"unknown IANA time zone {value!r}") from exc
     return value
 
@@ -94,7 +120,7 @@ class BookingCreated(_BookingEvent, _Scheduled):
     type: Literal["booking.created"]
     customer: Customer
     service: Service
-    timezone: str = "UTC"
+    timezone: str = Field(default="UTC", max_length=64)
     price: Money
     payment: PaymentRef = PaymentRef()
     created_at: datetime | None = None
@@ -104,14 +130,14 @@ class BookingCreated(_BookingEvent, _Scheduled):
 
 class BookingRescheduled(_BookingEvent, _Scheduled):
     type: Literal["booking.rescheduled"]
-    timezone: str | None = None
+    timezone: str | None = Field(default=None, max_length=64)
 
     _tz = field_validator("timezone")(classmethod(lambda cls, v: _check_tz(v)))
 
 
 class BookingCancelled(_BookingEvent):
     type: Literal["booking.cancelled"]
-    reason: str | None = None
+    reason: str | None = Field(default=None, max_length=REASON)
     cancelled_by: Literal["customer", "expert", "system"] | None = None
 
 
