@@ -6,6 +6,8 @@ connection, version and secret, and never commits.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime
 from typing import Any
 
@@ -20,9 +22,17 @@ from projections.db import in_tuples, insert_new, upsert
 from projections.meetings import BOOKING_TYPES
 
 
+def ref_of(*ids: str | None) -> str:
+    """The `erased_refs.ref` of a thing named by these ids: SHA-256 of their JSON array.
+
+    Unambiguous whatever characters the ids hold (`("a/b", "c")` and `("a", "b/c")` differ).
+    """
+    return hashlib.sha256(json.dumps(list(ids)).encode()).hexdigest()
+
+
 def payment_refs(fact: PaymentObserved) -> set[str]:
-    """Every id a payment fact names its payment by."""
-    return {ref for ref in (fact.payment_id, fact.payment_intent_id, fact.charge_id, fact.checkout_session_id) if ref}
+    """The refs of every id a payment fact names its payment by."""
+    return {ref_of(i) for i in (fact.payment_id, fact.payment_intent_id, fact.charge_id, fact.checkout_session_id) if i}
 
 
 class Forgetting:
@@ -41,13 +51,13 @@ class Forgetting:
         wanted = set()
         for e in items:
             if isinstance(e, BOOKING_TYPES):
-                wanted.add(("meeting", f"{e.expert_id}/{e.meeting_id}"))
+                wanted.add(("meeting", ref_of(e.expert_id, e.meeting_id)))
             elif isinstance(e, PaymentObserved):
                 wanted |= {("payment", ref) for ref in payment_refs(e)}
                 if e.expert_id and e.meeting_id:
-                    wanted.add(("meeting", f"{e.expert_id}/{e.meeting_id}"))
+                    wanted.add(("meeting", ref_of(e.expert_id, e.meeting_id)))
             elif isinstance(e, (NoteAdded, NoteDeleted)):
-                wanted.add(("customer", f"{e.expert_id}/{e.customer_id}"))
+                wanted.add(("customer", ref_of(e.expert_id, e.customer_id)))
         if not wanted:
             return set()
         r = t.erased_refs.c
@@ -62,8 +72,17 @@ class Forgetting:
         return when is not None and occurred_at <= when
 
 
+    async def _note_erased(self, cmd: NoteAdded | NoteDeleted) -> bool:
+        """A note command on an erased customer id from up to the erasure (later: a new relationship)."""
+        key = ("customer", ref_of(cmd.expert_id, cmd.customer_id))
+        if key not in self.erased_refs:
+            return False
+        r = t.erased_refs.c
+        erased_at = (await self.conn.execute(select(r.erased_at).where(r.kind == key[0], r.ref == key[1]))).scalar()
+        return erased_at is not None and cmd.occurred_at <= erased_at
+
     async def _apply_command(self, cmd) -> None:
-        if isinstance(cmd, (NoteAdded, NoteDeleted)) and ("customer", f"{cmd.expert_id}/{cmd.customer_id}") in self.erased_refs:
+        if isinstance(cmd, (NoteAdded, NoteDeleted)) and await self._note_erased(cmd):
             self.result.skipped_erased += 1
             return
         n = t.notes.c
@@ -94,19 +113,20 @@ class Forgetting:
         victims = (await self.conn.execute(select(c.expert_id, c.customer_id).where(
             c.version == self.version, c.email_hash == cmd.email_hash))).all()
         p, m = t.payments.c, t.meetings.c
-        refs = [("customer", f"{e}/{cid}") for e, cid in victims]
-        refs += [("meeting", f"{r.expert_id}/{r.meeting_id}") for r in await self.conn.execute(
+        refs = [("customer", ref_of(e, cid)) for e, cid in victims]
+        refs += [("meeting", ref_of(r.expert_id, r.meeting_id)) for r in await self.conn.execute(
             select(m.expert_id, m.meeting_id).where(m.version == self.version, m.email_hash == cmd.email_hash))]
         payments = await self.conn.execute(select(p.payment_id, p.charge_id, p.checkout_session_id).where(
             p.version == self.version,
             or_(p.email_hash == cmd.email_hash, in_tuples(self.conn.dialect.name, (p.expert_id, p.customer_id), victims or [("", "")]))))
-        refs += [("payment", ref) for r in payments for ref in r if ref]  # every id Stripe may name it by
+        refs += [("payment", ref_of(i)) for r in payments for i in r if i]  # every id Stripe may name it by
         if refs:
             await upsert(self.conn, t.erased_refs, [{"kind": k, "ref": r, "erased_at": cmd.occurred_at}
                                                     for k, r in sorted(set(refs))], ["kind", "ref"])
         for expert_id, cid in victims:
-            await self.conn.execute(delete(t.notes).where(
-                n.version == self.version, n.expert_id == expert_id, n.customer_id == cid))
+            await self.conn.execute(delete(t.notes).where(  # a note written after the erasure is kept
+                n.version == self.version, n.expert_id == expert_id, n.customer_id == cid,
+                n.created_at <= cmd.occurred_at))
             await self.conn.execute(delete(t.payments).where(
                 p.version == self.version, p.expert_id == expert_id, p.customer_id == cid))
             self.touched.discard((expert_id, cid))

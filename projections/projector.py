@@ -29,7 +29,7 @@ from customers.ids import email_hash
 from projections import tables as t
 from projections.commands import CustomerErased, NoteAdded, NoteDeleted
 from projections.db import in_tuples, upsert
-from projections.forgetting import Forgetting, payment_refs
+from projections.forgetting import Forgetting, payment_refs, ref_of
 from projections.linking import Linking
 from projections.meetings import BOOKING_TYPES, MEETING_FIELDS, Meeting, apply_booking, meeting_from_row
 from projections.payments import merge, observe
@@ -256,7 +256,7 @@ class _Work(Linking, Forgetting):
 
     def _apply_booking(self, event, erased: dict[str, datetime]) -> None:
         key = (event.expert_id, event.meeting_id)
-        if ("meeting", f"{event.expert_id}/{event.meeting_id}") in self.erased_refs:
+        if ("meeting", ref_of(event.expert_id, event.meeting_id)) in self.erased_refs:
             self.result.skipped_erased += 1
             return
         current = self.meetings.get(key)
@@ -314,7 +314,7 @@ class _Work(Linking, Forgetting):
         return known[0] if known else fact.payment_id
 
     def _apply_fact(self, fact: PaymentObserved, erased: dict[str, datetime]) -> None:
-        refs = {("payment", ref) for ref in payment_refs(fact)} | {("meeting", f"{fact.expert_id}/{fact.meeting_id}")}
+        refs = {("payment", ref) for ref in payment_refs(fact)} | {("meeting", ref_of(fact.expert_id, fact.meeting_id))}
         if self._is_erased(fact.customer_email, fact.occurred_at, erased) or refs & self.erased_refs:
             self.result.skipped_erased += 1
             return
