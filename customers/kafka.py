@@ -22,6 +22,7 @@ COMMANDS = "customer-commands"
 SOURCES = (BOOKINGS, STRIPE_EVENTS, COMMANDS)
 PROJECTED = (BOOKINGS, ACTIVITY, COMMANDS)
 FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
+MAX_RECORD_BYTES = 1 << 20  # the producer's max_request_size (and the broker's default message.max.bytes)
 
 
 def dlq(name: str) -> str:
@@ -76,6 +77,7 @@ def new_producer(settings: Settings, **kw) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=True,
         linger_ms=2,
+        max_request_size=MAX_RECORD_BYTES,
         **kw,
     )
 

@@ -5,16 +5,31 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 DEV_PLACEHOLDER = "dev-only-change-me"
+DEVELOPMENT_ENVIRONMENTS = frozenset({"local", "test"})
+# Every secret this repository hands out for development (`customers up`, `.env.example` for
+# docker compose, the local PostgreSQL role): outside development they are refused at any length.
+DEVELOPMENT_SECRETS = frozenset({
+    DEV_PLACEHOLDER,
+    "local-dev-jwt-secret-not-for-production",
+    "local-dev-ingest-token",
+    "whsec_local_dev_secret",
+    "local-dev-customer-id-secret",
+    "customers",
+})
+MIN_SECRET_BYTES = 32
+SECRETS = ("auth_jwt_secret", "ingest_token", "stripe_webhook_secret", "customer_id_secret", "stripe_api_key")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", hide_input_in_errors=True)  # no secret in logs
 
-    environment: str = "local"  # local | test | production
+    environment: str = "local"  # local | test | production (any other: production's rules)
     kafka_bootstrap_servers: str = "localhost:9092"
     database_url: str = f"sqlite+aiosqlite:///{Path('data/customers.db').absolute()}"
     topic_prefix: str = ""
@@ -29,6 +44,7 @@ class Settings(BaseSettings):
     auth_jwt_issuer: str = ""
     auth_jwt_audience: str = ""
     ingest_token: str = ""
+    intake_max_body_bytes: int = Field(default=1 << 20, ge=1024)  # Stripe's events are far smaller
     customer_id_secret: str = DEV_PLACEHOLDER
 
     dev_sign_in: bool = False
@@ -45,17 +61,38 @@ class Settings(BaseSettings):
     def _strip(cls, value: str) -> str:
         return ",".join(s.strip() for s in value.split(",") if s.strip())
 
+    @field_validator("environment")
+    @classmethod
+    def _environment(cls, value: str) -> str:
+        return value.strip().lower()
+
+    @property
+    def is_development(self) -> bool:
+        """`local` or `test`; any other environment is held to production's rules."""
+        return self.environment in DEVELOPMENT_ENVIRONMENTS
+
     @model_validator(mode="after")
-    def _refuse_placeholders_outside_dev(self) -> "Settings":
-        if self.environment == "production":
-            if self.customer_id_secret == DEV_PLACEHOLDER or len(self.customer_id_secret) < 16:
-                raise ValueError("CUSTOMER_ID_SECRET must be set to a real secret (16+ chars) in production")
-            if not (self.auth_jwt_secret or self.auth_jwks_url):
-                raise ValueError("AUTH_JWT_SECRET or AUTH_JWKS_URL is required in production")
-            if self.dev_sign_in:
-                raise ValueError("DEV_SIGN_IN cannot be enabled in production")
-            if self.fault_kill_after_batches:
-                raise ValueError("FAULT_KILL_AFTER_BATCHES is for tests only")
+    def _refuse_unsafe_outside_development(self) -> "Settings":
+        if self.is_development:
+            return self
+        problems = []
+        if self.dev_sign_in:
+            problems.append("DEV_SIGN_IN works only when ENVIRONMENT is local or test")
+        if self.fault_kill_after_batches:
+            problems.append("FAULT_KILL_AFTER_BATCHES is for tests only")
+        if not self.auth_jwt_audience:
+            problems.append("AUTH_JWT_AUDIENCE is required (tokens meant for another service must not work here)")
+        required = {"customer_id_secret"} | ({"auth_jwt_secret"} if not self.auth_jwks_url else set())  # else JWKS
+        for name in SECRETS:
+            values = self.webhook_secrets if name == "stripe_webhook_secret" else [getattr(self, name)]
+            for value in values:
+                weak = _weak_secret(value, required=name in required)
+                if weak:
+                    problems.append(f"{name.upper()} {weak}")
+        if _database_password(self.database_url) in DEVELOPMENT_SECRETS:
+            problems.append("DATABASE_URL carries a development password")
+        if problems:
+            raise ValueError(f"refusing to start with ENVIRONMENT={self.environment}: " + "; ".join(problems))
         return self
 
     @property
@@ -68,6 +105,24 @@ class Settings(BaseSettings):
     @property
     def consumer_group(self) -> str:
         return f"{self.topic_prefix}customers-projection"
+
+
+def _weak_secret(value: str, *, required: bool) -> str | None:
+    """Why `value` is no secret for production (None: it will do). Unset is fine when optional."""
+    if not value:
+        return "is required" if required else None
+    if value in DEVELOPMENT_SECRETS:
+        return "is a development value"
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        return f"is shorter than {MIN_SECRET_BYTES} bytes"
+    return None
+
+
+def _database_password(url: str) -> str | None:
+    try:
+        return make_url(url).password
+    except ArgumentError:
+        return None
 
 
 @lru_cache

@@ -7,7 +7,6 @@ of a rejected request is published.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 from contextlib import asynccontextmanager
@@ -15,7 +14,7 @@ from typing import Any
 
 import stripe
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from fastapi import FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, generate_latest, CONTENT_TYPE_LATEST
@@ -24,7 +23,9 @@ from pydantic import ValidationError
 from customers import kafka as names
 from customers.events import parse_booking_event
 from customers.settings import Settings
-from streams.stripe_facts import NotAStripeEvent, check_event, object_key
+from streams.stripe_facts import NotAStripeEvent, check_event, object_key, to_fact
+from webhooks.guards import BodyLimit, TooDeep, bearer_matches, check_record_sizes, parse_json, stripe_refusal
+from webhooks.openapi import BOOKINGS_DOC, STRIPE_DOC, describe
 
 log = logging.getLogger("customers.webhooks")
 PUBLISH_TIMEOUT = 8.0
@@ -56,10 +57,13 @@ class Intake:
             return self.producer
 
     async def publish(self, topic: str, items: list[tuple[str, bytes]]) -> None:
-        """Publish and wait for Kafka's acknowledgement; any failure becomes a 503."""
+        """Publish and wait for Kafka's acknowledgement; a record too large is a 413, any other failure a 503."""
+        check_record_sizes(items)
         try:
             producer = await self._producer()
             await asyncio.wait_for(names.publish(producer, self.settings.topic(topic), items), PUBLISH_TIMEOUT)
+        except MessageSizeTooLargeError as exc:  # retrying cannot help: not a 503
+            raise HTTPException(413, "the event is larger than the event store takes") from exc
         except (KafkaError, asyncio.TimeoutError, OSError) as exc:
             log.warning("kafka unavailable: %s", type(exc).__name__)
             # an idempotent producer that lost its sequence (a broker restart) never recovers:
@@ -95,10 +99,13 @@ def verify_stripe(payload: bytes, signature: str | None, secrets: list[str]) -> 
     else:
         raise HTTPException(400, f"signature verification failed: {last}" if last else "no webhook secret")
     try:
-        event = json.loads(payload)
+        event = parse_json(payload)
         check_event(event)
-    except (ValueError, NotAStripeEvent) as exc:
+    except (ValueError, NotAStripeEvent) as exc:  # TooDeep included
         raise HTTPException(400, f"not a Stripe event: {exc}") from exc
+    refusal = stripe_refusal(event, to_fact)
+    if refusal:
+        raise HTTPException(400, f"the event cannot be stored: {refusal}")
     return event
 
 
@@ -132,22 +139,24 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="customers intake", lifespan=lifespan)
     app.state.intake = intake
 
+    app.add_middleware(BodyLimit, max_bytes=settings.intake_max_body_bytes)
     app.add_middleware(CountOutcomes, counter=intake.outcomes)
 
-    @app.post("/webhooks/stripe")
+    @app.post("/webhooks/stripe", **STRIPE_DOC)
     async def stripe_webhook(request: Request, stripe_signature: str | None = Header(default=None)) -> dict:
         payload = await request.body()
         event = verify_stripe(payload, stripe_signature, settings.webhook_secrets)
         await intake.publish(names.STRIPE_EVENTS, [(object_key(event), payload)])
         return {"received": True, "id": event["id"]}
 
-    @app.post("/events/bookings", status_code=202)
+    @app.post("/events/bookings", status_code=202, **BOOKINGS_DOC)
     async def booking_events(request: Request, authorization: str | None = Header(default=None)) -> Any:
-        expected = f"Bearer {settings.ingest_token}"
-        if not settings.ingest_token or not authorization or not hmac.compare_digest(authorization, expected):
+        if not bearer_matches(authorization, settings.ingest_token):
             raise HTTPException(401, "a valid ingest token is required", headers={"WWW-Authenticate": "Bearer"})
         try:
-            body = json.loads(await request.body())
+            body = parse_json(await request.body())
+        except TooDeep as exc:
+            raise HTTPException(400, str(exc)) from exc
         except ValueError:
             return JSONResponse({"detail": "body is not JSON", "errors": []}, status_code=422)
         items = body if isinstance(body, list) else [body]
@@ -173,4 +182,5 @@ def create_app(settings: Settings) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(intake.registry), media_type=CONTENT_TYPE_LATEST)
 
+    describe(app)
     return app
