@@ -31,7 +31,7 @@ DEV_DEFAULTS = {
 def _logging(level: str = "INFO") -> None:
     from customers.logs import configure
 
-    configure(level)
+    configure(level, key=get_settings().customer_id_secret)  # the key of the emails' pseudonyms
 
 
 @cli.command()

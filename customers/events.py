@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
+from customers.cards import mask_card_numbers
+
 
 def normalise_email(email: str) -> str:
     """Emails compare case- and space-insensitively: ``" Ana@Example.com"`` is ``ana@example.com``."""
@@ -139,6 +141,9 @@ class BookingCancelled(_BookingEvent):
     type: Literal["booking.cancelled"]
     reason: str | None = Field(default=None, max_length=REASON)
     cancelled_by: Literal["customer", "expert", "system"] | None = None
+
+    # free text that is published and stored: card numbers masked at the door and on decoding
+    _masked = field_validator("reason")(classmethod(lambda cls, v: mask_card_numbers(v) if v else v))
 
 
 class BookingNoShow(_BookingEvent):

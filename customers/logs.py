@@ -1,58 +1,56 @@
-"""Structured JSON logs that carry no personal data: emails are hashed, card numbers masked."""
+"""Structured JSON logs that carry no personal data: emails are pseudonymised, card numbers masked.
+
+Card numbers are masked by `customers.cards.mask_card_numbers`, the one scan the service also
+applies to the free text it stores or forwards.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
 import sys
 from datetime import datetime, timezone
 
+from customers.cards import mask_card_numbers
+from customers.ids import email_hash
+
 EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
-CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 
 
-def _luhn(digits: str) -> bool:
-    total = 0
-    for i, d in enumerate(reversed(digits)):
-        n = int(d) * (2 if i % 2 else 1)
-        total += n - 9 if n > 9 else n
-    return total % 10 == 0
+def scrub(text: str, key: str | None = None) -> str:
+    """Replace emails by a pseudonym and card numbers by a mask.
 
-
-def mask_card_numbers(text: str) -> str:
-    """Mask digit runs of 13 to 19 digits that pass the Luhn check (card numbers)."""
-
-    def mask(m: re.Match) -> str:
-        digits = re.sub(r"[ -]", "", m.group(0))
-        return "[card-number-removed]" if 13 <= len(digits) <= 19 and _luhn(digits) else m.group(0)
-
-    return CARD.sub(mask, text)
-
-
-def scrub(text: str) -> str:
-    """Replace emails by a short hash and card numbers by a mask."""
-    text = EMAIL.sub(lambda m: "email:" + hashlib.sha256(m.group(0).lower().encode()).hexdigest()[:12], text)
+    The pseudonym is the start of the email's keyed hash (`customers.ids.email_hash` with
+    `CUSTOMER_ID_SECRET`): one person reads the same in every line and process, and nobody
+    without the key can find it by hashing a list of addresses. Without a key, emails are
+    only redacted.
+    """
+    text = EMAIL.sub(lambda m: "email:" + (email_hash(key, m.group(0))[:12] if key else "redacted"), text)
     return mask_card_numbers(text)
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, *args, key: str | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.key = key
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "ts": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": scrub(record.getMessage()),
+            "msg": scrub(record.getMessage(), self.key),
         }
         if record.exc_info:
-            entry["exc"] = scrub(self.formatException(record.exc_info))
+            entry["exc"] = scrub(self.formatException(record.exc_info), self.key)
         return json.dumps(entry)
 
 
-def configure(level: str = "INFO") -> None:
+def configure(level: str = "INFO", key: str | None = None) -> None:
+    """JSON lines on stderr; `key` (CUSTOMER_ID_SECRET) makes the email pseudonyms."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(key=key))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

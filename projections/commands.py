@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+from customers.cards import mask_card_numbers
 
 
 class _Command(BaseModel):
@@ -21,6 +23,9 @@ class NoteAdded(_Command):
     customer_id: str
     body: str = Field(min_length=1, max_length=10_000)
     created_at: datetime
+
+    # card numbers masked when the API builds the command (before it is published) and on decoding
+    _masked = field_validator("body")(classmethod(lambda cls, v: mask_card_numbers(v)))
 
 
 class NoteDeleted(_Command):

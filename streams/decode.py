@@ -8,7 +8,7 @@ from typing import Any, Callable
 from customers.events import parse_booking_event
 from customers.facts import activity_adapter
 from customers.kafka import ACTIVITY, BOOKINGS, COMMANDS
-from customers.logs import mask_card_numbers
+from customers.cards import mask_card_numbers
 from projections.commands import command_adapter
 
 DECODERS: dict[str, Callable[[bytes], Any]] = {

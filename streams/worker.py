@@ -23,15 +23,17 @@ log = logging.getLogger("customers.worker")
 
 RESTART_DELAY = 2.0
 
-# Faust configures logging itself; this makes it write our JSON lines (emails hashed, cards masked).
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "customers.logs.JsonFormatter"}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
-    "root": {"handlers": ["stderr"], "level": "INFO"},
-    "loggers": {name: {"level": "WARNING"} for name in ("aiokafka", "faust", "mode", "alembic")},
-}
+def logging_config(settings: Settings) -> dict:
+    """Faust configures logging itself; this makes it write our JSON lines (emails pseudonymised
+    with CUSTOMER_ID_SECRET, cards masked)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "customers.logs.JsonFormatter", "key": settings.customer_id_secret}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "root": {"handlers": ["stderr"], "level": "INFO"},
+        "loggers": {name: {"level": "WARNING"} for name in ("aiokafka", "faust", "mode", "alembic")},
+    }
 
 
 async def prepare(settings: Settings) -> int:
@@ -61,7 +63,7 @@ def run(settings: Settings, *, metrics_port: int | None = None, loglevel: str = 
     app, _agents = build(settings, version, metrics)
     log.info("projecting into version %s", version)
     try:
-        faust.Worker(app, loglevel=loglevel, quiet=True, logging_config=LOGGING,
+        faust.Worker(app, loglevel=loglevel, quiet=True, logging_config=logging_config(settings),
                      redirect_stdouts=False).execute_from_commandline()
     except SystemExit as exc:
         # Faust gives up when it cannot bootstrap (the broker went away after `prepare`); once

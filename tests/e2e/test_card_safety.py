@@ -13,6 +13,7 @@ from tests.kafka_read import read_all, topic_names
 # ("evt_8635cf66855146529282": random hex) is part of that identifier, not a card number.
 PAN = re.compile(r"(?<!\w)\d{13,19}(?!\w)")
 PLANTED = "4000056655665556"  # a test card number, planted where Stripe would never put one
+TYPED = "4000 0566 5566 5556"  # the same, as people type it
 
 
 def luhn_ok(digits: str) -> bool:
@@ -58,6 +59,22 @@ async def test_no_card_numbers_anywhere(pg_stack):
     d = await eventually(card_stored)
     assert d["payments"][0]["card"] == {"brand": "visa", "last4": PLANTED[-4:]}
 
+    # free text the service stores: a note and a cancellation reason, with the number as typed
+    customer = d["id"]
+    r = await stack.api.post(f"/api/customers/{customer}/notes", json={"body": f"paid by {TYPED}, or {PLANTED}"},
+                             headers=stack.auth(expert))
+    assert r.status_code in (201, 202)
+    cancel = s.booking_event("booking.cancelled", expert, meeting, s.datetime.now(s.timezone.utc),
+                             reason=f"refund to {TYPED}", cancelled_by="customer")
+    assert (await stack.post_bookings(cancel)).status_code == 202
+
+    async def free_text_stored():
+        d = (await stack.api.get(f"/api/customers/{customer}", headers=stack.auth(expert))).json()
+        return d if d["notes"] and d["stats"]["appointments"]["cancelled"] == 1 else None
+
+    d = await eventually(free_text_stored)
+    assert d["notes"][0]["body"] == "paid by [card-number-removed], or [card-number-removed]"
+
     prefix = stack.settings.topic_prefix
     topics = await topic_names(stack.settings.kafka_bootstrap_servers, prefix)
     dlq = await eventually(lambda: read_all(stack.settings.kafka_bootstrap_servers, f"{prefix}stripe-events.dlq"))
@@ -72,7 +89,7 @@ async def test_no_card_numbers_anywhere(pg_stack):
             ours += blob
     # the scan can find numbers: the stripe-events topic holds the planted one as received
     assert PLANTED in card_numbers(theirs)
-    assert card_numbers(ours) == set(), "a card number was published by the service"
+    assert card_numbers(ours) == set() and TYPED not in ours, "a card number was published by the service"
 
     dump = []
     async with stack.api._transport.app.state.engine.connect() as conn:  # type: ignore[attr-defined]
@@ -82,6 +99,7 @@ async def test_no_card_numbers_anywhere(pg_stack):
             rows = await conn.execute(text(f'select row_to_json(t)::text from "{name}" t'))
             dump += [r[0] for r in rows]
     assert card_numbers("\n".join(dump)) == set(), "a card number reached the database"
+    assert TYPED not in "\n".join(dump) and "refund to [card-number-removed]" in "\n".join(dump)
 
     logs = "\n".join(p.read_text(errors="replace") for p in ARTIFACTS.glob("worker-*.log"))
     assert card_numbers(logs) == set(), "a card number reached the logs"

@@ -1,0 +1,81 @@
+"""Card numbers are masked in every free text the service keeps; emails in logs are keyed pseudonyms."""
+
+import hashlib
+import json
+import logging
+import logging.config
+from datetime import datetime, timezone
+
+import pytest
+
+from customers import samples as s
+from customers.cards import MASK, mask_card_numbers
+from customers.events import parse_booking_event
+from customers.ids import email_hash
+from customers.logs import JsonFormatter, scrub
+from projections.commands import NoteAdded, command_adapter
+
+NOW = datetime(2026, 6, 1, 9, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("text, masked", [
+    ("4000056655665556", MASK),
+    ("card 4242 4242 4242 4242, exp 12/29", f"card {MASK}, exp 12/29"),
+    ("amex 3782-822463-10005.", f"amex {MASK}."),
+    ("ref 12 4242 4242 4242 4242", f"ref 12 {MASK}"),  # another number in the same run
+    ("1234 4242-4242-4242-4242 x", f"1234 {MASK} x"),
+    ("two: 4242424242424242 and 5555 5555 5555 4444", f"two: {MASK} and {MASK}"),
+])
+def test_card_numbers_are_masked_as_people_write_them(text, masked):
+    assert mask_card_numbers(text) == masked
+
+
+@pytest.mark.parametrize("text", [
+    "4242 4242 4242 4241",  # fails the Luhn check
+    "12345678901234567890123",  # one long number: an id or an amount, not cut into a card
+    "+351 912 345 678",
+    "on 2026-06-01 at 09:00, 3 sessions of 60 min",
+])
+def test_other_numbers_are_left_alone(text):
+    assert mask_card_numbers(text) == text
+
+
+def test_masking_is_idempotent():
+    once = mask_card_numbers("pay 4242 4242 4242 4242 or 4000056655665556")
+    assert mask_card_numbers(once) == once
+
+
+def test_note_bodies_are_masked_when_the_command_is_built_and_when_it_is_decoded():
+    note = NoteAdded(command_id="c", occurred_at=NOW, note_id="n_1", expert_id="ex", customer_id="c_1",
+                     body="her card: 4242 4242 4242 4242", created_at=NOW)
+    assert note.body == f"her card: {MASK}"
+    raw = json.loads(note.model_dump_json())
+    raw["body"] = "written straight to Kafka: 4000-0566-5566-5556"
+    assert command_adapter.validate_json(json.dumps(raw)).body == f"written straight to Kafka: {MASK}"
+
+
+def test_cancellation_reasons_are_masked():
+    event = parse_booking_event(s.booking_event("booking.cancelled", "ex", "m", NOW,
+                                                reason="refund to 4000 0566 5566 5556 please"))
+    assert event.reason == f"refund to {MASK} please"
+    assert json.dumps(event.model_dump(mode="json")).count("5556") == 0  # what the intake publishes
+
+
+def test_log_pseudonyms_of_emails_need_the_key():
+    line = scrub("booked by Ana@Example.com", key="k1")
+    plain = hashlib.sha256(b"ana@example.com").hexdigest()[:12]  # what a dictionary of emails reverses
+    assert line == f"booked by email:{email_hash('k1', 'ana@example.com')[:12]}"
+    assert plain not in line and "ana" not in line.lower()
+    assert scrub("booked by ana@example.com", key="k2") != line
+    assert scrub("booked by ana@example.com") == "booked by email:redacted"
+
+
+def test_the_worker_formatter_uses_the_key():
+    from customers.settings import Settings
+    from streams.worker import logging_config
+
+    config = logging_config(Settings(customer_id_secret="worker-key"))
+    formatter = logging.config.DictConfigurator(config).configure_formatter(config["formatters"]["json"])
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "mail %s", ("ana@example.com",), None)
+    assert json.loads(formatter.format(record))["msg"] == f"mail email:{email_hash('worker-key', 'ana@example.com')[:12]}"
+    assert JsonFormatter(key="worker-key").format(record) == formatter.format(record)
