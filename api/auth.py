@@ -75,12 +75,31 @@ class TokenVerifier:
             )
         except (jwt.PyJWTError, ValueError) as exc:
             raise unauthorized("invalid token") from exc
-        if not isinstance(claims["sub"], str) or not claims["sub"].strip():
+        if not _expert_id(claims["sub"]):
             raise unauthorized("invalid token")
-        roles = claims.get("roles") or []
-        if isinstance(roles, str):
-            roles = [roles]
-        return Principal(expert_id=claims["sub"], roles=frozenset(map(str, roles)))
+        return Principal(expert_id=claims["sub"], roles=_roles(claims.get("roles")))
+
+
+def _expert_id(sub) -> bool:
+    """A `sub` that can name an expert in the read model: text of 1-200 characters, no NUL."""
+    if not isinstance(sub, str) or not sub.strip() or len(sub) > 200 or "\x00" in sub:
+        return False
+    try:
+        sub.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
+
+
+def _roles(claim) -> frozenset[str]:
+    """`roles`: absent, one string, or a list of strings; any other shape is not a token of ours."""
+    if claim is None:
+        return frozenset()
+    if isinstance(claim, str):
+        return frozenset([claim])
+    if isinstance(claim, list) and all(isinstance(role, str) for role in claim):
+        return frozenset(claim)
+    raise unauthorized("invalid token")
 
 
 def unauthorized(detail: str) -> HTTPException:

@@ -207,6 +207,7 @@ def up(api_port: int = 8000, webhooks_port: int = 8001, demo: bool = True,
     env = {**os.environ}
     for key, value in DEV_DEFAULTS.items():
         env.setdefault(key, value)
+    env["ENVIRONMENT"] = "local"  # development secrets and the dev sign-in: never anything else
     env.setdefault("DATABASE_URL", f"sqlite+aiosqlite:///{ROOT / 'data' / 'customers.db'}")
     if infra:
         subprocess.run(["bash", str(ROOT / "scripts" / "infra-up.sh")], check=True,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, AsyncIterator
 
 from sqlalchemy import Select, and_, func, select, tuple_
@@ -102,7 +102,10 @@ def _typed(sort: str, value: Any) -> Any:
         parsed = datetime.fromisoformat(value["t"])
         if parsed.tzinfo is None:
             raise ValueError("naive time in cursor")
-        return parsed
+        try:
+            return parsed.astimezone(timezone.utc)  # bound as UTC: a time with none is no cursor of ours
+        except OverflowError as exc:
+            raise ValueError("time out of range in cursor") from exc
     if kind is int and (isinstance(value, bool) or not isinstance(value, int) or abs(value) >= 2**63):
         raise ValueError("not an integer")
     if kind is str:

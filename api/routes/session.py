@@ -47,6 +47,8 @@ async def sign_in(request: Request, expert_id: Annotated[str, Form(pattern=EXPER
 
 @router.post("/sign-out")
 async def sign_out(request: Request):
+    if not same_origin(request):  # like every write the cookie carries: another site cannot sign one out
+        raise HTTPException(403, "cross-origin request refused")
     response = RedirectResponse("/customers", status_code=303)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="lax", secure=request.url.scheme == "https")
     return response

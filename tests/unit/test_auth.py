@@ -138,3 +138,33 @@ def test_same_origin_compares_scheme_and_host():
     assert not same_origin(request({"origin": "http://app.example"}))
     assert not same_origin(request({"origin": "https://app.example.evil"}))
     assert not same_origin(request({}))
+
+
+@pytest.mark.parametrize("roles", [{"admin": False}, {"admin": True}, 5, True, 1.5, ["admin", 5], [["admin"]],
+                                   ["admin", None], {}],
+                         ids=["object false", "object true", "number", "boolean", "float", "list with number",
+                              "nested list", "list with null", "empty object"])
+def test_roles_other_than_strings_are_401_not_admin(roles):
+    assert refused(TokenVerifier(settings()), token({"roles": roles}))
+
+
+@pytest.mark.parametrize("roles,admin", [(None, False), ([], False), ("admin", True), (["support"], False),
+                                         (["admin"], True), ("", False)])
+def test_roles_absent_one_string_or_a_list_of_strings(roles, admin):
+    assert TokenVerifier(settings()).verify(token({"roles": roles} if roles is not None else {})).is_admin is admin
+
+
+@pytest.mark.parametrize("sub", ["ex\x00", "ex\ud800", "x" * 201, 5, ["ex_1"], {"id": "ex_1"}],
+                         ids=["NUL", "lone surrogate", "too long", "number", "list", "object"])
+def test_a_subject_that_cannot_name_an_expert_is_401(sub):
+    assert refused(TokenVerifier(settings()), token({"sub": sub}))
+
+
+@pytest.mark.parametrize("header", ["Bearer ünïcode".encode("latin-1"), b"Bearer \xff\xfe\xfd",
+                                    b"Bearer \xe2\x82\xac.\xe2\x82\xac.\xe2\x82\xac", "Bäsic x".encode("latin-1")])
+async def test_authorization_with_non_ascii_characters_is_401(header):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_with_routes()), base_url="http://t") as c:
+        r = await c.get("/admin/ping", headers={"Authorization": header})
+        assert r.status_code == 401
+        cookie = {"Cookie": f"{COOKIE}=".encode() + header}
+        assert (await c.get("/admin/ping", headers=cookie)).status_code == 401

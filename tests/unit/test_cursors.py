@@ -57,3 +57,17 @@ def test_sort_key_types_are_checked(sort, value):
     q = ListQuery("ex_1", sort=sort)
     with pytest.raises(BadCursor):
         decode_cursor(q, forge(q.fingerprint(), value, "c_1", "a"))
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-05:00",
+                                  "0001-01-01T00:30:00+23:59"])
+def test_a_forged_time_with_no_utc_equivalent_is_a_bad_cursor(when):
+    q = ListQuery("ex_1")
+    with pytest.raises(BadCursor):
+        decode_cursor(q, forge(q.fingerprint(), {"t": when}, "c_1", AFTER))
+
+
+def test_a_cursor_time_is_bound_in_utc():
+    q = ListQuery("ex_1")
+    cursor = decode_cursor(q, forge(q.fingerprint(), {"t": "2026-01-04T12:00:00+02:00"}, "c_1", AFTER))
+    assert cursor.value == datetime(2026, 1, 4, 10, tzinfo=timezone.utc) and cursor.value.utcoffset().total_seconds() == 0
