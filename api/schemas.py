@@ -182,18 +182,16 @@ def summary(row, now: datetime) -> tuple[CustomerSummary, dict[str, Any]]:
 
 
 def _payment(row) -> PaymentOut:
-    s = row.state
-    card = s.get("card")
-    refunds = sorted(((rid, r) for rid, r in (s.get("refunds") or {}).items()),
-                     key=lambda x: (x[1].get("created_at") or "", x[0]), reverse=True)
+    s = money.upgrade_state(row.state) or {}
+    card = money.card(s)
     return PaymentOut(
         id=row.payment_id, meeting_id=row.meeting_id, amount=money.amount(s),
-        amount_refunded=money.refunded(s), currency=s.get("currency"), status=s.get("status") or "pending",
+        amount_refunded=money.refunded(s), currency=s.get("currency"), status=money.payment_status(s),
         card=CardOut(brand=card.get("brand"), last4=card.get("last4")) if card else None,
         created_at=row.created_at,
         refunds=[RefundOut(id=rid, amount=r["amount"], status=r["status"],
                            created_at=datetime.fromisoformat(r["created_at"]) if r.get("created_at") else None)
-                 for rid, r in refunds],
+                 for rid, r in money.refund_list(s)],
     )
 
 
@@ -203,7 +201,7 @@ def detail(found: dict[str, Any], now: datetime) -> CustomerDetail:
     base, counts = summary(row, now)
     by_meeting: dict[str, list] = {}
     for p in found["payments"]:
-        by_meeting.setdefault(p.meeting_id, []).append(p.state)
+        by_meeting.setdefault(p.meeting_id, []).append(money.upgrade_state(p.state) or {})
     appointments = []
     for mrow in found["meetings"]:
         m: Meeting = meeting_from_row(mrow)
@@ -232,8 +230,7 @@ def _meeting_payment_status(states: list[dict]) -> str:
     """One appointment's payment status: its most advanced payment decides."""
     if not states:
         return "none"
-    order = ["failed", "pending", "processing", "succeeded", "partially_refunded", "refunded", "disputed"]
-    return max((money.payment_status(s) for s in states), key=order.index)
+    return max((money.payment_status(s) for s in states), key=money.PAYMENT_STATUSES.index)
 
 
 def note_out(row) -> NoteOut:

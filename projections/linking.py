@@ -11,7 +11,6 @@ runs in memory over indexes of those meetings.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
 from typing import Iterable
 
 from sqlalchemy import select
@@ -28,10 +27,10 @@ class Linking:
         """Tie the batch's payments to meetings and the batch's meetings to payments."""
         await self._load_payments_of_meetings()
         rows = [self.payments[pid] for pid in sorted(self.link_candidates) if pid in self.payments]
-        await self._load_meetings_for([r["state"] for r in rows])
+        await self._load_meetings_for(rows)
         index = _Index(self.meetings.values())
         for row in rows:
-            self._attach(row, index.meeting_for(row["state"]))
+            self._attach(row, index.meeting_for(row))
 
     async def _load_payments_of_meetings(self) -> None:
         """Payments the batch's (re)booked meetings may own, by every kind of evidence."""
@@ -57,19 +56,19 @@ class Linking:
                     self._keep_payment(dict(r._mapping))
                 self.link_candidates.add(r.payment_id)
 
-    async def _load_meetings_for(self, states: list[dict]) -> None:
+    async def _load_meetings_for(self, rows: list[dict]) -> None:
         """Every booked meeting any of these payments may belong to, into the batch's view."""
         m = t.meetings.c
         keys, pis, css, triples = set(), set(), set(), set()
-        for s in states:
-            if s.get("expert_id") and s.get("meeting_id"):
-                keys.add((s["expert_id"], s["meeting_id"]))
-            if s.get("expert_id") and s.get("customer_email") and s.get("booked_start"):
-                triples.add((s["expert_id"], s["customer_email"], datetime.fromisoformat(s["booked_start"])))
-            if s.get("payment_intent_id"):
-                pis.add(s["payment_intent_id"])
-            if s.get("checkout_session_id"):
-                css.add(s["checkout_session_id"])
+        for r in rows:
+            if r.get("hint_expert") and r.get("hint_meeting"):
+                keys.add((r["hint_expert"], r["hint_meeting"]))
+            if r.get("hint_expert") and r.get("hint_email") and r.get("hint_start"):
+                triples.add((r["hint_expert"], r["hint_email"], r["hint_start"]))
+            if r.get("payment_intent_id"):
+                pis.add(r["payment_intent_id"])
+            if r.get("checkout_session_id"):
+                css.add(r["checkout_session_id"])
         conds = []
         if keys:
             conds.append(in_tuples(self.conn.dialect.name, (m.expert_id, m.meeting_id), sorted(keys)))
@@ -115,7 +114,7 @@ class _Index:
             if m.checkout_session_id:
                 self.by_cs[m.checkout_session_id].append(m)
 
-    def meeting_for(self, state: dict) -> Meeting | None:
+    def meeting_for(self, row: dict) -> Meeting | None:
         """The contract's order: flat metadata, the checkout's `meeting` JSON, the booking's ids.
 
         Evidence that names several meetings (the same customer booked twice at the same start)
@@ -123,7 +122,7 @@ class _Index:
         never depends on arrival order.
         """
         fallback = None
-        for found in self._evidence(state):
+        for found in self._evidence(row):
             if not found:
                 continue
             first = min(found, key=lambda m: (m.expert_id, m.meeting_id))
@@ -132,14 +131,15 @@ class _Index:
             fallback = fallback or first
         return fallback
 
-    def _evidence(self, state: dict) -> Iterable[list[Meeting]]:
-        expert, meeting_id, email = state.get("expert_id"), state.get("meeting_id"), state.get("customer_email")
+    def _evidence(self, row: dict) -> Iterable[list[Meeting]]:
+        """The payment row's hint columns, each kind of evidence in the contract's order."""
+        expert, meeting_id, email = row.get("hint_expert"), row.get("hint_meeting"), row.get("hint_email")
         if expert and meeting_id:
             found = self.by_key.get((expert, meeting_id))
             yield [found] if found else []
-        if expert and email and state.get("booked_start"):
-            yield self.by_booking.get((expert, email, datetime.fromisoformat(state["booked_start"])), [])
-        if state.get("payment_intent_id"):
-            yield self.by_pi.get(state["payment_intent_id"], [])
-        if state.get("checkout_session_id"):
-            yield self.by_cs.get(state["checkout_session_id"], [])
+        if expert and email and row.get("hint_start"):
+            yield self.by_booking.get((expert, email, row["hint_start"]), [])
+        if row.get("payment_intent_id"):
+            yield self.by_pi.get(row["payment_intent_id"], [])
+        if row.get("checkout_session_id"):
+            yield self.by_cs.get(row["checkout_session_id"], [])

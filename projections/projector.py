@@ -32,6 +32,7 @@ from projections.db import in_tuples, upsert
 from projections.forgetting import Forgetting, payment_refs, ref_of
 from projections.linking import Linking
 from projections.meetings import BOOKING_TYPES, MEETING_FIELDS, Meeting, apply_booking, meeting_from_row
+from projections import payments as money
 from projections.payments import merge, observe
 from projections.summary import summarise
 from projections.versions import live_version
@@ -280,61 +281,57 @@ class _Work(Linking, Forgetting):
     # --- payments ----------------------------------------------------------------------------
 
     async def _load_payments(self, facts: list[PaymentObserved]) -> None:
+        """Every payment row any of the facts names, by any of its ids (intent, session, charges)."""
         if not facts:
             return
-        p = t.payments.c
-        ids = {f.payment_id for f in facts} | {f.payment_intent_id for f in facts if f.payment_intent_id}
-        charges = {f.charge_id for f in facts if f.charge_id}
-        sessions = {f.checkout_session_id for f in facts if f.checkout_session_id}
-        rows = await self.conn.execute(
-            select(t.payments).where(
-                p.version == self.version,
-                or_(p.payment_id.in_(ids), p.charge_id.in_(charges), p.checkout_session_id.in_(sessions)),
-            )
-        )
-        for row in rows:
-            self._keep_payment(dict(row._mapping))
+        names = set().union(*(_named(f) for f in facts))
+        a, p = t.payment_aliases.c, t.payments.c
+        ids = set(names)
+        for chunk in _chunks(sorted(names), 1000):
+            ids |= {r.payment_id for r in await self.conn.execute(
+                select(a.payment_id).where(a.version == self.version, a.alias.in_(chunk)))}
+        for chunk in _chunks(sorted(ids), 1000):
+            for row in await self.conn.execute(select(t.payments).where(p.version == self.version,
+                                                                        p.payment_id.in_(chunk))):
+                self._keep_payment(dict(row._mapping))
 
     def _keep_payment(self, row: dict) -> None:
-        """Hold a payment row in the batch's view, findable by its charge and session ids too."""
+        """Hold a payment row in the batch's view, findable by every id Stripe may name it by."""
         self.payments[row["payment_id"]] = row
-        for alias in (row.get("charge_id"), row.get("checkout_session_id")):
-            if alias:
-                self.aliases.setdefault(alias, set()).add(row["payment_id"])
+        for alias in money.ids(row["state"], row["payment_id"]):
+            self.aliases.setdefault(alias, set()).add(row["payment_id"])
 
-    def _known_by(self, *aliases: str | None) -> list[str]:
-        found = set().union(*(self.aliases.get(a, ()) for a in aliases if a))
+    def _known_by(self, names: set[str]) -> list[str]:
+        found = set().union(*(self.aliases.get(a, ()) for a in names))
         return sorted(pid for pid in found if pid in self.payments)
-
-    def _resolve_payment_id(self, fact: PaymentObserved) -> str:
-        """The row a fact belongs to: its payment intent, else a row already known by charge/session."""
-        if fact.payment_intent_id:
-            return fact.payment_intent_id
-        known = self._known_by(fact.charge_id) or self._known_by(fact.checkout_session_id)
-        return known[0] if known else fact.payment_id
 
     def _apply_fact(self, fact: PaymentObserved, erased: dict[str, datetime]) -> None:
         refs = {("payment", ref) for ref in payment_refs(fact)} | {("meeting", ref_of(fact.expert_id, fact.meeting_id))}
         if self._is_erased(fact.customer_email, fact.occurred_at, erased) or refs & self.erased_refs:
             self.result.skipped_erased += 1
             return
-        pid = self._resolve_payment_id(fact)
-        row = self.payments.get(pid) or {"version": self.version, "payment_id": pid, "state": {}}
-        state = observe(row["state"], fact)
-        # a row parked under a charge or session id joins its payment intent's row
-        if fact.payment_intent_id:
-            for other_id in self._known_by(state.get("charge_id"), state.get("checkout_session_id")):
-                if other_id == pid or other_id.startswith("pi_"):
-                    continue
-                other = self.payments.pop(other_id)
-                state = merge(state, other["state"])
-                self.merged_away.add(other_id)
-                if other.get("expert_id") and other.get("customer_id"):
-                    self.touched.add((other["expert_id"], other["customer_id"]))
+        # the fact and every row it names are one payment: join them under the best id they know
+        known = self._known_by(_named(fact))
+        state = observe(None, fact)
+        for pid in known:
+            state = merge(state, self.payments[pid]["state"])
+        target = state.get("payment_intent_id") or state.get("checkout_session_id") or fact.payment_id
+        row = self.payments.get(target) or {"version": self.version, "payment_id": target, "state": {}}
+        for pid in known:
+            if pid == target:
+                continue
+            other = self.payments.pop(pid)  # parked under a charge or session id, now joined
+            self.merged_away.add(pid)
+            self.dirty_payments.discard(pid)
+            if other.get("expert_id") and other.get("customer_id"):
+                self.touched.add((other["expert_id"], other["customer_id"]))
         row = {**row, "state": state}
         _copy_hints(row, state)
         self._keep_payment(row)
-        self.dirty_payments.add(pid)
+        self.merged_away.discard(target)
+        self.dirty_payments.add(target)
+        if row.get("expert_id") and row.get("customer_id"):
+            self.touched.add((row["expert_id"], row["customer_id"]))
         self.result.count(fact.stripe_event_type)
 
     # --- writes ------------------------------------------------------------------------------
@@ -351,6 +348,10 @@ class _Work(Linking, Forgetting):
         rows = [_payment_row(self.payments[pid], self.secret) for pid in sorted(self.dirty_payments) if pid in self.payments]
         if rows:
             await upsert(self.conn, t.payments, rows, ["version", "payment_id"])
+            aliases = {(alias, r["payment_id"]) for r in rows for alias in money.ids(r["state"], r["payment_id"])}
+            await upsert(self.conn, t.payment_aliases, [
+                {"version": self.version, "alias": alias, "payment_id": pid} for alias, pid in sorted(aliases)],
+                ["version", "alias"])
 
     async def _recompute(self) -> None:
         if not self.touched:
@@ -382,16 +383,24 @@ class _Work(Linking, Forgetting):
                 c.version == self.version, in_tuples(self.conn.dialect.name, (c.expert_id, c.customer_id), chunk)))
 
 
+def _named(fact: PaymentObserved) -> set[str]:
+    """Every id of the payment this fact names."""
+    return {fact.payment_id} | fact.charge_ids() | {v for v in (fact.payment_intent_id, fact.checkout_session_id) if v}
+
+
 def _copy_hints(row: dict, state: dict) -> None:
+    """The state's ids and correlation hints into the row's indexed columns."""
     row["payment_intent_id"] = state.get("payment_intent_id")
     row["checkout_session_id"] = state.get("checkout_session_id")
-    row["charge_id"] = state.get("charge_id")
-    row["hint_expert"] = state.get("expert_id")
-    row["hint_meeting"] = state.get("meeting_id")
-    row["hint_email"] = state.get("customer_email")
-    row["hint_start"] = datetime.fromisoformat(state["booked_start"]) if state.get("booked_start") else None
+    row["charge_id"] = money.money_charge(state)
+    row["hint_expert"] = money.hint(state, "expert_id")
+    row["hint_meeting"] = money.hint(state, "meeting_id")
+    row["hint_email"] = money.hint(state, "customer_email")
+    start = money.hint(state, "booked_start")
+    row["hint_start"] = datetime.fromisoformat(start) if start else None
     created = state.get("created_at")
     row["created_at"] = datetime.fromisoformat(created) if created else None
+    row["undecided"] = money.undecided(state)
 
 
 def _payment_row(row: dict, secret: str) -> dict:

@@ -7,11 +7,10 @@ stale as meetings pass.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import datetime
 from typing import Any, Iterable
 
-from projections import payments as money
+from projections import payments as payments_money
 from projections.meetings import Meeting
 
 
@@ -33,16 +32,7 @@ def summarise(meetings: Iterable[Meeting], payments: Iterable[dict[str, Any]]) -
     )
     starts = [m.start_time for m in (active or booked)]
 
-    spend: dict[str, int] = defaultdict(int)
-    revenue: dict[str, int] = defaultdict(int)
-    refunded: dict[str, int] = defaultdict(int)
-    for state in payments:
-        currency = state.get("currency")
-        if not currency or state.get("status") != "succeeded":
-            continue
-        spend[currency] += money.spend(state)
-        revenue[currency] += money.expert_revenue(state)
-        refunded[currency] += money.refunded(state)
+    money = payments_money.summed(payments)
 
     return {
         "email": newest.customer_email,
@@ -55,10 +45,10 @@ def summarise(meetings: Iterable[Meeting], payments: Iterable[dict[str, Any]]) -
         "cancelled": len(booked) - len(active),
         "no_shows": sum(1 for m in active if m.no_show_at is not None),
         "schedule": schedule,
-        "spend": dict(sorted(spend.items())),
-        "spend_sort": sum(spend.values()),
-        "revenue": dict(sorted(revenue.items())),
-        "refunded": dict(sorted(refunded.items())),
+        "spend": dict(sorted(money["spend"].items())),
+        "spend_sort": sum(money["spend"].values()),
+        "revenue": dict(sorted(money["revenue"].items())),
+        "refunded": dict(sorted(money["refunded"].items())),
     }
 
 

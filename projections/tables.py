@@ -111,6 +111,7 @@ payments = Table(
     Column("hint_start", UTC),
     Column("state", JSON, nullable=False),
     Column("created_at", UTC),
+    Column("undecided", Boolean),  # events alone cannot settle its figures: reconcile asks Stripe
     Index("ix_payments_customer", "version", "expert_id", "customer_id"),
     Index("ix_payments_cs", "version", "checkout_session_id"),
     Index("ix_payments_charge", "version", "charge_id"),
@@ -118,6 +119,17 @@ payments = Table(
     Index("ix_payments_email_hash", "version", "email_hash"),
     Index("ix_payments_meeting", "version", "expert_id", "meeting_id"),
     Index("ix_payments_booking_hint", "version", "hint_expert", "hint_email", "hint_start"),
+)
+
+# Every id Stripe may name a payment by (its intent, its checkout session, each of its charges),
+# so that an event naming any of them finds the one payment row.
+payment_aliases = Table(
+    "payment_aliases",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("alias", String(200), primary_key=True),
+    Column("payment_id", String(200), nullable=False),
+    Index("ix_payment_aliases_payment", "version", "payment_id"),
 )
 
 customers = Table(

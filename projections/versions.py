@@ -70,7 +70,7 @@ async def drop_version(engine: AsyncEngine, version: int) -> None:
         state = (await conn.execute(select(pv.c.state).where(pv.c.version == version))).scalar()
         if state == "live":
             raise ValueError("refusing to drop the live version")
-        for table in (t.customers, t.meetings, t.payments, t.notes, t.projection_offsets, t.stripe_events_applied):
+        for table in (t.customers, t.meetings, t.payments, t.payment_aliases, t.notes, t.projection_offsets, t.stripe_events_applied):
             await conn.execute(delete(table).where(table.c.version == version))
         await conn.execute(update(pv).where(pv.c.version == version).values(state="removed"))
 

@@ -55,6 +55,7 @@ class Agents:
     def __init__(self, app: faust.App, settings: Settings, projector: Projector, metrics: WorkerMetrics) -> None:
         self.app, self.settings, self.projector, self.metrics = app, settings, projector, metrics
         self.stripe = stripe_api.client_for(settings)
+        self.charges_fetched: dict[str, None] = {}  # charges already asked of Stripe, oldest first
         t = settings.topic
         self.stripe_topic = app.topic(t(names.STRIPE_EVENTS))
         self.activity_topic = app.topic(t(names.ACTIVITY))
@@ -123,10 +124,19 @@ class Agents:
 
     async def _with_lookup(self, fact) -> list:
         """The fact, plus what Stripe's API says of the payment when the event lacks something."""
-        if self.stripe is None or not isinstance(fact, PaymentObserved) or not stripe_api.needs_lookup(fact):
+        if self.stripe is None or not isinstance(fact, PaymentObserved):
             return [fact]
-        extra = await stripe_api.lookup(self.stripe, fact)
-        return [fact] if extra is None else [fact, extra]
+        found = [fact]
+        if stripe_api.needs_lookup(fact):
+            found.append(await stripe_api.lookup(self.stripe, fact))
+        charge_id = stripe_api.needs_charge(fact)
+        if charge_id and charge_id not in self.charges_fetched:  # once per charge: later refunds are itemised
+            self.charges_fetched[charge_id] = None
+            while len(self.charges_fetched) > 10_000:
+                self.charges_fetched.pop(next(iter(self.charges_fetched)))
+            found.append(await stripe_api.charge_snapshot(self.stripe, charge_id, source_event=fact.stripe_event_id,
+                                                          at=datetime.now(timezone.utc)))
+        return [f for f in found if f is not None]
 
     # --- bookings + activity + commands -> read model ----------------------------------------
 

@@ -2,8 +2,9 @@
 
 * Enrichment: when a payment event lacks the card or the correlation metadata, fetch the
   PaymentIntent (with its latest charge) and add what the event lacked: card brand/last4/expiry
-  and the metadata hints. Money and status always come from events (reconciliation fills in
-  missing events), so a look-up never moves a figure.
+  and the metadata hints.
+* Charges: when a refund event arrives, fetch its charge (with every refund) once, so that a
+  feed without `charge.refunded` or `refund.*` events still settles on Stripe's own figures.
 * Reconciliation: list Stripe's events since a date and feed the ones never applied through the
   same path as webhooks (the `stripe-events` topic).
 """
@@ -16,13 +17,14 @@ from typing import AsyncIterator
 
 import stripe
 
-from customers.facts import PaymentObserved
+from customers.facts import ChargeSeen, PaymentObserved
 from customers.settings import Settings
-from streams.stripe_facts import _from_intent, to_fact
+from streams.stripe_facts import _from_charge, _from_intent, to_fact
 
 log = logging.getLogger("customers.stripe")
 
-ENRICHED = ("card", "expert_id", "meeting_id", "customer_email", "booked_start")
+ENRICHED = ("expert_id", "meeting_id", "customer_email", "booked_start")
+MONEY_EVENTS = ("refund.", "charge.refund.", "charge.dispute.", "application_fee.")
 
 
 def client_for(settings: Settings) -> stripe.StripeClient | None:
@@ -34,27 +36,56 @@ def client_for(settings: Settings) -> stripe.StripeClient | None:
 
 
 def needs_lookup(fact: PaymentObserved) -> bool:
-    if not fact.payment_intent_id or fact.stripe_event_type.startswith(("refund.", "charge.refund", "charge.dispute",
-                                                                        "application_fee")):
+    """An intent event without the correlation metadata, or a success without the card."""
+    if not fact.payment_intent_id or fact.stripe_event_type.startswith(MONEY_EVENTS):
         return False
     unlinked = not fact.expert_id
-    cardless = fact.status == "succeeded" and fact.card is None
+    cardless = fact.intent is not None and fact.intent.status == "succeeded" and not (fact.charge and fact.charge.card)
     return unlinked or cardless
 
 
 async def lookup(client: stripe.StripeClient, fact: PaymentObserved) -> PaymentObserved | None:
-    """One more observation of the payment, from the PaymentIntent as Stripe has it now."""
+    """The hints and the card of a payment, from the PaymentIntent as Stripe has it now."""
     try:
         intent = await client.v1.payment_intents.retrieve_async(
             fact.payment_intent_id, params={"expand": ["latest_charge"]})
     except stripe.StripeError as exc:
         log.warning("stripe look-up of a payment failed: %s", type(exc).__name__)
         return None
-    seen = _from_intent(intent.to_dict(), "pending")
+    seen = _from_intent(intent.to_dict(), "lookup")
     extra = {k: seen[k] for k in ENRICHED if seen.get(k) is not None}
+    charge = seen.get("charge")
+    if charge is not None and charge.card is not None:  # the card only: figures come from events and charges
+        extra["charge"] = ChargeSeen(id=charge.id, card=charge.card)
     return PaymentObserved(stripe_event_id=f"{fact.stripe_event_id}#lookup", stripe_event_type="lookup.payment_intent",
                            occurred_at=fact.occurred_at, payment_id=fact.payment_intent_id,
                            payment_intent_id=fact.payment_intent_id, **extra)
+
+
+def needs_charge(fact: PaymentObserved) -> str | None:
+    """The charge to fetch when a refund event arrives: events alone may not settle its total."""
+    if not fact.refunds or fact.stripe_event_type.startswith("lookup."):
+        return None
+    return next((r.charge_id for r in fact.refunds if r.charge_id), None) or fact.charge_id
+
+
+async def charge_snapshot(client: stripe.StripeClient, charge_id: str, *, source_event: str,
+                          at: datetime) -> PaymentObserved | None:
+    """Stripe's own answer for one charge, with every refund it has, as of `at` (the look-up's time)."""
+    try:
+        charge = await client.v1.charges.retrieve_async(charge_id, params={"expand": ["refunds"]})
+    except stripe.StripeError as exc:
+        log.warning("stripe look-up of a charge failed: %s", type(exc).__name__)
+        return None
+    obj = charge.to_dict()
+    if obj.get("id") != charge_id:
+        obj["id"] = charge_id  # a stateless test double answers with its fixture's id
+    seen = _from_charge(obj, "lookup.charge")
+    fields = {k: v for k, v in seen.items() if v is not None}
+    fields.pop("created_at", None)
+    payment_id = fields.get("payment_intent_id") or charge_id
+    return PaymentObserved(stripe_event_id=f"{source_event}#charge", stripe_event_type="lookup.charge",
+                           occurred_at=at, payment_id=payment_id, **fields)
 
 
 async def events_since(client: stripe.StripeClient, since: datetime) -> AsyncIterator[dict]:
