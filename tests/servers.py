@@ -1,4 +1,5 @@
-"""`customers api` as a real uvicorn process on a free loopback port, for browsers and fuzzers."""
+"""`customers api` (and `customers webhooks`) as real uvicorn processes on free loopback ports, for
+browsers and fuzzers."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ def free_port() -> int:
 
 
 class ApiProcess:
+    command = "api"
+
     def __init__(self, settings: Settings, name: str = "api") -> None:
         self.settings, self.port = settings, free_port()
         ARTIFACTS.mkdir(exist_ok=True)
@@ -32,18 +35,18 @@ class ApiProcess:
 
     def __enter__(self) -> "ApiProcess":
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "customers", "api", "--port", str(self.port)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "customers", self.command, "--port", str(self.port)],
                                      env=env_for(self.settings), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"api exited; see {self.log_path}"
+            assert self.proc.poll() is None, f"{self.command} exited; see {self.log_path}"
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise AssertionError(f"api did not come up; see {self.log_path}")
+        raise AssertionError(f"{self.command} did not come up; see {self.log_path}")
 
     def __exit__(self, *exc) -> None:
         if self.proc and self.proc.poll() is None:
@@ -53,3 +56,7 @@ class ApiProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+class IntakeProcess(ApiProcess):
+    command = "webhooks"

@@ -1,0 +1,256 @@
+"""Hostile input at every door, on the real stack (uvicorn processes, Kafka, PostgreSQL, a worker):
+fuzzed bodies, headers, query strings, cursors and tokens with odd claims never get a 500;
+nothing of a refused body reaches Kafka; nothing accepted is dead-lettered."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import jwt
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from sqlalchemy import select
+
+from customers import kafka as names
+from customers import samples as s
+from projections import tables as t
+from projections.db import make_engine
+from projections.queries import ListQuery
+from tests.harness import eventually, unique
+from tests.integration.conftest import open_stack
+from tests.servers import ApiProcess, IntakeProcess
+from webhooks.signing import signature_header
+
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+class Doors:
+    def __init__(self, stack, api: ApiProcess, intake: IntakeProcess, expert: str) -> None:
+        self.stack, self.api, self.intake, self.expert = stack, api, intake, expert
+        self.accepted: set[str] = set()  # event ids answered 2xx
+        self.refused: set[str] = set()  # event ids of bodies refused (and never accepted)
+        self.api_client = httpx.Client(base_url=api.url, timeout=30)
+        self.intake_client = httpx.Client(base_url=intake.url, timeout=30)
+
+
+@pytest.fixture(scope="module")
+async def doors():
+    async with open_stack("postgresql") as stack:
+        expert = unique("ex_")
+        events = [s.booking_created(expert, unique("m_"), f"{who}@example.com", who.title(), NOW + timedelta(days=i))
+                  for i, who in enumerate(["ana", "bruno", "carla", "dora"])]
+        assert (await stack.post_bookings(events)).status_code == 202
+
+        async def shown():
+            r = await stack.api.get("/api/customers", headers=stack.auth(expert))
+            return r.json()["total"] == 4
+
+        await eventually(shown)
+        with ApiProcess(stack.settings, name="api-hostile") as api, \
+                IntakeProcess(stack.settings, name="intake-hostile") as intake:
+            opened = Doors(stack, api, intake, expert)
+            yield opened
+            opened.api_client.close()
+            opened.intake_client.close()
+
+
+# What hostile senders send
+
+odd_text = st.text(st.characters(codec="utf-8", exclude_categories=()), max_size=60) | st.sampled_from(
+    ["\x00", "a\x00b", "\ud800", "İ" * 200, "x" * 53, "x" * 201, "x" * 321, "", " ", "../../etc/passwd"])
+odd_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.integers(min_value=2**63 - 2, max_value=2**70)
+    | st.floats(allow_nan=False) | odd_text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(odd_text, inner, max_size=4), max_leaves=12)
+header_value = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"),
+                       max_size=80).map(
+    lambda v: v.strip().encode("latin-1"))  # h11 sends no value with blanks around it
+BOOKING_PATHS = ["event_id", "expert_id", "meeting_id", "occurred_at", "start_time", "end_time", "timezone",
+                 "customer.email", "customer.name", "customer.phone", "service.id", "service.name",
+                 "price.amount", "price.currency", "payment.payment_intent_id", "type", "schema_version"]
+
+
+def _set(doc: dict, path: str, value) -> None:
+    *parents, name = path.split(".")
+    for part in parents:
+        doc = doc.setdefault(part, {}) if isinstance(doc.get(part, {}), dict) else {}
+    doc[name] = value
+
+
+@st.composite
+def booking_bodies(draw, expert: str):
+    event = s.booking_created(expert, unique("m_"), "fuzz@example.com", "Fuzz", NOW + timedelta(days=3))
+    event["event_id"] = unique("evt_fuzz_")
+    for path in draw(st.lists(st.sampled_from(BOOKING_PATHS), max_size=3, unique=True)):
+        _set(event, path, draw(odd_json))
+    shape = draw(st.sampled_from(["one", "list", "bytes", "deep", "json"]))
+    if shape == "bytes":
+        return event, draw(st.binary(max_size=300))
+    if shape == "deep":
+        depth = draw(st.integers(500, 60_000))
+        return event, b"[" * depth + json.dumps(event).encode() + b"]" * depth
+    if shape == "json":
+        return event, json.dumps(draw(odd_json)).encode()
+    body = [event] if shape == "list" else event
+    return event, json.dumps(body).encode()
+
+
+def _event_id(event: dict) -> str | None:
+    value = event.get("event_id")
+    return value if isinstance(value, str) else None
+
+
+@FUZZ
+@given(data=st.data())
+def test_booking_intake_never_fails_and_publishes_only_what_it_accepts(doors, data):
+    event, body = data.draw(booking_bodies(doors.expert))
+    headers = {"Content-Type": "application/json"}
+    if data.draw(st.booleans()):
+        headers["Authorization"] = f"Bearer {doors.stack.settings.ingest_token}"
+    else:
+        headers["Authorization"] = data.draw(header_value)
+    r = doors.intake_client.post("/events/bookings", content=body, headers=headers)
+    assert r.status_code < 500 or r.status_code == 503, (r.status_code, r.text)
+    assert r.status_code != 503, "Kafka is up: a 503 here is a refusal in disguise"
+    eid = _event_id(event)
+    if r.status_code == 202:
+        doors.accepted |= set(r.json()["event_ids"])
+    elif eid:
+        doors.refused.add(eid)
+
+
+@st.composite
+def stripe_bodies(draw):
+    pi = draw(st.sampled_from(["pi_" + unique(), "pi_" + "x" * 250, "pi_\x00", "pi_\ud800"]))
+    metadata = draw(st.dictionaries(st.sampled_from(["expert_id", "meeting_id", "customer_email", "meeting"]),
+                                    odd_text, max_size=3))
+    event = s.stripe_event(draw(st.sampled_from(["payment_intent.succeeded", "charge.refunded", "x" * 120])),
+                           s.payment_intent(pi, 7000, "succeeded", metadata=metadata))
+    event["id"] = draw(st.sampled_from(["evt_fuzz_" + unique(), "evt_" + "x" * 260, "evt_\x00"]))
+    shape = draw(st.sampled_from(["event", "event", "deep", "bytes"]))
+    if shape == "deep":
+        depth = draw(st.integers(500, 60_000))
+        return event, b'{"a":' * depth + b"1" + b"}" * depth
+    if shape == "bytes":
+        return event, draw(st.binary(max_size=300))
+    return event, json.dumps(event).encode()
+
+
+@FUZZ
+@given(data=st.data())
+def test_stripe_intake_never_fails_and_publishes_only_what_it_accepts(doors, data):
+    event, body = data.draw(stripe_bodies())
+    signed = data.draw(st.sampled_from([True, True, True, False]))
+    headers = {"Content-Type": "application/json"}
+    if signed:
+        headers["Stripe-Signature"] = signature_header(body, doors.stack.settings.webhook_secrets[0])
+    r = doors.intake_client.post("/webhooks/stripe", content=body, headers=headers)
+    assert r.status_code < 500, (r.status_code, r.text)
+    if r.status_code == 200:
+        doors.accepted.add(r.json()["id"])
+    else:
+        doors.refused.add(event["id"])
+
+
+def test_an_oversized_body_is_refused_from_its_length(doors):
+    size = doors.stack.settings.intake_max_body_bytes + 1
+    for path in ("/events/bookings", "/webhooks/stripe"):
+        r = doors.intake_client.post(path, content=b" " * size, headers={
+            "Authorization": f"Bearer {doors.stack.settings.ingest_token}", "Stripe-Signature": "t=1,v1=0"})
+        assert r.status_code == 413
+
+
+# The read API and the pages
+
+claim_value = odd_json | st.sampled_from([{"admin": False}, {"admin": True}, 5, ["admin", 5], "admin", None])
+
+
+@st.composite
+def tokens(draw, secret: str, expert: str) -> str:
+    claims = {"sub": draw(st.sampled_from([expert]) | odd_json), "exp": int(time.time()) + 600}
+    if draw(st.booleans()):
+        claims["roles"] = draw(claim_value)
+    for name in draw(st.lists(st.sampled_from(["nbf", "iat", "aud", "iss", "exp"]), max_size=2)):
+        claims[name] = draw(odd_json)
+    try:
+        return jwt.encode(claims, secret, algorithm="HS256")
+    except (TypeError, ValueError):
+        return draw(st.text(max_size=40))
+
+
+def forged_cursor(fingerprint: str, value, cid, side) -> str:
+    raw = json.dumps([fingerprint, value, cid, side]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@st.composite
+def cursors(draw, sort: str):
+    q = ListQuery("x", sort=sort)
+    value = draw(st.one_of(
+        st.fixed_dictionaries({"t": st.sampled_from(["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-05:00",
+                                                     "2026-01-01T00:00:00", "2026-13-01T00:00:00Z"]) | odd_text}),
+        odd_json))
+    return draw(st.sampled_from([forged_cursor(q.fingerprint(), value, draw(odd_json), draw(st.sampled_from(["a", "b"]))),
+                                 draw(odd_text)]))
+
+
+SORTS = ["last_appointment", "first_seen", "name", "appointments", "total_spend"]
+
+
+@FUZZ
+@given(data=st.data())
+def test_the_read_api_never_fails(doors, data):
+    settings_ = doors.stack.settings
+    token = data.draw(tokens(settings_.auth_jwt_secret, doors.expert))
+    header = data.draw(st.sampled_from([f"Bearer {token}".strip().encode()]) | header_value)
+    sort = data.draw(st.sampled_from(SORTS) | odd_text)
+    params = {k: v for k, v in {
+        "q": data.draw(st.none() | odd_text), "email": data.draw(st.none() | odd_text), "sort": sort,
+        "order": data.draw(st.sampled_from([None, "asc", "desc"]) | odd_text),
+        "limit": data.draw(st.none() | st.integers(-5, 10**20) | odd_text),
+        "cursor": data.draw(cursors(sort if sort in SORTS else "name")),
+    }.items() if v is not None}
+    path = data.draw(st.sampled_from(["/api/customers", "/api/customers/export.csv", "/customers",
+                                      "/api/customers/{id}", "/api/customers/{id}/notes", "/customers/{id}",
+                                      "/admin/status"]))
+    path = path.replace("{id}", data.draw(st.sampled_from(["c_" + "0" * 32, "x" * 300, "%00", "%C0%AE"])))
+    cookies = {"customers_session": token} if token.isascii() and token.isprintable() else {}
+    try:
+        r = doors.api_client.get(path, params=params, headers={"Authorization": header}, cookies=cookies)
+    except (httpx.InvalidURL, UnicodeEncodeError):
+        return  # not sendable: the client refuses it before the server sees it
+    assert r.status_code < 500, (r.status_code, path, params, r.text[:300])
+
+
+# After the fuzzing: what reached Kafka, and what the worker made of it
+
+async def _caught_up(settings_, topic: str) -> bool:
+    ends = await names.end_offsets(settings_, [topic])
+    engine = make_engine(settings_.database_url)
+    try:
+        async with engine.connect() as conn:
+            o = t.projection_offsets.c
+            rows = (await conn.execute(select(o.partition, o.offset).where(o.topic == topic))).all()
+    finally:
+        await engine.dispose()
+    applied = {r.partition: r.offset for r in rows}
+    return all(applied.get(p, -1) >= end - 1 for (_, p), end in ends.items() if end > 0)
+
+
+async def test_nothing_refused_reached_kafka_and_nothing_accepted_was_dead_lettered(doors):
+    settings_ = doors.stack.settings
+    assert doors.accepted and doors.refused
+    booking_ids = {json.loads(r.value)["event_id"]
+                   for r in await names.read_all(settings_, settings_.topic(names.BOOKINGS))}
+    stripe_ids = {json.loads(r.value)["id"] for r in await names.read_all(settings_, settings_.topic(names.STRIPE_EVENTS))}
+    published = booking_ids | stripe_ids
+    assert doors.accepted <= published
+    assert not (doors.refused - doors.accepted) & published, "a refused body reached Kafka"
+    topic = settings_.topic(names.BOOKINGS)
+    await eventually(lambda: _caught_up(settings_, topic), timeout=120)
+    assert await names.read_all(settings_, names.dlq(topic)) == [], "an accepted booking was dead-lettered"
