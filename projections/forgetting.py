@@ -32,7 +32,8 @@ def ref_of(*ids: str | None) -> str:
 
 def payment_refs(fact: PaymentObserved) -> set[str]:
     """The refs of every id a payment fact names its payment by."""
-    return {ref_of(i) for i in (fact.payment_id, fact.payment_intent_id, fact.charge_id, fact.checkout_session_id) if i}
+    named = {fact.payment_id, fact.payment_intent_id, fact.checkout_session_id} | fact.charge_ids()
+    return {ref_of(i) for i in named if i}
 
 
 class Forgetting:
@@ -119,7 +120,15 @@ class Forgetting:
         payments = await self.conn.execute(select(p.payment_id, p.charge_id, p.checkout_session_id).where(
             p.version == self.version,
             or_(p.email_hash == cmd.email_hash, in_tuples(self.conn.dialect.name, (p.expert_id, p.customer_id), victims or [("", "")]))))
-        refs += [("payment", ref_of(i)) for r in payments for i in r if i]  # every id Stripe may name it by
+        payments = payments.all()
+        refs += [("payment", ref_of(i)) for r in payments for i in r if i]
+        gone = sorted({r.payment_id for r in payments})
+        a = t.payment_aliases.c
+        for chunk in [gone[i:i + 1000] for i in range(0, len(gone), 1000)]:  # every id Stripe may name them by
+            aliases = (await self.conn.execute(select(a.alias).where(
+                a.version == self.version, a.payment_id.in_(chunk)))).all()
+            refs += [("payment", ref_of(r.alias)) for r in aliases]
+            await self.conn.execute(delete(t.payment_aliases).where(a.version == self.version, a.payment_id.in_(chunk)))
         if refs:
             await upsert(self.conn, t.erased_refs, [{"kind": k, "ref": r, "erased_at": cmd.occurred_at}
                                                     for k, r in sorted(set(refs))], ["kind", "ref"])
