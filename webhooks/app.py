@@ -174,11 +174,11 @@ def create_app(settings: Settings) -> FastAPI:
         ])
         return {"accepted": len(events), "event_ids": [e.event_id for e in events]}
 
-    @app.get("/healthz")
+    @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/metrics")
+    @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(intake.registry), media_type=CONTENT_TYPE_LATEST)
 
