@@ -1,18 +1,22 @@
-"""`customers reconcile`: feed Stripe events the read model never applied through the normal path."""
+"""`customers reconcile`: feed Stripe events the read model never applied through the normal path,
+and settle the payments whose events alone could not (`payments.undecided`) with Stripe's own
+view of their charges."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timezone
 
 from sqlalchemy import select
 
 from customers import kafka as names
 from customers.settings import Settings
 from projections.db import make_engine
+from projections import payments as money
+from projections.tables import payments
 from projections.tables import stripe_events_applied as applied
 from projections.versions import live_version
-from streams.stripe_api import client_for, events_since
+from streams.stripe_api import charge_snapshot, client_for, events_since
 from streams.stripe_facts import object_key
 
 
@@ -31,13 +35,32 @@ async def reconcile(settings: Settings, since: datetime) -> dict[str, int]:
     finally:
         await engine.dispose()
     missing = [e for e in listed if e["id"] not in known]
-    if missing:
+    settled = [f for f in [await charge_snapshot(client, cid, source_event=f"reconcile:{cid}",
+                                                 at=datetime.now(timezone.utc))
+                           for cid in await undecided_charges(settings)] if f is not None]
+    if missing or settled:
         await names.ensure_topics(settings)
         producer = names.new_producer(settings)
         await producer.start()
         try:
             await names.publish(producer, settings.topic(names.STRIPE_EVENTS),
                                 [(object_key(e), json.dumps(e, default=str).encode()) for e in missing])
+            await names.publish(producer, settings.topic(names.ACTIVITY),
+                                [(f.kafka_key, f.model_dump_json(exclude_none=True).encode()) for f in settled])
         finally:
             await producer.stop()
-    return {"listed": len(listed), "already_applied": len(known), "published": len(missing)}
+    return {"listed": len(listed), "already_applied": len(known), "published": len(missing),
+            "charges_settled": len(settled)}
+
+
+async def undecided_charges(settings: Settings) -> list[str]:
+    """The charges of the live version's payments that wait for Stripe's own figures."""
+    engine = make_engine(settings.database_url)
+    try:
+        async with engine.connect() as conn:
+            version = await live_version(conn)
+            p = payments.c
+            rows = await conn.execute(select(p.state).where(p.version == version, p.undecided.is_(True)))
+            return sorted({cid for r in rows for cid in money.undecided_charges(r.state)})
+    finally:
+        await engine.dispose()

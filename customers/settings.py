@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     stripe_webhook_secret: str = ""
     stripe_api_key: str = ""
     stripe_api_base: str = ""
+    stripe_livemode: bool | None = None  # unset: live in production, test mode in local and test
+    stripe_connect_endpoint: bool = False  # the endpoint receives connected accounts' events
 
     auth_jwt_secret: str = ""
     auth_jwks_url: str = ""
@@ -60,6 +62,11 @@ class Settings(BaseSettings):
     @classmethod
     def _strip(cls, value: str) -> str:
         return ",".join(s.strip() for s in value.split(",") if s.strip())
+
+    @field_validator("stripe_livemode", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value):
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("environment")
     @classmethod
@@ -94,6 +101,11 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError(f"refusing to start with ENVIRONMENT={self.environment}: " + "; ".join(problems))
         return self
+
+    @property
+    def livemode(self) -> bool:
+        """Which Stripe mode's events this deployment takes (STRIPE_LIVEMODE, else by environment)."""
+        return (not self.is_development) if self.stripe_livemode is None else self.stripe_livemode
 
     @property
     def webhook_secrets(self) -> list[str]:

@@ -442,6 +442,15 @@ def undecided(s: State) -> bool:
     return _snapshot(s) is None
 
 
+def undecided_charges(s: State) -> set[str]:
+    """The charges whose own figures would settle an undecided payment."""
+    if not undecided(s):
+        return set()
+    named = {r.get("charge") for r in (s.get("refunds") or {}).values()}
+    named |= {d.get("charge") for d in (s.get("disputes") or {}).values()}
+    return {cid for cid in named if cid}
+
+
 def refund_list(s: State) -> list[tuple[str, dict]]:
     """Refunds newest first."""
     return sorted((s.get("refunds") or {}).items(), key=lambda x: (x[1].get("created_at") or "", x[0]), reverse=True)

@@ -30,9 +30,12 @@ async def list_matches(stack, scenario: Scenario) -> bool:
 
 
 def _detail_matches(d: dict, exp) -> bool:
-    got = {p["id"]: {"status": p["status"], "amount_refunded": p["amount_refunded"]} for p in d["payments"]}
+    got = {p["id"]: {"status": p["status"], "amount_refunded": p["amount_refunded"], "card": p["card"]}
+           for p in d["payments"]}
+    paid = {a["id"]: a["payment_status"] for a in d["appointments"] if a["id"] in exp.appointments_paid}
     return (d["total_spend"] == amounts(exp.spend) and d["stats"]["expert_revenue"] == amounts(exp.revenue)
-            and d["stats"]["refunded"] == amounts(exp.refunded) and got == exp.payments)
+            and d["stats"]["refunded"] == amounts(exp.refunded) and got == exp.payments
+            and paid == exp.appointments_paid)
 
 
 async def assert_matches(stack, scenario: Scenario, timeout: float = 240) -> int:
@@ -61,7 +64,8 @@ async def assert_matches(stack, scenario: Scenario, timeout: float = 240) -> int
         (expert, cid), exp = next(iter(pending.items()))
         d = (await stack.api.get(f"/api/customers/{cid}", headers=stack.auth(expert))).json()
         raise AssertionError(f"{len(pending)} customers differ; first: {exp.email}: "
-                             f"got spend={d['total_spend']} stats={d['stats']} payments={d['payments']}, "
+                             f"got spend={d['total_spend']} stats={d['stats']} payments={d['payments']} "
+                             f"appointments={[(a['id'], a['payment_status']) for a in d['appointments']]}, "
                              f"want spend={exp.spend} revenue={exp.revenue} refunded={exp.refunded} "
-                             f"payments={exp.payments}")
+                             f"payments={exp.payments} appointments={exp.appointments_paid}")
     return len(scenario.expected)

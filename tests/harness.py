@@ -58,7 +58,8 @@ def settings_for(database_url: str, **overrides) -> Settings:
 def env_for(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "TOPIC_", "STRIPE_", "AUTH_"))}
     for name, value in settings.model_dump().items():
-        env[name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+        if value is not None:  # unset stays unset
+            env[name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
     env["PYTHONPATH"] = str(ROOT)
     return env
 

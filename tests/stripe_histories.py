@@ -143,13 +143,16 @@ def _intent(h: History, status: str, *, received: int = 0, charge: str | None = 
 
 
 def generate(rng: random.Random, pi: str, *, currency: str = "eur", metadata: dict | None = None,
-             amount: int | None = None) -> History:
-    """One payment's whole life, drawn from `rng`."""
+             amount: int | None = None, checkout: tuple[str, dict] | None = None) -> History:
+    """One payment's whole life, drawn from `rng`; with `checkout` (session id, its metadata), one
+    paid through the platform's Checkout, which always completes its session."""
     amount = amount or rng.choice([4500, 6000, 7500, 9000, 12000])
     fee = amount * rng.choice([0, 10, 15, 20]) // 100
     h = History(pi=pi, currency=currency, amount=amount, fee=fee, metadata=metadata or {})
     cards = [{"brand": b, "last4": f"{rng.randrange(10000):04d}"} for b in ("visa", "mastercard", "amex")]
-    h.outcome = rng.choices(["captured", "released", "declined", "pending"], [70, 10, 10, 10])[0]
+    h.outcome = "captured" if checkout else rng.choices(["captured", "released", "declined", "pending"],
+                                                         [70, 10, 10, 10])[0]
+    session_id, session_meta = checkout or (f"cs_{pi}", h.metadata)
     h.manual = rng.random() < 0.3 or h.outcome == "released"
     h.at()
     if rng.random() < 0.3:
@@ -181,12 +184,15 @@ def generate(rng: random.Random, pi: str, *, currency: str = "eur", metadata: di
                                               card=card)
             h.auto_card_charge = True
         h.emit("payment_intent.succeeded", intent)
-        if rng.random() < 0.5:
-            h.emit("checkout.session.completed", s.checkout_session(f"cs_{pi}", pi, amount, "complete", "paid",
-                                                                    currency=currency, metadata=h.metadata))
+        if checkout or rng.random() < 0.5:
+            h.emit("checkout.session.completed", s.checkout_session(session_id, pi, amount, "complete", "paid",
+                                                                    currency=currency, metadata=session_meta))
     else:
         h.emit("charge.succeeded", _charge(h, ch, status="succeeded", captured=False, amount_captured=0, card=card))
         h.emit("payment_intent.amount_capturable_updated", _intent(h, "requires_capture", charge=ch))
+        if checkout:  # Checkout completes once the card is authorised; nothing is paid yet
+            h.emit("checkout.session.completed", s.checkout_session(session_id, pi, amount, "complete", "unpaid",
+                                                                    currency=currency, metadata=session_meta))
         h.at()
         if h.outcome == "released":
             if rng.random() < 0.5:  # the platform cancels: Stripe releases the hold and marks it refunded
@@ -283,12 +289,13 @@ def _refund(h: History, r: Refund, status: str, pi: str | None) -> dict:
     return obj
 
 
-def events_of(h: History, types: set[str] | None = None, *, prefix: str = "evt") -> list[dict]:
-    """The history's Stripe events (only the subscribed types), each wrapped as Stripe sends it."""
+def events_of(h: History, types: set[str] | None = None, *, prefix: str = "evt", shape=None) -> list[dict]:
+    """The history's Stripe events (only the subscribed types), each wrapped as Stripe sends it;
+    `shape(obj)` may dress each object (Stripe's full published shapes)."""
     out = []
     for n, (kind, obj, created) in enumerate(h.events):
         if types is None or kind in types:
-            event = s.stripe_event(kind, obj, created=created)
+            event = s.stripe_event(kind, shape(obj) if shape else obj, created=created)
             event["id"] = f"{prefix}_{h.pi}_{n}"
             out.append(event)
     return out

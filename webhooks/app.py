@@ -42,6 +42,8 @@ class Intake:
         self.registry = CollectorRegistry()
         self.outcomes = Counter("customers_webhook_requests", "Intake requests by endpoint and status",
                                 ["endpoint", "status"], registry=self.registry)
+        self.refused = Counter("customers_stripe_events_refused", "Verified Stripe events refused, by reason",
+                               ["reason"], registry=self.registry)
 
     async def _producer(self) -> AIOKafkaProducer:
         async with self._lock:
@@ -109,6 +111,20 @@ def verify_stripe(payload: bytes, signature: str | None, secrets: list[str]) -> 
     return event
 
 
+def foreign_event(event: dict, settings: Settings) -> tuple[str, str] | None:
+    """(reason, detail) when a verified event is not for this deployment: another Stripe mode, or a
+    connected account's event on an endpoint that is not a Connect endpoint."""
+    livemode = event.get("livemode")
+    if isinstance(livemode, bool) and livemode != settings.livemode:
+        mode = "live" if livemode else "test"
+        return "livemode", (f"a {mode}-mode event; this service takes "
+                            f"{'live' if settings.livemode else 'test'}-mode events (STRIPE_LIVEMODE)")
+    if event.get("account") and not settings.stripe_connect_endpoint:
+        return "connected_account", ("an event of a connected account; this endpoint is not a Connect endpoint "
+                                     "(STRIPE_CONNECT_ENDPOINT)")
+    return None
+
+
 class CountOutcomes:
     """Counts responses by endpoint and status (plain ASGI: no task group per request)."""
 
@@ -146,6 +162,12 @@ def create_app(settings: Settings) -> FastAPI:
     async def stripe_webhook(request: Request, stripe_signature: str | None = Header(default=None)) -> dict:
         payload = await request.body()
         event = verify_stripe(payload, stripe_signature, settings.webhook_secrets)
+        refused = foreign_event(event, settings)
+        if refused:
+            reason, detail = refused
+            intake.refused.labels(reason=reason).inc()
+            log.warning("refused Stripe event %s (%s): %s", event["id"], event["type"], detail)
+            raise HTTPException(400, detail)
         await intake.publish(names.STRIPE_EVENTS, [(object_key(event), payload)])
         return {"received": True, "id": event["id"]}
 

@@ -118,8 +118,8 @@ def stripe_refusal(event: dict, to_fact) -> str | None:
     """Why the read model could not store what `event` says (None: it can).
 
     `to_fact` is the worker's translation of a verified event; its fields are what the tables
-    receive. An event it cannot translate is not refused here: the worker dead-letters it, where
-    it can be replayed once the translation knows it.
+    receive. An event it cannot translate (a status the payment rules do not know, an object
+    without the fields its type needs) is refused too: accepted, it would only be dead-lettered.
     """
     obj = (event.get("data") or {}).get("object") or {}
     named = [("id", event.get("id"), STRIPE_EVENT_ID), ("type", event.get("type"), STRIPE_EVENT_TYPE),
@@ -127,10 +127,9 @@ def stripe_refusal(event: dict, to_fact) -> str | None:
              ("data.object.payment_intent", obj.get("payment_intent"), STRIPE_ID)]  # the Kafka key
     try:
         fact = to_fact(event)
-    except Exception:  # noqa: BLE001 - see above: not the intake's to judge
-        fact = None
-    if fact is not None:
-        named += [(path, value, _limit(path)) for path, value in _strings(fact.model_dump(mode="json"))]
+    except (ValueError, KeyError, TypeError) as exc:  # pydantic's ValidationError names the field
+        return f"cannot be read as a payment: {' '.join(str(exc).split())[:300]}"
+    named += [(path, value, _limit(path)) for path, value in _strings(fact.model_dump(mode="json"))]
     found = [f"{path} {problem}" for path, value, limit in named if (problem := _unstorable(value, limit))]
     return "; ".join(dict.fromkeys(found)) or None
 
