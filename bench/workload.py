@@ -113,17 +113,18 @@ def payment_facts(expert: str, meeting: str, pi: str, ch: str, amount: int, when
     """What `normalise_stripe` writes for a card payment's two events (flat metadata ties it)."""
     fee = amount // 10
     common = {"type": "payment.observed", "occurred_at": _iso(when), "payment_id": pi, "payment_intent_id": pi,
-              "charge_id": ch, "expert_id": expert, "meeting_id": meeting, "status": "succeeded",
-              "amount": amount, "currency": "eur", "captured": amount, "application_fee": fee,
-              "card": {"brand": "visa", "last4": "4242", "exp_month": 8, "exp_year": 2030},
-              "created_at": _iso(when)}
+              "expert_id": expert, "meeting_id": meeting, "currency": "eur", "created_at": _iso(when)}
+    intent = {"status": "succeeded", "amount": amount, "amount_received": amount, "latest_charge": ch,
+              "application_fee": fee}
+    charge = {"id": ch, "status": "succeeded", "captured": True, "amount": amount, "amount_captured": amount,
+              "amount_refunded": 0, "application_fee": fee,
+              "card": {"brand": "visa", "last4": "4242", "exp_month": 8, "exp_year": 2030}}
     key = expert.encode()
     return [
-        (names.ACTIVITY, key, json.dumps({**common, "stripe_event_id": f"evt_{pi}_pi",
+        (names.ACTIVITY, key, json.dumps({**common, "stripe_event_id": f"evt_{pi}_pi", "intent": intent,
                                           "stripe_event_type": "payment_intent.succeeded"}).encode()),
-        (names.ACTIVITY, key, json.dumps({**common, "stripe_event_id": f"evt_{pi}_ch",
-                                          "stripe_event_type": "charge.succeeded", "charge_amount_refunded": 0,
-                                          }).encode()),
+        (names.ACTIVITY, key, json.dumps({**common, "stripe_event_id": f"evt_{pi}_ch", "charge_id": ch,
+                                          "charge": charge, "stripe_event_type": "charge.succeeded"}).encode()),
     ]
 
 
