@@ -132,6 +132,8 @@ def from_fact(fact: PaymentObserved) -> State:
     if fact.fee:
         s["fees"][fact.fee.id] = {"charge": fact.fee.charge_id, "amount": fact.fee.amount,
                                   "refunded": fact.fee.amount_refunded}
+    for name in ("charges", "refunds", "disputes", "fees"):
+        s[name] = dict(sorted(s[name].items()))
     return s
 
 
@@ -151,10 +153,11 @@ def _fields(a: dict | None, b: dict | None, how: dict) -> dict | None:
 
 
 def _map(a: dict, b: dict, how: dict) -> dict:
+    """Objects by id, in id order: the stored JSON is the same bytes whatever the arrival order."""
     out = dict(a)
     for key, theirs in b.items():
-        out[key] = _fields(out.get(key), theirs, how) if key in out else dict(theirs)
-    return out
+        out[key] = _fields(out.get(key), theirs, how) if key in out else _fields(None, theirs, how)
+    return {key: {name: out[key].get(name) for name in how} for key in sorted(out)}
 
 
 def _card(a: dict | None, b: dict | None) -> dict | None:

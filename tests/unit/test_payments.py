@@ -1,6 +1,7 @@
 """The pure payment rules, case by case, each against the Stripe behaviour it follows; then whole
 generated histories against their own truth, in any order, duplicated, through any subscription."""
 
+import json
 import random
 from datetime import datetime, timezone
 
@@ -297,6 +298,7 @@ def test_generated_histories_match_their_truth_in_any_order_and_subscription(see
     state = _fold(delivered) or {}
     truth = histories.expectation(h)
     assert state == (_fold(events) or {}), "order and duplicates change nothing"
+    assert json.dumps(state) == json.dumps(_fold(events) or {}), "not even the stored JSON's key order"
     if h.knows_money(types):
         assert money.spend(state) == truth["spend"]
         assert money.refunded(state) == truth["refunded"]
