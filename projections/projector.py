@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from sqlalchemy import delete, or_, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from customers.events import BookingCreated
 from customers.facts import PaymentObserved, StripeEventIgnored
 from customers.ids import customer_id as derive_customer_id
 from customers.ids import email_hash
+from projections import claims
 from projections import tables as t
 from projections.commands import CustomerErased, NoteAdded, NoteDeleted
 from projections.db import in_tuples, upsert
@@ -48,6 +51,8 @@ class Applied:
     skipped_offsets: int = 0
     skipped_erased: int = 0
     newest_event_time: datetime | None = None
+    fresh: int = 0  # records past the stored offsets
+    retries: int = 0  # attempts run again for another worker's sake (locks, deadlocks)
 
     def count(self, kind: str) -> None:
         self.by_type[kind] = self.by_type.get(kind, 0) + 1
@@ -107,6 +112,14 @@ class Statistics:
             await self.running
 
 
+class _ClaimTooNarrow(Exception):
+    """The batch read-modify-wrote keys it had not locked: run it again holding them too."""
+
+    def __init__(self, needed: "claims.Claim") -> None:
+        super().__init__(f"{len(needed.keys)} keys needed")
+        self.needed = needed
+
+
 class VersionChanged(Exception):
     """Readers were switched to another version: this projector must not write its own any more."""
 
@@ -134,9 +147,37 @@ class Projector:
             return {(r.topic, r.partition): r.offset for r in rows}
 
     async def apply(self, batch: list[tuple[Position, Any]]) -> Applied:
-        """Apply decoded records (booking events, payment facts, commands) and their positions."""
+        """Apply decoded records (booking events, payment facts, commands) and their positions.
+
+        Other workers apply other partitions at the same time: the batch first locks the keys
+        its records name, and is run again from the start, in a new transaction, when it turns
+        out to read more than it locked or meets a deadlock (`projections.claims`).
+        """
+        claim = claims.named_by(self.version, [p for p, _ in batch], [item for _, item in batch])
+        retries = 0
+        while True:
+            try:
+                result = await self._apply_holding(batch, claim)
+            except _ClaimTooNarrow as narrow:
+                claim, retries = claim.widened(narrow.needed), retries + 1
+                continue
+            except DBAPIError as exc:
+                if not claims.must_retry(exc):
+                    raise
+                retries += 1
+                claim.exclusive = claim.exclusive or claims.lock_table_full(exc)
+                log.info("batch met another writer (%s); running it again", claims.state_of(exc))
+                await asyncio.sleep(random.uniform(0.01, 0.05) * min(retries, 20))
+                continue
+            result.retries = retries
+            self.statistics.after(result.fresh)
+            return result
+
+    async def _apply_holding(self, batch: list[tuple[Position, Any]], claim: claims.Claim) -> Applied:
+        """One attempt, in one transaction, holding `claim` from its first statement."""
         result = Applied()
         async with self.engine.begin() as conn:
+            await claims.hold(conn, claim)
             if self.follow_live:
                 # held until commit: a replay's switch waits for this batch, or this batch sees it
                 live = await live_version(conn, lock=True)
@@ -151,10 +192,13 @@ class Projector:
                 fresh.append((pos, item))
             work = _Work(conn, self.version, self.id_secret, result)
             await work.run([item for _, item in fresh])
+            needed = claims.read_by(self.version, work)
+            if claim.missing(needed):  # rolls back: what was read without its lock is not written
+                raise _ClaimTooNarrow(needed)
             await self._save_offsets(conn, [pos for pos, _ in fresh])  # never moves an offset back
             times = [p.timestamp for p, _ in fresh if p.timestamp]
             result.newest_event_time = max(times) if times else None
-        self.statistics.after(len(fresh))
+            result.fresh = len(fresh)
         return result
 
     async def _offsets_for(self, conn: AsyncConnection, tps: set[tuple[str, int]]) -> dict:
