@@ -12,8 +12,6 @@ import io
 from datetime import datetime
 from typing import Any, AsyncIterator, Iterable
 
-from projections.summary import counts_at
-
 COLUMNS = ["id", "name", "email", "phone", "first_seen_at", "last_appointment_at", "next_appointment_at",
            "appointments", "upcoming", "past", "cancelled", "no_shows", "session_minutes",
            "currency", "total_spend", "expert_revenue", "refunded"]
@@ -31,13 +29,12 @@ def _time(value: datetime | None) -> str:
     return value.isoformat().replace("+00:00", "Z") if value else ""
 
 
-def lines_for(row, now: datetime) -> list[list[Any]]:
-    """The CSV lines of one customer summary row."""
-    counts = counts_at(row.schedule, now)
+def lines_for(row) -> list[list[Any]]:
+    """The CSV lines of one customer summary row (counted as of the last sweep, as the list)."""
     person = [row.customer_id, row.name, row.email, row.phone or "", _time(row.first_seen_at),
-              _time(counts["last_appointment_at"]), _time(counts["next_appointment_at"]),
-              counts["total"], counts["upcoming"], counts["past"], row.cancelled, row.no_shows,
-              counts["session_minutes"]]
+              _time(row.last_appointment_at), _time(row.next_appointment_at),
+              row.upcoming + row.past, row.upcoming, row.past, row.cancelled, row.no_shows,
+              row.session_minutes]
     currencies = sorted(set(row.spend) | set(row.revenue) | set(row.refunded)) or [""]
     return [[neutralise(c) for c in person + [cur, row.spend.get(cur, 0), row.revenue.get(cur, 0),
                                                 row.refunded.get(cur, 0)]]
@@ -50,12 +47,12 @@ def _render(lines: Iterable[list[Any]]) -> str:
     return buffer.getvalue()
 
 
-async def csv_chunks(rows: AsyncIterator, now: datetime, lines_per_chunk: int = 200) -> AsyncIterator[bytes]:
+async def csv_chunks(rows: AsyncIterator, lines_per_chunk: int = 200) -> AsyncIterator[bytes]:
     """The header, then the customers' lines in chunks: memory stays flat however many there are."""
     yield _render([COLUMNS]).encode()
     pending: list[list[Any]] = []
     async for row in rows:
-        pending.extend(lines_for(row, now))
+        pending.extend(lines_for(row))
         if len(pending) >= lines_per_chunk:
             yield _render(pending).encode()
             pending = []

@@ -9,7 +9,6 @@ from pydantic import BaseModel, Field, field_validator
 
 from projections import payments as money
 from projections.meetings import Meeting, appointment_status, meeting_from_row
-from projections.summary import counts_at
 
 
 class Amount(BaseModel):
@@ -168,17 +167,16 @@ def amounts(values: dict[str, int]) -> list[Amount]:
     return [Amount(currency=k, amount=v) for k, v in sorted(values.items())]
 
 
-def summary(row, now: datetime) -> tuple[CustomerSummary, dict[str, Any]]:
-    counts = counts_at(row.schedule, now)
-    model = CustomerSummary(
+def summary(row) -> CustomerSummary:
+    """A `customers` row as the list shows it: stored columns only, counted as of the last sweep."""
+    return CustomerSummary(
         id=row.customer_id, email=row.email, name=row.name, phone=row.phone,
         first_seen_at=row.first_seen_at,
-        appointments=AppointmentCounts(total=counts["total"], upcoming=counts["upcoming"],
-                                       past=counts["past"], cancelled=row.cancelled),
+        appointments=AppointmentCounts(total=row.upcoming + row.past, upcoming=row.upcoming,
+                                       past=row.past, cancelled=row.cancelled),
         total_spend=amounts(row.spend),
-        last_appointment_at=counts["last_appointment_at"], next_appointment_at=counts["next_appointment_at"],
+        last_appointment_at=row.last_appointment_at, next_appointment_at=row.next_appointment_at,
     )
-    return model, counts
 
 
 def _payment(row) -> PaymentOut:
@@ -196,9 +194,9 @@ def _payment(row) -> PaymentOut:
 
 
 def detail(found: dict[str, Any], now: datetime) -> CustomerDetail:
-
+    """The figures as the list shows them; each appointment's status at `now`."""
     row = found["row"]
-    base, counts = summary(row, now)
+    base = summary(row)
     by_meeting: dict[str, list] = {}
     for p in found["payments"]:
         by_meeting.setdefault(p.meeting_id, []).append(money.upgrade_state(p.state) or {})
@@ -217,7 +215,7 @@ def detail(found: dict[str, Any], now: datetime) -> CustomerDetail:
     return CustomerDetail(
         **base.model_dump(exclude={"appointments"}),
         stats=Stats(appointments=base.appointments, expert_revenue=amounts(row.revenue),
-                    refunded=amounts(row.refunded), session_minutes=counts["session_minutes"],
+                    refunded=amounts(row.refunded), session_minutes=row.session_minutes,
                     no_shows=row.no_shows),
         appointments=appointments,
         payments=payments,

@@ -39,18 +39,23 @@ def synthetic_customers(expert_id: str, n: int, now: datetime, *, version: int =
         name = f"{FIRST[i % len(FIRST)]} {LAST[(i // len(FIRST)) % len(LAST)]}"
         visits = 1 + i % 4
         first = now - timedelta(days=30 + (i * 7) % 700, hours=i % 24)
-        schedule = []
-        for k in range(visits):
-            start = (first + timedelta(days=21 * k)).replace(minute=0, second=0, microsecond=0)
-            schedule.append([start.isoformat(), (start + timedelta(minutes=60)).isoformat(), k == 1 and i % 9 == 0])
+        # one in eleven booked recently and has been to no appointment yet (no last appointment)
+        begin = now + timedelta(days=1 + i % 20, hours=i % 24) if i % 11 == 0 else first
+        starts = [(begin + timedelta(days=21 * k)).replace(minute=0, second=0, microsecond=0) for k in range(visits)]
+        missed = 1 if i % 9 == 0 and visits > 1 else None  # the second visit was a no-show
+        past = [start for start in starts if start <= now]
+        upcoming = [start for start in starts if start > now]
         spend = (visits * 6000) if i % 5 else 0  # some customers never paid; ties on purpose
         rows.append({
             "version": version, "expert_id": expert_id, "customer_id": customer_id(secret, expert_id, email),
             "email": email, "email_hash": email_hash(secret, email), "name": name,
             "phone": f"+3519{i:08d}" if i % 3 == 0 else None, "search_text": f"{name.lower()} {email}",
-            "first_seen_at": first, "latest_start": datetime.fromisoformat(schedule[-1][0]),
-            "appointments": visits, "cancelled": int(i % 7 == 0), "no_shows": int(i % 9 == 0 and visits > 1),
-            "schedule": schedule, "spend": {"eur": spend} if spend else {}, "spend_sort": spend,
+            "first_seen_at": first, "appointments": visits, "cancelled": int(i % 7 == 0), "no_shows": int(missed is not None),
+            "upcoming": len(upcoming), "past": len(past), "last_appointment_at": max(past, default=None),
+            "next_appointment_at": min(upcoming, default=None),
+            "session_minutes": 60 * sum(1 for k, start in enumerate(starts)
+                                        if start + timedelta(minutes=60) <= now and k != missed),
+            "spend": {"eur": spend} if spend else {}, "spend_sort": spend,
             "revenue": {"eur": spend - spend // 10} if spend else {}, "refunded": {},
         })
     return rows
@@ -60,7 +65,7 @@ async def load(engine, experts: dict[str, int], now: datetime) -> None:
     """Version 1 live, and the experts' synthetic customers, committed."""
     async with engine.begin() as conn:
         await conn.execute(t.projection_versions.insert().values(
-            version=1, state="live", consumer_group="bench-v1", created_at=now, switched_at=now))
+            version=1, state="live", consumer_group="bench-v1", created_at=now, switched_at=now, swept_until=now))
         await conn.execute(t.projection_offsets.insert().values(
             version=1, topic="bookings", partition=0, offset=0, event_time=now))
         for expert_id, n in experts.items():

@@ -103,23 +103,27 @@ def generate(meetings: int = 1_000_000, big_customers: int = 10_000, big_meeting
             rows.append(m)
         yield "services", services
         yield "meetings", rows
-        yield "customers", [_summary(expert, ms, secret, version) for ms in per_customer.values()]
+        yield "customers", [_summary(expert, ms, secret, version, now) for ms in per_customer.values()]
 
 
-def _summary(expert: str, meetings: list[dict[str, Any]], secret: str, version: int) -> dict[str, Any]:
-    """The customer's row as `projections.summary.summarise` would write it for these meetings."""
+def _summary(expert: str, meetings: list[dict[str, Any]], secret: str, version: int, now: datetime) -> dict[str, Any]:
+    """The customer's row as `projections.summary.summarise` would write it for these meetings as of `now`."""
     email, name, phone = meetings[0]["customer_email"], meetings[0]["customer_name"], meetings[0]["customer_phone"]
     active = [m for m in meetings if m["status"] != "cancelled"]
     spend = sum(m["price"] for m in active)
-    starts = [m["start_time"] for m in (active or meetings)]
+    past = [m for m in active if m["start_time"] <= now]
+    upcoming = [m for m in active if m["start_time"] > now]
     return {
         "version": version, "expert_id": expert, "customer_id": customer_id(secret, expert, email), "email": email,
         "email_hash": email_hash(secret, email), "name": name, "phone": phone,
         "search_text": f"{name.lower()} {email}", "first_seen_at": min(m["created_at"] for m in meetings),
-        "latest_start": max(starts), "appointments": len(active), "cancelled": len(meetings) - len(active),
+        "appointments": len(active), "cancelled": len(meetings) - len(active),
         "no_shows": sum(1 for m in active if m["status"] == "no_show"),
-        "schedule": sorted([m["start_time"].isoformat(), m["end_time"].isoformat(), m["status"] == "no_show"]
-                           for m in active),
+        "upcoming": len(upcoming), "past": len(past),
+        "last_appointment_at": max((m["start_time"] for m in past), default=None),
+        "next_appointment_at": min((m["start_time"] for m in upcoming), default=None),
+        "session_minutes": sum(int((m["end_time"] - m["start_time"]).total_seconds() // 60) for m in past
+                               if m["end_time"] <= now and m["status"] != "no_show"),
         "spend": {"eur": spend} if spend else {}, "spend_sort": spend,
         "revenue": {"eur": spend - spend // 10} if spend else {}, "refunded": {},
     }

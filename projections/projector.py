@@ -38,6 +38,7 @@ from projections.meetings import BOOKING_TYPES, MEETING_FIELDS, Meeting, apply_b
 from projections import payments as money
 from projections.payments import merge, observe
 from projections.summary import summarise
+from projections.sweep import Swept, advance, due, passed_meetings, watermark
 from projections.versions import live_version
 
 log = logging.getLogger(__name__)
@@ -201,6 +202,16 @@ class Projector:
             result.fresh = len(fresh)
         return result
 
+    async def sweep(self, now: datetime) -> Swept | None:
+        """Apply the passing of time up to `now` (`projections.sweep`); None when nothing was due."""
+        async with self.engine.begin() as conn:
+            await claims.hold(conn, claims.Claim(self.version, exclusive=True))  # no batch beside it
+            if self.follow_live:
+                live = await live_version(conn, lock=True)
+                if live != self.version:
+                    raise VersionChanged(live)
+            return await sweep_version(conn, self.version, self.id_secret, now)
+
     async def _offsets_for(self, conn: AsyncConnection, tps: set[tuple[str, int]]) -> dict:
         if not tps:
             return {}
@@ -239,6 +250,7 @@ class _Work(Linking, Forgetting):
         self.erased_refs: set[tuple[str, str]] = set()
         self.merged_away: set[str] = set()  # rows parked under a charge or session id, now merged
         self.aliases: dict[str, set[str]] = {}  # charge / checkout session id -> payment ids
+        self.as_of: datetime | None = None  # summaries count as of this; unset: the version's watermark
 
     async def run(self, items: list[Any]) -> None:
         erased = await self._erased_hashes(items)
@@ -411,9 +423,10 @@ class _Work(Linking, Forgetting):
             for row in await self.conn.execute(select(p.expert_id, p.customer_id, p.state).where(
                     p.version == self.version, in_tuples(self.conn.dialect.name, (p.expert_id, p.customer_id), chunk))):
                 states[(row.expert_id, row.customer_id)].append(row.state)
+        as_of = self.as_of or await watermark(self.conn, self.version)
         upserts, removed = [], []
         for key in keys:
-            summary = summarise(meetings[key], states[key])
+            summary = summarise(meetings[key], states[key], as_of)
             if summary is None:
                 removed.append(key)
             else:
@@ -425,6 +438,20 @@ class _Work(Linking, Forgetting):
         for chunk in _chunks(removed, 500):
             await self.conn.execute(delete(t.customers).where(
                 c.version == self.version, in_tuples(self.conn.dialect.name, (c.expert_id, c.customer_id), chunk)))
+
+
+async def sweep_version(conn: AsyncConnection, version: int, secret: str, now: datetime) -> Swept | None:
+    """In the caller's transaction, which holds the whole version: recount the customers whose
+    appointments started or ended since the watermark, as of `now`, and move the watermark there."""
+    since = await watermark(conn, version)
+    if now <= since:  # another worker swept this far already
+        return None
+    keys = due(await passed_meetings(conn, version, since, now), since, now)
+    work = _Work(conn, version, secret, Applied())
+    work.as_of, work.touched = now, set(keys)
+    await work._recompute()
+    await advance(conn, version, now)
+    return Swept(since, now, len(keys))
 
 
 def _named(fact: PaymentObserved) -> set[str]:

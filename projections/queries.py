@@ -6,6 +6,11 @@ transaction as the rows, so a replay's switch-over is seen whole or not at all.
 A list page is one range scan of a `customers` index: (version, expert_id, sort key,
 customer_id). Cursors carry the last (sort key, customer_id) seen, so a page never
 counts or skips the rows before it, and ties on the sort key break on the id.
+
+Every sort key is a column the page shows, as stored: `last_appointment` is
+`last_appointment_at`, the start of the latest appointment as of the last sweep
+(`projections.sweep`). A customer without a past appointment (NULL) sorts below every
+time: last when newest first, first when oldest first.
 """
 
 from __future__ import annotations
@@ -16,21 +21,24 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator
 
-from sqlalchemy import Select, and_, func, select, tuple_
+from sqlalchemy import Select, and_, func, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from projections import tables as t
 from projections.versions import live_version
 
 SORTS = {
-    "last_appointment": t.customers.c.latest_start,
+    "last_appointment": t.earliest_if_null(t.customers.c.last_appointment_at),
     "first_seen": t.customers.c.first_seen_at,
     "name": t.customers.c.name,
     "appointments": t.customers.c.appointments,
     "total_spend": t.customers.c.spend_sort,
 }
+SHOWN = {"last_appointment": "last_appointment_at", "first_seen": "first_seen_at", "name": "name",
+         "appointments": "appointments", "total_spend": "spend_sort"}  # the column each sort orders by
 SORT_TYPES = {"last_appointment": datetime, "first_seen": datetime, "name": str,
               "appointments": int, "total_spend": int}
+NULLABLE = {"last_appointment"}  # a customer without a past appointment has none
 DEFAULT_ORDER = {"last_appointment": "desc", "first_seen": "desc", "name": "asc",
                  "appointments": "desc", "total_spend": "desc"}
 AFTER, BEFORE = "a", "b"
@@ -66,7 +74,7 @@ class Cursor:
 
 
 def encode_cursor(query: ListQuery, row, side: str = AFTER) -> str:
-    value = row._mapping[SORTS[query.sort].name]
+    value = row._mapping[SHOWN[query.sort]]
     if isinstance(value, datetime):
         value = {"t": value.isoformat()}
     raw = json.dumps([query.fingerprint(), value, row.customer_id, side]).encode()
@@ -98,6 +106,8 @@ def _text(value: Any) -> str:
 
 def _typed(sort: str, value: Any) -> Any:
     kind = SORT_TYPES[sort]
+    if value is None and sort in NULLABLE:
+        return None
     if kind is datetime:
         parsed = datetime.fromisoformat(value["t"])
         if parsed.tzinfo is None:
@@ -146,7 +156,8 @@ def page_statement(version: int, query: ListQuery) -> Select:
     backwards = cursor is not None and cursor.side == BEFORE
     where = _filters(version, query)
     if cursor is not None:
-        key, bound = tuple_(col, c.customer_id), tuple_(cursor.value, cursor.customer_id)
+        value = t.earliest_if_null(literal(cursor.value, t.UTC)) if query.sort in NULLABLE else cursor.value
+        key, bound = tuple_(col, c.customer_id), tuple_(value, cursor.customer_id)
         where.append(key < bound if desc != backwards else key > bound)
     descending = desc != backwards
     order = [col.desc(), c.customer_id.desc()] if descending else [col.asc(), c.customer_id.asc()]

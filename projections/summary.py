@@ -1,8 +1,9 @@
 """Pure rules for one customer's summary row, from that customer's meetings and payments.
 
-The stored row holds only what does not depend on the clock. Counts that do (upcoming,
-past, completed minutes) are derived at read time from `schedule`, so a page never goes
-stale as meetings pass.
+Some figures depend on the time they are counted at (upcoming and past appointments, the last
+and next one, minutes of completed sessions). The time is an input, `as_of`: the projection
+counts as of its version's sweep watermark, and the sweep (`projections.sweep`) moves the
+watermark and recounts the customers whose appointments started or ended in between.
 """
 
 from __future__ import annotations
@@ -14,12 +15,9 @@ from projections import payments as payments_money
 from projections.meetings import Meeting
 
 
-def _iso(value: datetime) -> str:
-    return value.isoformat()
-
-
-def summarise(meetings: Iterable[Meeting], payments: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
-    """The summary of one (expert, customer), or None when no booked meeting is left."""
+def summarise(meetings: Iterable[Meeting], payments: Iterable[dict[str, Any]],
+              as_of: datetime) -> dict[str, Any] | None:
+    """The summary of one (expert, customer) as of `as_of`, or None when no booked meeting is left."""
     booked = [m for m in meetings if m.is_booked]
     if not booked:
         return None
@@ -27,11 +25,6 @@ def summarise(meetings: Iterable[Meeting], payments: Iterable[dict[str, Any]]) -
     newest = by_age[0]
     phone = next((m.customer_phone for m in by_age if m.customer_phone), None)
     active = [m for m in booked if m.cancelled_at is None]
-    schedule = sorted(
-        [_iso(m.start_time), _iso(m.end_time), m.no_show_at is not None] for m in active
-    )
-    starts = [m.start_time for m in (active or booked)]
-
     money = payments_money.summed(payments)
 
     return {
@@ -40,11 +33,10 @@ def summarise(meetings: Iterable[Meeting], payments: Iterable[dict[str, Any]]) -
         "phone": phone,
         "search_text": f"{(newest.customer_name or '').lower()} {newest.customer_email}",
         "first_seen_at": min(m.first_seen_at for m in booked),
-        "latest_start": max(starts),
         "appointments": len(active),
         "cancelled": len(booked) - len(active),
         "no_shows": sum(1 for m in active if m.no_show_at is not None),
-        "schedule": schedule,
+        **counts_as_of(active, as_of),
         "spend": dict(sorted(money["spend"].items())),
         "spend_sort": sum(money["spend"].values()),
         "revenue": dict(sorted(money["revenue"].items())),
@@ -52,27 +44,16 @@ def summarise(meetings: Iterable[Meeting], payments: Iterable[dict[str, Any]]) -
     }
 
 
-def counts_at(schedule: list[list], now: datetime) -> dict[str, Any]:
-    """Clock-dependent figures from a stored schedule: upcoming/past, next/last, minutes done."""
-    upcoming = past = minutes = 0
-    last = nxt = None
-    for start_s, end_s, no_show in schedule:
-        start, end = datetime.fromisoformat(start_s), datetime.fromisoformat(end_s)
-        if start > now:
-            upcoming += 1
-            if nxt is None or start < nxt:
-                nxt = start
-        else:
-            past += 1
-            if last is None or start > last:
-                last = start
-            if end <= now and not no_show:
-                minutes += int((end - start).total_seconds() // 60)
+def counts_as_of(active: list[Meeting], as_of: datetime) -> dict[str, Any]:
+    """Figures of non-cancelled meetings that depend on the time: an appointment is past once its
+    start is at or before `as_of`, and its minutes count once its end is too (no-shows apart)."""
+    past = [m for m in active if m.start_time <= as_of]
+    upcoming = [m for m in active if m.start_time > as_of]
     return {
-        "upcoming": upcoming,
-        "past": past,
-        "total": upcoming + past,
-        "last_appointment_at": last,
-        "next_appointment_at": nxt,
-        "session_minutes": minutes,
+        "upcoming": len(upcoming),
+        "past": len(past),
+        "last_appointment_at": max((m.start_time for m in past), default=None),
+        "next_appointment_at": min((m.start_time for m in upcoming), default=None),
+        "session_minutes": sum(int((m.end_time - m.start_time).total_seconds() // 60) for m in past
+                               if m.end_time <= as_of and m.no_show_at is None),
     }

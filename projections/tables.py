@@ -23,6 +23,8 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
 )
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 metadata = MetaData()
 
@@ -51,6 +53,28 @@ class UTCDateTime(TypeDecorator):
 
 
 UTC = UTCDateTime()
+
+class earliest_if_null(FunctionElement):
+    """`coalesce(time, <before every time>)`: a nullable time as a sort key, NULL below every time.
+
+    The constant is written into the SQL (not bound), so that PostgreSQL and SQLite match the
+    query's expression to the index built on the same expression.
+    """
+
+    type = UTC
+    name = "earliest_if_null"
+    inherit_cache = True
+
+
+@compiles(earliest_if_null, "postgresql")
+def _earliest_pg(element, compiler, **kw):
+    return f"coalesce({compiler.process(element.clauses, **kw)}, '-infinity'::timestamptz)"
+
+
+@compiles(earliest_if_null)
+def _earliest_sqlite(element, compiler, **kw):  # SQLite stores times as text: '' sorts below every one
+    return f"coalesce({compiler.process(element.clauses, **kw)}, '')"
+
 
 meetings = Table(
     "meetings",
@@ -91,6 +115,9 @@ meetings = Table(
     Index("ix_meetings_cs", "version", "checkout_session_id"),
     Index("ix_meetings_booked", "version", "expert_id", "customer_email", "booked_start"),
     Index("ix_meetings_email_hash", "version", "email_hash"),
+    # the sweep: meetings whose start or end passed since the last one
+    Index("ix_meetings_start", "version", "start_time"),
+    Index("ix_meetings_end", "version", "end_time"),
 )
 
 payments = Table(
@@ -144,16 +171,19 @@ customers = Table(
     Column("phone", String(40)),
     Column("search_text", Text, nullable=False),
     Column("first_seen_at", UTC, nullable=False),
-    Column("latest_start", UTC),
     Column("appointments", Integer, nullable=False),
     Column("cancelled", Integer, nullable=False),
     Column("no_shows", Integer, nullable=False),
-    Column("schedule", JSON, nullable=False),
+    # as of the version's `swept_until` (see projections.sweep)
+    Column("upcoming", Integer, nullable=False),
+    Column("past", Integer, nullable=False),
+    Column("last_appointment_at", UTC),
+    Column("next_appointment_at", UTC),
+    Column("session_minutes", Integer, nullable=False),
     Column("spend", JSON, nullable=False),
     Column("spend_sort", BigInteger, nullable=False),
     Column("revenue", JSON, nullable=False),
     Column("refunded", JSON, nullable=False),
-    Index("ix_customers_latest", "version", "expert_id", "latest_start", "customer_id"),
     Index("ix_customers_first_seen", "version", "expert_id", "first_seen_at", "customer_id"),
     Index("ix_customers_name", "version", "expert_id", "name", "customer_id"),
     Index("ix_customers_appts", "version", "expert_id", "appointments", "customer_id"),
@@ -161,6 +191,9 @@ customers = Table(
     Index("ix_customers_email", "version", "expert_id", "email"),
     Index("ix_customers_email_hash", "version", "email_hash"),
 )
+
+Index("ix_customers_latest", customers.c.version, customers.c.expert_id,
+      earliest_if_null(customers.c.last_appointment_at), customers.c.customer_id)
 
 notes = Table(
     "notes",
@@ -205,6 +238,8 @@ projection_versions = Table(
     Column("consumer_group", String(255), nullable=False),
     Column("created_at", UTC, nullable=False),
     Column("switched_at", UTC),
+    # the rows of this version count appointments as of this time (NULL: before every meeting)
+    Column("swept_until", UTC),
 )
 
 # Keyed hashes of erased emails; consulted by every version, never versioned.

@@ -29,9 +29,10 @@ async def ensure_live(engine: AsyncEngine, group_prefix: str) -> int:
         version = await live_version(conn)
         if version is not None:
             return version
+        now = datetime.now(timezone.utc)
         await conn.execute(pv.insert().values(
             version=1, state="live", consumer_group=group_for(group_prefix, 1),
-            created_at=datetime.now(timezone.utc), switched_at=datetime.now(timezone.utc)))
+            created_at=now, switched_at=now, swept_until=now))
         return 1
 
 
@@ -56,9 +57,10 @@ async def begin_replay(engine: AsyncEngine, group_prefix: str) -> tuple[int, boo
             return version, True
         newest = (await conn.execute(select(func.max(pv.c.version)))).scalar() or 0
         version = newest + 1
+        now = datetime.now(timezone.utc)  # its rows count appointments as of its start; the switch sweeps
         await conn.execute(pv.insert().values(version=version, state="building",
                                               consumer_group=group_for(group_prefix, version),
-                                              created_at=datetime.now(timezone.utc)))
+                                              created_at=now, swept_until=now))
         return version, False
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from projections.projector import Applied
+from projections.sweep import Swept
 
 
 class WorkerMetrics:
@@ -23,6 +24,9 @@ class WorkerMetrics:
                                     ["topic"], registry=r)
         self.newest_event = Gauge("customers_newest_event_timestamp_seconds",
                                   "Kafka timestamp of the newest record applied", registry=r)
+        self.swept_until = Gauge("customers_swept_until_timestamp_seconds",
+                                 "Time up to which appointment counts are applied (the last sweep)", registry=r)
+        self.recounted = Counter("customers_sweep_recounted", "Customers recounted by sweeps", registry=r)
 
     def observe(self, result: Applied, seconds: float, records: int) -> None:
         for kind, n in result.by_type.items():
@@ -35,3 +39,7 @@ class WorkerMetrics:
         self.batch_size.observe(records)
         if result.newest_event_time:
             self.newest_event.set(result.newest_event_time.timestamp())
+
+    def swept(self, swept: Swept) -> None:
+        self.swept_until.set(swept.until.timestamp())
+        self.recounted.inc(swept.customers)

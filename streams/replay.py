@@ -4,9 +4,10 @@ The current version keeps serving (and the worker keeps it fresh) while the repl
 retained projected topics (bookings, customer-activity, customer-commands) from their start into
 version N. Positions live in N's own `projection_offsets`, written with N's rows, so a replay
 killed at any point resumes where its last transaction ended. Once N is within `SWITCH_LAG`
-records of the topics' ends, one transaction makes N live; the worker notices on its next batch,
-restarts itself on N (whose consumer group the replay has kept at N's positions) and catches up
-the rest. The old version's rows are removed after a grace period.
+records of the topics' ends, one transaction sweeps N up to the present (its rows counted
+appointments as of the replay's start, see `projections.sweep`) and makes it live; the worker
+notices on its next batch, restarts itself on N (whose consumer group the replay has kept at N's
+positions), catches up the rest and sweeps N from then on. The old version's rows are removed after a grace period.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -23,7 +25,7 @@ from aiokafka.structs import OffsetAndMetadata
 from customers import kafka as names
 from customers.settings import Settings
 from projections.db import make_engine, migrate
-from projections.projector import Projector
+from projections.projector import Projector, sweep_version
 from projections.versions import begin_replay, drop_version, ensure_live, group_for, switch_to
 from streams.poison import Applier, Source, kafka_time
 
@@ -126,7 +128,8 @@ async def _hand_over(settings: Settings, engine, consumer, tps, version: int) ->
             await committer.commit(offsets)
     finally:
         await committer.stop()
-    async with engine.begin() as conn:
+    async with engine.begin() as conn:  # the replay is N's only writer until this commits
+        await sweep_version(conn, version, settings.customer_id_secret, datetime.now(timezone.utc))
         await switch_to(conn, version)
     log.info("readers switched to version %s", version)
 

@@ -18,6 +18,7 @@ from projections.versions import ensure_live, group_for
 from streams.agents import Agents
 from streams.app import create_app, restart_process
 from streams.metrics import WorkerMetrics
+from streams.sweeper import Sweeper
 
 log = logging.getLogger("customers.worker")
 
@@ -51,7 +52,9 @@ def build(settings: Settings, version: int, metrics: WorkerMetrics | None = None
     app = create_app(settings, group=group_for(settings.consumer_group, version))
     projector = Projector(make_engine(settings.database_url), version=version, id_secret=settings.customer_id_secret,
                           follow_live=True)
-    agents = Agents(app, settings, projector, metrics or WorkerMetrics())
+    metrics = metrics or WorkerMetrics()
+    agents = Agents(app, settings, projector, metrics)
+    Sweeper(app, settings, projector, metrics)
     return app, agents
 
 

@@ -31,7 +31,6 @@ def list_query(expert_id: str, q: str | None, email: str | None, sort: str, orde
 async def list_customers(
     principal: PrincipalDep,
     conn: ConnDep,
-    now: NowDep,
     q: str | None = Query(default=None, max_length=200, pattern=TEXT,
                           description="case-insensitive substring of name or email"),
     email: str | None = Query(default=None, max_length=320, pattern=TEXT, description="one customer by email"),
@@ -45,7 +44,7 @@ async def list_customers(
         page = await queries.list_customers(conn, query)
     except queries.BadCursor as exc:
         raise HTTPException(400, str(exc)) from exc
-    return CustomerList(customers=[summary(r, now)[0] for r in page["rows"]], total=page["total"],
+    return CustomerList(customers=[summary(r) for r in page["rows"]], total=page["total"],
                         next_cursor=page["next_cursor"], prev_cursor=page["prev_cursor"], as_of=page["as_of"])
 
 

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from api.auth import PrincipalDep
-from api.deps import NowDep
 from api.export import csv_chunks
 from api.schemas import errors
 from projections import queries
@@ -22,13 +21,13 @@ CSV = "text/csv; charset=utf-8"
             responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
                              "description": "RFC 4180 CSV, one line per customer and currency"},
                        **errors()})
-async def export_csv(request: Request, principal: PrincipalDep, now: NowDep) -> StreamingResponse:
+async def export_csv(request: Request, principal: PrincipalDep) -> StreamingResponse:
     engine = request.app.state.engine
 
     async def body() -> AsyncIterator[bytes]:
         # its own connection: the response outlives the request's dependencies
         async with engine.connect() as conn:
-            async for chunk in csv_chunks(queries.stream_customers(conn, principal.expert_id), now):
+            async for chunk in csv_chunks(queries.stream_customers(conn, principal.expert_id)):
                 yield chunk
 
     return StreamingResponse(body(), media_type=CSV, headers={

@@ -35,7 +35,7 @@ NOTICES = {
 
 @router.get("/customers", response_class=HTMLResponse)
 async def customers_page(
-    request: Request, user: PageUser, conn: ConnDep, now: NowDep,
+    request: Request, user: PageUser, conn: ConnDep,
     q: str | None = Query(default=None, max_length=200, pattern=TEXT),
     sort: Sort = "last_appointment",
     order: Literal["asc", "desc"] | None = None,
@@ -49,7 +49,7 @@ async def customers_page(
         return RedirectResponse(request.url.remove_query_params("cursor"), status_code=303)
     return templates.TemplateResponse(request, "customers.html", {
         "user": user, "q": q or "", "sort": sort, "order": query.direction, "limit": limit,
-        "customers": [summary(r, now)[0] for r in page["rows"]], "total": page["total"],
+        "customers": [summary(r) for r in page["rows"]], "total": page["total"],
         "next_cursor": page["next_cursor"], "prev_cursor": page["prev_cursor"], "as_of": page["as_of"],
         "sorts": SORT_LABELS, "first_page": not cursor,
     })

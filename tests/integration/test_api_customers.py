@@ -105,6 +105,8 @@ async def walk(seeded: Seeded, limit: int = 2, **params) -> list[dict]:
 
 
 KEYS = {  # the sort key as the API shows it (name order is the database's collation: not checked here)
+    "last_appointment": lambda c: (c["last_appointment_at"] is not None,  # none: below every time
+                                   datetime.fromisoformat(c["last_appointment_at"] or "0001-01-01T00:00:00Z")),
     "first_seen": lambda c: c["first_seen_at"],
     "appointments": lambda c: c["appointments"]["total"],
     "total_spend": lambda c: sum(a["amount"] for a in c["total_spend"]),
@@ -135,8 +137,8 @@ async def test_sort_keys_order_the_pages(seeded):
     assert counts == sorted(counts, reverse=True) and by_count[0]["email"] == "ana@example.com"
     names = [c["name"] for c in await walk(seeded, sort="name") if c["name"][0].isalpha()]
     assert names[:3] == ["Ana Silva", "Bruno Costa", "Carla Mendes"]
-    default = await walk(seeded)  # newest latest appointment first: Ana's (and Carla's) future ones
-    assert {c["email"] for c in default[:2]} == {"ana@example.com", "carla@example.com"}
+    default = await walk(seeded)  # newest last appointment first; Carla has been to none
+    assert default[0]["email"] == "bruno@example.com" and default[-1]["email"] == "carla@example.com"
 
 
 async def test_prev_cursor_leads_back(seeded):

@@ -21,12 +21,21 @@ def forge(*parts) -> str:
 
 def test_round_trip_for_each_kind_of_sort_key():
     when = datetime(2026, 1, 4, 10, tzinfo=timezone.utc)
-    cases = [("last_appointment", "latest_start", when), ("name", "name", "Ana"), ("total_spend", "spend_sort", 14000)]
+    cases = [("last_appointment", "last_appointment_at", when), ("name", "name", "Ana"),
+             ("total_spend", "spend_sort", 14000)]
     for sort, column, value in cases:
         q = ListQuery("ex_1", sort=sort)
         for side in (AFTER, BEFORE):
             cursor = decode_cursor(q, encode_cursor(q, row(**{column: value, "customer_id": "c_1"}), side))
             assert (cursor.value, cursor.customer_id, cursor.side) == (value, "c_1", side)
+
+
+def test_a_customer_without_a_past_appointment_has_no_last_appointment_in_the_cursor():
+    q = ListQuery("ex_1")
+    cursor = decode_cursor(q, encode_cursor(q, row(last_appointment_at=None, customer_id="c_1")))
+    assert (cursor.value, cursor.customer_id) == (None, "c_1")
+    with pytest.raises(BadCursor):  # every customer has a first-seen time
+        decode_cursor(ListQuery("ex_1", sort="first_seen"), forge("first_seen:desc::", None, "c_1", "a"))
 
 
 def test_opaque_and_tied_to_the_query():

@@ -55,4 +55,5 @@ def test_meeting_state_ignores_order_and_duplicates(data):
 def test_customer_summary_ignores_order_of_meetings(data):
     meetings = [fold(data.draw(meeting_events(f"m{i}"))) for i in range(data.draw(st.integers(1, 4)))]
     reordered = data.draw(st.permutations(meetings))
-    assert summarise(reordered, []) == summarise(meetings, [])
+    as_of = T0 + data.draw(offsets)
+    assert summarise(reordered, [], as_of) == summarise(meetings, [], as_of)
