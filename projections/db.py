@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import hashlib
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, AsyncIterator, Iterable, Sequence
 
-from sqlalchemy import Table, bindparam, event, func, select, tuple_
+from sqlalchemy import Table, bindparam, event, func, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -51,6 +54,42 @@ def migrate_sync(url: str) -> None:
 
 async def migrate(url: str) -> None:
     await asyncio.to_thread(migrate_sync, url)
+
+
+@asynccontextmanager
+async def one_at_a_time(url: str, what: str) -> AsyncIterator[None]:
+    """One process at a time in this block, across every process on the database `url`.
+
+    Workers started together (two in one consumer group) would otherwise migrate the schema and
+    create the first version at the same moment. PostgreSQL: a session advisory lock on a
+    connection of its own; SQLite: an exclusive lock on a file beside the database.
+    """
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if not path or path == ":memory:":
+            yield
+            return
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(f"{path}.{what}.lock", "a+") as handle:
+            await asyncio.to_thread(fcntl.flock, handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    key = int.from_bytes(hashlib.blake2b(f"customers:{what}".encode(), digest_size=8).digest(), "big", signed=True)
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            await conn.commit()
+            try:
+                yield
+            finally:
+                await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                await conn.commit()
+    finally:
+        await engine.dispose()
 
 
 def upsert(conn: AsyncConnection, table: Table, rows: Sequence[dict], keys: Iterable[str]):

@@ -12,7 +12,7 @@ from prometheus_client import start_http_server
 
 from customers.kafka import ensure_topics
 from customers.settings import Settings
-from projections.db import make_engine, migrate
+from projections.db import make_engine, migrate, one_at_a_time
 from projections.projector import Projector
 from projections.versions import ensure_live, group_for
 from streams.agents import Agents
@@ -39,11 +39,13 @@ def logging_config(settings: Settings) -> dict:
 
 async def prepare(settings: Settings) -> int:
     """Migrate the schema, create topics, and return the live projection version."""
-    await migrate(settings.database_url)
+    async with one_at_a_time(settings.database_url, "prepare"):  # workers started together
+        await migrate(settings.database_url)
     await ensure_topics(settings, timeout=None)  # a worker started before the broker waits for it
     engine = make_engine(settings.database_url)
     try:
-        return await ensure_live(engine, settings.consumer_group)
+        async with one_at_a_time(settings.database_url, "prepare"):
+            return await ensure_live(engine, settings.consumer_group)
     finally:
         await engine.dispose()
 

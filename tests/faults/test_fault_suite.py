@@ -3,6 +3,10 @@ duplicated and reordered, sent through the public intake while the worker is kil
 SIGKILL at random points, the broker is restarted and PostgreSQL is restarted. At the end the
 API must equal the scenario's independent figures exactly: nothing lost, nothing counted twice.
 
+It runs with one worker, and with two workers in one consumer group on 12 partitions, where
+each kill takes one of the two down (its partitions move to the other, then come back when it
+is started again) while both write the same customers' rows from different partitions.
+
 Webhooks are retried on 5xx exactly as Stripe would; every event ends up answered 2xx, so a
 2xx event missing from the result would show as a difference.
 """
@@ -19,11 +23,16 @@ import pytest
 
 from tests.harness import ARTIFACTS, ROOT, WorkerProcess, unique
 from tests.checks import assert_matches
+from tests.integration.conftest import open_stack
 from tests.scenario import deliveries, generate, stripe_templates
 
 STRIPE_BASE = os.environ.get("STRIPE_API_BASE", "http://127.0.0.1:12111")
-BOOKINGS = int(os.environ.get("FAULT_BOOKINGS", "4000"))
 KILLS = 5
+# workers -> (bookings, partitions): the two-worker run is smaller so that both fit in `make test`
+RUNS = {
+    1: (int(os.environ.get("FAULT_BOOKINGS", "4000")), 4),
+    2: (int(os.environ.get("FAULT_BOOKINGS_TWO_WORKERS", "2000")), 12),
+}
 
 
 def ctl(script: str, action: str) -> None:
@@ -57,30 +66,46 @@ class Sender:
                 delay = min(delay * 2, 3.0)
 
 
+@pytest.fixture(params=sorted(RUNS), ids=lambda n: f"{n}-worker" + "s" * (n > 1))
+async def workers_stack(request):
+    """A stack on a fresh PostgreSQL database with `param` workers in its consumer group."""
+    count = request.param
+    async with open_stack("postgresql", topic_partitions=RUNS[count][1]) as stack:
+        stack.workers = [stack.worker] + [WorkerProcess(stack.settings, name=f"worker-{n}").start()
+                                          for n in range(2, count + 1)]
+        try:
+            yield stack
+        finally:
+            for worker in stack.workers[1:]:
+                worker.stop()
+            stack.worker = stack.workers[0]
+
+
 @pytest.mark.timeout(900)
-async def test_nothing_lost_nothing_doubled_under_faults(pg_stack):
-    stack = pg_stack
+async def test_nothing_lost_nothing_doubled_under_faults(workers_stack):
+    stack = workers_stack
+    count = len(stack.workers)
+    bookings, partitions = RUNS[count]
     rng = random.Random(2026)
-    scenario = generate(BOOKINGS, seed=99, templates=stripe_templates(STRIPE_BASE), prefix=unique("f") + "_",
+    scenario = generate(bookings, seed=99, templates=stripe_templates(STRIPE_BASE), prefix=unique("f") + "_",
                         experts=8, customers_per_expert=120)
     events = len(scenario.bookings) + len(scenario.stripe_events)
-    assert events >= 20_000, events
+    assert events >= bookings * 5, events
     sends = deliveries(scenario, seed=17, max_copies=2)
     sender = Sender(stack)
     faults: list[tuple[float, str]] = []
     started = time.monotonic()
     delivery = asyncio.gather(*(sender.one(kind, e) for kind, e in sends))
-    worker = stack.worker
 
     async def chaos():
-        nonlocal worker
         plan = ["kill"] * KILLS + ["broker", "postgres"]
         rng.shuffle(plan)
         for step in plan:
             await asyncio.sleep(rng.uniform(3, 7))
             if step == "kill":
-                worker.kill()
-                worker = WorkerProcess(stack.settings, name=f"worker-fault-{len(faults)}").start()
+                slot = rng.randrange(count)  # with two workers, one dies and the other carries on
+                stack.workers[slot].kill()
+                stack.workers[slot] = WorkerProcess(stack.settings, name=f"worker-fault-{len(faults)}").start()
             elif step == "broker":
                 await asyncio.to_thread(ctl, "kafka-ctl.sh", "restart")
             else:
@@ -89,16 +114,19 @@ async def test_nothing_lost_nothing_doubled_under_faults(pg_stack):
 
     await asyncio.gather(delivery, chaos())
     delivered_in = time.monotonic() - started
-    # a last kill after everything was accepted, then a clean worker to finish
-    worker.kill()
-    worker = WorkerProcess(stack.settings, name="worker-fault-final").start()
-    stack.worker = worker
+    # a last kill after everything was accepted, then clean workers to finish
+    for slot in range(count):
+        stack.workers[slot].kill()
+        stack.workers[slot] = WorkerProcess(stack.settings, name=f"worker-fault-final-{slot}").start()
+    stack.worker = stack.workers[0]
 
     checked = await assert_matches(stack, scenario, timeout=300)
     assert sorted(step for _, step in faults) == sorted(["kill"] * KILLS + ["broker", "postgres"])
+    assert all(w.alive() for w in stack.workers)
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "fault-suite.json").write_text(json.dumps({
-        "events": events, "deliveries": len(sends), "accepted": sender.accepted, "retried_5xx": sender.retried,
-        "faults": faults, "delivery_seconds": round(delivered_in, 1), "customers_checked": checked,
+    (ARTIFACTS / f"fault-suite-{count}-worker{'s' * (count > 1)}.json").write_text(json.dumps({
+        "workers": count, "partitions": partitions, "events": events, "deliveries": len(sends),
+        "accepted": sender.accepted, "retried_5xx": sender.retried, "faults": faults,
+        "delivery_seconds": round(delivered_in, 1), "customers_checked": checked,
         "total_seconds": round(time.monotonic() - started, 1),
     }, indent=2))

@@ -22,9 +22,11 @@ from projections import claims
 from projections import projector as projector_module
 from projections import tables as t
 from projections.db import make_engine
+from streams.worker import prepare
 from projections.projector import Position, Projector
 from streams.stripe_facts import to_fact
 from tests.integration.test_payment_histories import world
+from tests.harness import fresh_pg_database, settings_for
 from tests.integration.test_projector_replay import T0, fresh_projector
 
 PARTITIONS = 12
@@ -90,6 +92,14 @@ async def test_two_workers_on_12_partitions_build_what_one_builds(seed):
     assert got["customers"], "the scenario has customers"
     for name in expected:
         assert got[name] == expected[name], name
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+async def test_workers_started_together_migrate_and_find_one_live_version(backend, tmp_path):
+    url = await fresh_pg_database() if backend == "postgresql" else f"sqlite+aiosqlite:///{tmp_path / 'c.db'}"
+    settings = settings_for(url)
+    versions = await asyncio.gather(*(prepare(settings) for _ in range(3)))
+    assert versions == [1, 1, 1]
 
 
 # --- one interleaving, step by step ------------------------------------------------------------
