@@ -58,13 +58,16 @@ async def watermark(conn: AsyncConnection, version: int) -> datetime:
     return found or EARLIEST
 
 
-async def passed_meetings(conn: AsyncConnection, version: int, since: datetime, until: datetime) -> list:
+def passed_statement(version: int, since: datetime, until: datetime):
     """Meetings of the version whose start or end lies in (since, until]: two index ranges."""
     m = meetings.c
     window = or_(and_(m.start_time > since, m.start_time <= until), and_(m.end_time > since, m.end_time <= until))
-    rows = await conn.execute(select(m.expert_id, m.customer_id, m.start_time, m.end_time).where(
-        m.version == version, window, m.customer_id.is_not(None)))
-    return [tuple(r) for r in rows]
+    return select(m.expert_id, m.customer_id, m.start_time, m.end_time).where(
+        m.version == version, window, m.customer_id.is_not(None))
+
+
+async def passed_meetings(conn: AsyncConnection, version: int, since: datetime, until: datetime) -> list:
+    return [tuple(r) for r in await conn.execute(passed_statement(version, since, until))]
 
 
 async def advance(conn: AsyncConnection, version: int, until: datetime) -> None:

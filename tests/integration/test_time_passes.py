@@ -3,8 +3,9 @@
 On the real stack (worker sweeping every second), a meeting a few seconds ahead turns from
 upcoming to past and the list's counts and order follow, with no new event. Through the
 projector: batches count as of the version's watermark, a sweep recounts exactly the customers
-whose meetings passed and is idempotent, and a replay's switch sweeps the new version. And the
-list's default order is exactly the order of the `last_appointment_at` it shows.
+whose meetings passed and is idempotent, and a replay's switch sweeps the new version. The
+list's default order is exactly the order of the `last_appointment_at` it shows, and the sweep's
+look-up is two index ranges of the meetings (PostgreSQL's plan).
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from sqlalchemy import select, update
 from customers import samples as s
 from customers.events import parse_booking_event
 from projections import queries
+from projections.db import make_engine, migrate
+from projections.sweep import passed_statement
 from projections import tables as t
 from projections.projector import Position, Projector
 from projections.versions import begin_replay, live_version
 from streams.replay import _hand_over
-from tests.harness import eventually, settings_for, unique
+from tests.harness import eventually, fresh_pg_database, settings_for, unique
 from tests.integration.conftest import open_stack
 from tests.integration.test_projector_replay import fresh_projector
 
@@ -206,3 +209,22 @@ async def test_a_replay_switch_sweeps_the_new_version_up_to_the_present(backend)
         assert await live_version(conn) == version
     assert (await counted(engine))["ana@example.com"] == (0, 1, started + H, None, 60)
     await engine.dispose()
+
+
+async def test_the_sweep_reads_two_index_ranges_of_the_meetings():
+    engine = make_engine(await fresh_pg_database())
+    await migrate(str(engine.url.render_as_string(hide_password=False)))
+    now = datetime.now(timezone.utc)
+    async with engine.begin() as conn:  # a meeting every minute for two weeks, 50 experts
+        await conn.execute(t.meetings.insert(), [
+            {"version": 1, "expert_id": f"ex{i % 50}", "meeting_id": f"m{i}", "customer_id": f"c{i % 3000}",
+             "start_time": now + timedelta(minutes=i - 10_000), "end_time": now + timedelta(minutes=i - 9_940)}
+            for i in range(20_000)])
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.exec_driver_sql("ANALYZE meetings")
+        sql = str(passed_statement(1, now, now + timedelta(seconds=30)).compile(
+            dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+        plan = "\n".join(r[0] for r in (await conn.exec_driver_sql("EXPLAIN " + sql)).all())
+    await engine.dispose()
+    assert "ix_meetings_start" in plan and "ix_meetings_end" in plan and "Seq Scan" not in plan, plan
