@@ -202,8 +202,9 @@ def _wait_http(url: str, timeout: float = 60.0) -> None:
 
 @cli.command()
 def up(api_port: int = 8000, webhooks_port: int = 8001, demo: bool = True,
-       infra: bool = typer.Option(True, help="start Kafka first (scripts/infra-up.sh)")) -> None:
-    """Local all-in-one: infrastructure, worker, api and webhooks on the embedded SQLite database."""
+       infra: bool = typer.Option(True, help="start Kafka first (scripts/infra-up.sh)"),
+       workers: int = typer.Option(1, min=1, max=8, help="workers in the consumer group (metrics on 8002, 8003, ...)")) -> None:
+    """Local all-in-one: infrastructure, worker(s), api and webhooks on the embedded SQLite database."""
     env = {**os.environ}
     for key, value in DEV_DEFAULTS.items():
         env.setdefault(key, value)
@@ -216,7 +217,9 @@ def up(api_port: int = 8000, webhooks_port: int = 8001, demo: bool = True,
     logs.mkdir(parents=True, exist_ok=True)
     exe = [sys.executable, "-m", "customers"]
     procs = []
-    for name, args in (("worker", ["worker"]), ("api", ["api", "--port", str(api_port)]),
+    workers_args = [(f"worker-{n}" if workers > 1 else "worker", ["worker", "--metrics-port", str(8001 + n)])
+                    for n in range(1, workers + 1)]
+    for name, args in (*workers_args, ("api", ["api", "--port", str(api_port)]),
                        ("webhooks", ["webhooks", "--port", str(webhooks_port)])):
         out = open(logs / f"{name}.log", "ab")
         procs.append(subprocess.Popen(exe + args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT))
