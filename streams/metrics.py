@@ -20,6 +20,8 @@ class WorkerMetrics:
                                  registry=r, buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
         self.batch_size = Histogram("customers_apply_batch_size", "Records per applied batch", registry=r,
                                     buckets=(1, 10, 50, 100, 250, 500, 1000))
+        self.retries = Counter("customers_batch_retries", "Batches run again for another worker's sake "
+                               "(more keys to lock than their records named, a deadlock)", registry=r)
         self.dead_letters = Counter("customers_dead_letters", "Records sent to a dead-letter topic",
                                     ["topic"], registry=r)
         self.newest_event = Gauge("customers_newest_event_timestamp_seconds",
@@ -35,6 +37,8 @@ class WorkerMetrics:
             self.skipped.labels(reason="already_applied").inc(result.skipped_offsets)
         if result.skipped_erased:
             self.skipped.labels(reason="erased").inc(result.skipped_erased)
+        if result.retries:
+            self.retries.inc(result.retries)
         self.latency.observe(seconds)
         self.batch_size.observe(records)
         if result.newest_event_time:
