@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, one after the other, on the local infrastructure.
 
-    python -m bench.run [--only projection,replay,api,freshness,intake]
+    python -m bench.run [--only projection,scale_out,replay,api,freshness,intake]
 
 Writes `bench/results/results.json`, `results.md` and `results.png`. Sizes come from the
 environment (defaults: the issue's sizes where they fit the time budget):
@@ -8,6 +8,7 @@ environment (defaults: the issue's sizes where they fit the time budget):
 | variable | default | benchmark |
 | --- | --- | --- |
 | `BENCH_PROJECTION_EVENTS` | 200000 | 1: events pre-loaded for the worker |
+| `BENCH_SCALE_EVENTS` | 100000 | 1b: events projected by one worker, then by two, on 12 partitions |
 | `BENCH_REPLAY_EVENTS`, `BENCH_REPLAY_TARGET` | 1000000, 1000000 | 2: events replayed; the goal's size |
 | `BENCH_EXPERTS` | 2000 | 1, 2: experts in the generated history |
 | `BENCH_API_MEETINGS`, `BENCH_API_CUSTOMERS`, `BENCH_API_BIG_MEETINGS`, `BENCH_API_EXPERTS` | 1000000, 10000, 50000, 2000 | 3 |
@@ -33,7 +34,7 @@ from bench.common import (RESULTS, ROOT, Profiler, Result, env_float, env_int, i
                           run_async)
 from bench.report import markdown, plot
 
-ORDER = ["projection", "replay", "api", "freshness", "intake"]
+ORDER = ["projection", "scale_out", "replay", "api", "freshness", "intake"]
 
 
 async def one(name: str) -> Result:
@@ -42,6 +43,10 @@ async def one(name: str) -> Result:
 
         return await projection.run(env_int("BENCH_PROJECTION_EVENTS", 200_000), env_int("BENCH_EXPERTS", 2000),
                                     profile_seconds=20 if Profiler.available() else 0)
+    if name == "scale_out":
+        from bench import scale_out
+
+        return await scale_out.run(env_int("BENCH_SCALE_EVENTS", 100_000), env_int("BENCH_EXPERTS", 2000))
     if name == "replay":
         from bench import replay
 
