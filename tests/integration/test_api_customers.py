@@ -239,3 +239,12 @@ async def test_export_is_rfc4180_with_formulas_neutralised(seeded):
     assert rows["carla@example.com"]["currency"] == "" and rows["carla@example.com"]["cancelled"] == "1"
     other = (await seeded.get("/api/customers/export.csv", seeded.b)).text
     assert "bruno@example.com" not in other and other.count("\r\n") == 2
+
+
+async def test_query_strings_the_list_cannot_use_are_refused(stack):
+    auth = stack.auth(unique("ex_"))
+    for params in ({"q": "a\x00b"}, {"q": "x" * 201}, {"email": "a\x00@example.com"}, {"email": "x" * 321},
+                   {"sort": "nothing"}, {"order": "sideways"}, {"limit": 0}, {"limit": 501}):
+        r = await stack.api.get("/api/customers", params=params, headers=auth)
+        assert r.status_code == 422, (params, r.status_code)
+    assert (await stack.api.get("/api/customers", params={"q": ""}, headers=auth)).status_code == 200

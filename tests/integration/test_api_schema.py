@@ -59,10 +59,14 @@ def openapi() -> dict:
                                database_url="sqlite+aiosqlite:///:memory:")).openapi()
 
 
-# A cursor is valid only when the server issued it: a schema-valid forged one is a 400.
+# A cursor is valid only when the server issued it: a schema-valid forged one is a 400. A query
+# parameter generated as a non-string "negative" value reaches the server as an empty string,
+# which is valid, so negative-data rejection is not asked of the list here; the list's refusals of
+# bad query strings are tested one by one in tests/integration/test_api_customers.py.
 CONFIG = SchemathesisConfig.from_dict({"operations": [{
     "include-path": "/api/customers", "include-method": "GET",
-    "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "401", "403", "404"]}},
+    "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "401", "403", "404"]},
+               "negative_data_rejection": {"enabled": False}},
 }]})
 schema = schemathesis.openapi.from_dict(openapi(), config=CONFIG)
 
