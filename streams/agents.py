@@ -68,6 +68,7 @@ class Agents:
                                dead_lettered=lambda topic: metrics.dead_letters.labels(topic=topic).inc())
         self._batches_applied = 0
         self._verified: set = set()  # partitions whose position was checked since the assignment
+        self._watch: asyncio.Future | None = None
 
     async def resume_from_database(self, sender: Any = None, assigned: Any = (), **_kw: Any) -> None:
         """After every assignment, the database says where each projected partition resumes.
@@ -89,6 +90,7 @@ class Agents:
             return
         stored = await self.projector.stored_offsets()
         committed = await committed_offsets(self.settings, self.app.conf.id)
+        behind = {}
         for tp in mine:
             resume = stored.get((tp.topic, tp.partition), -1) + 1
             if committed.get((tp.topic, tp.partition), 0) > resume:
@@ -96,6 +98,34 @@ class Agents:
                             tp.topic, tp.partition, resume)
                 await self.app.consumer._commit({tp: resume})
                 await self.app.consumer.seek(tp, resume)
+                behind[tp] = resume
+        if behind:
+            self._watch = asyncio.ensure_future(self._keep_back(behind))
+
+    async def _keep_back(self, behind: dict, seconds: float = 60.0) -> None:
+        """Until their first records arrive, partitions sought back to the database stay there.
+
+        Faust's own seek after its recovery may read the committed offsets before ours landed and
+        move the consumer forward again; with no new records, the first-records guard never sees
+        it. So the consumer's position is checked each second and sought back while it is ahead.
+        """
+        deadline = asyncio.get_running_loop().time() + seconds
+        while behind and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(1.0)
+            for tp, resume in list(behind.items()):
+                if tp in self._verified:
+                    del behind[tp]
+                    continue
+                try:
+                    position = await self.app.consumer.position(tp)
+                except Exception:  # noqa: BLE001 - reassigned meanwhile: the next assignment checks again
+                    del behind[tp]
+                    continue
+                if position is not None and position > resume:
+                    log.warning("%s[%s] moved to %s past the database; back to %s", tp.topic, tp.partition,
+                                position, resume)
+                    await self.app.consumer._commit({tp: resume})
+                    await self.app.consumer.seek(tp, resume)
 
     async def _send(self, topic: str, key: bytes | None, value: bytes) -> None:
         await self.app.producer.send_and_wait(topic, key, value, None, None, None)
