@@ -20,9 +20,11 @@ from typing import Any, Iterable
 
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from fastapi import HTTPException
+from pydantic import ValidationError
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 
+from customers.cards import mask_card_numbers
 from customers.kafka import MAX_RECORD_BYTES
 
 BODY_LIMITED = ("/webhooks/stripe", "/events/bookings")
@@ -127,8 +129,11 @@ def stripe_refusal(event: dict, to_fact) -> str | None:
              ("data.object.payment_intent", obj.get("payment_intent"), STRIPE_ID)]  # the Kafka key
     try:
         fact = to_fact(event)
-    except (ValueError, KeyError, TypeError) as exc:  # pydantic's ValidationError names the field
-        return f"cannot be read as a payment: {' '.join(str(exc).split())[:300]}"
+    except ValidationError as exc:  # the fields, never the values (which may hold anything)
+        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False))
+        return mask_card_numbers(f"cannot be read as a payment: {where}"[:300])
+    except (ValueError, KeyError, TypeError) as exc:
+        return mask_card_numbers(f"cannot be read as a payment: {' '.join(str(exc).split())}"[:300])
     named += [(path, value, _limit(path)) for path, value in _strings(fact.model_dump(mode="json"))]
     found = [f"{path} {problem}" for path, value, limit in named if (problem := _unstorable(value, limit))]
     return "; ".join(dict.fromkeys(found)) or None
