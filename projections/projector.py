@@ -366,8 +366,9 @@ class _Work(Linking, Forgetting):
         if self._is_erased(fact.customer_email, fact.occurred_at, erased) or refs & self.erased_refs:
             self.result.skipped_erased += 1
             return
-        # the fact and every row it names are one payment: join them under the best id they know
-        known = self._known_by(_named(fact))
+        # the fact and every row it names are one payment: join them under the best id they know;
+        # a row of another payment intent is never joined (a charge belongs to one intent)
+        known = [pid for pid in self._known_by(_named(fact)) if not _other_intent(self.payments[pid], fact)]
         state = observe(None, fact)
         for pid in known:
             state = merge(state, self.payments[pid]["state"])
@@ -452,6 +453,11 @@ async def sweep_version(conn: AsyncConnection, version: int, secret: str, now: d
     await work._recompute()
     await advance(conn, version, now)
     return Swept(since, now, len(keys))
+
+
+def _other_intent(row: dict, fact: PaymentObserved) -> bool:
+    theirs = (row.get("state") or {}).get("payment_intent_id") or row.get("payment_intent_id")
+    return bool(fact.payment_intent_id and theirs and theirs != fact.payment_intent_id)
 
 
 def _named(fact: PaymentObserved) -> set[str]:

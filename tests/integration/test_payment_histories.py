@@ -116,3 +116,21 @@ async def test_the_same_records_in_another_order_and_batching_give_the_same_tabl
             })
         await engine.dispose()
     assert tables[0] == tables[1]
+
+
+async def test_a_charge_named_for_another_intent_never_joins_two_payments():
+    # evidence that contradicts itself (one charge id seen under two intents) keeps both payments
+    engine, projector = await fresh_projector("sqlite")
+    first = s.stripe_event("charge.succeeded", s.charge("ch_shared", "pi_a", 5000), created=histories.T0)
+    second = s.stripe_event("charge.succeeded", s.charge("ch_shared", "pi_b", 7000), created=histories.T0 + 60)
+    fee = s.stripe_event("application_fee.refunded", s.application_fee("fee_x", "ch_own", 500, 100),
+                         created=histories.T0)
+    own = s.stripe_event("charge.succeeded", s.charge("ch_own", "pi_b", 7000), created=histories.T0 + 120)
+    for n, event in enumerate((first, fee, second, own)):
+        await projector.apply([(Position("all", 0, n, T0), to_fact(event))])
+    async with engine.connect() as conn:
+        rows = {r.payment_id: r for r in (await conn.execute(select(t.payments))).all()}
+    await engine.dispose()
+    assert set(rows) == {"pi_a", "pi_b"}, "a parked row still joins its own intent; the two intents stay apart"
+    assert money.captured(rows["pi_a"].state) == 5000 and money.captured(rows["pi_b"].state) == 7000
+    assert money.platform_fee(rows["pi_b"].state) == 400
