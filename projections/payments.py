@@ -167,16 +167,6 @@ def _card(a: dict | None, b: dict | None) -> dict | None:
     return max(a, b, key=lambda c: tuple(str(c.get(k)) for k in ("brand", "last4", "exp_month", "exp_year")))
 
 
-_INTENT = {"status": _latest, "amount": _max, "received": _max, "fee": _max, "latest_charge": _latest}
-_SESSION = {"status": lambda a, b: _ranked(a, b, SESSION_RANK), "paid": _any, "amount": _max}
-_CHARGE = {"status": lambda a, b: _ranked(a, b, CHARGE_RANK), "captured": _any, "expired": _any, "amount": _max,
-           "amount_captured": _max, "fee": _max, "card": _card, "refunded": _latest, "failed_at": _max}
-_REFUND = {"charge": _max, "amount": _max, "status": lambda a, b: _ranked(a, b, REFUND_RANK),
-           "created_at": _min, "void_at": _min}
-_DISPUTE = {"charge": _max, "amount": _max, "status": lambda a, b: _ranked(a, b, DISPUTE_RANK)}
-_FEE = {"charge": _max, "amount": _max, "refunded": _max}
-
-
 def _intent_status(a: list | None, b: list | None) -> list | None:
     """Final statuses win whenever they were seen; otherwise the latest report."""
     if a is None or b is None:
@@ -184,7 +174,14 @@ def _intent_status(a: list | None, b: list | None) -> list | None:
     return max(a, b, key=lambda e: (e[2] in INTENT_FINAL, e[0], e[1], e[2]))
 
 
-_INTENT["status"] = _intent_status
+_INTENT = {"status": _intent_status, "amount": _max, "received": _max, "fee": _max, "latest_charge": _latest}
+_SESSION = {"status": lambda a, b: _ranked(a, b, SESSION_RANK), "paid": _any, "amount": _max}
+_CHARGE = {"status": lambda a, b: _ranked(a, b, CHARGE_RANK), "captured": _any, "expired": _any, "amount": _max,
+           "amount_captured": _max, "fee": _max, "card": _card, "refunded": _latest, "failed_at": _max}
+_REFUND = {"charge": _max, "amount": _max, "status": lambda a, b: _ranked(a, b, REFUND_RANK),
+           "created_at": _min, "void_at": _min}
+_DISPUTE = {"charge": _max, "amount": _max, "status": lambda a, b: _ranked(a, b, DISPUTE_RANK)}
+_FEE = {"charge": _max, "amount": _max, "refunded": _max}
 
 
 def merge(a: State | None, b: State | None) -> State:
@@ -302,10 +299,6 @@ def captured(s: State) -> int:
     return 0
 
 
-def _refund_time(r: dict) -> str | None:
-    return r.get("created_at")
-
-
 def refunded(s: State) -> int:
     """What went back to the customer, from the charge's own total and the itemised refunds together.
 
@@ -326,7 +319,7 @@ def refunded(s: State) -> int:
     else:
         at, total = snapshot
         for r in refunds:
-            created = _refund_time(r)
+            created = r.get("created_at")
             if r.get("status") in REFUND_VOID:
                 if (created is None or created <= at) and (r.get("void_at") or at) > at:
                     total -= r["amount"]
