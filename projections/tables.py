@@ -184,6 +184,9 @@ customers = Table(
     Column("spend_sort", BigInteger, nullable=False),
     Column("revenue", JSON, nullable=False),
     Column("refunded", JSON, nullable=False),
+    # the created_version of the booking the name/email and the phone were taken from
+    Column("profile_version", String(80)),
+    Column("phone_version", String(80)),
     Index("ix_customers_first_seen", "version", "expert_id", "first_seen_at", "customer_id"),
     Index("ix_customers_name", "version", "expert_id", "name", "customer_id"),
     Index("ix_customers_appts", "version", "expert_id", "appointments", "customer_id"),
