@@ -41,11 +41,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from customers.events import BookingCreated
-from customers.facts import PaymentObserved
 from projections import payments as money
-from projections.commands import CustomerErased, NoteAdded, NoteDeleted
-from projections.meetings import BOOKING_TYPES
 
 Key = tuple
 
@@ -92,32 +88,34 @@ def named_by(version: int, positions: Iterable[Any], items: Iterable[Any]) -> Cl
     for pos in positions:
         claim.keys.add(("partition", version, pos.topic, pos.partition))
     for item in items:
-        if isinstance(item, BOOKING_TYPES):
+        kind = item.type
+        if kind.startswith("booking."):
             claim.expert(item.expert_id)
-            if isinstance(item, BookingCreated) and item.payment:
+            if kind == "booking.created" and item.payment:
                 claim.payment(item.payment.payment_intent_id, item.payment.checkout_session_id)
-        elif isinstance(item, PaymentObserved):
+        elif kind == "payment.observed":
             claim.expert(item.expert_id)
             claim.payment(item.payment_id, item.payment_intent_id, item.checkout_session_id, *item.charge_ids())
-        elif isinstance(item, (NoteAdded, NoteDeleted)):
+        elif kind in ("note.added", "note.deleted"):
             claim.expert(item.expert_id)
-        elif isinstance(item, CustomerErased):
+        elif kind == "customer.erased":
             claim.exclusive = True
     claim.exclusive = claim.exclusive or len(claim.keys) > MAX_CLAIMS
     return claim
 
 
-def read_by(version: int, work: Any) -> Claim:
-    """Every key a unit of work (`projections.projector._Work`) read-modify-wrote."""
+def read_by(version: int, view: Any, changes: Any) -> Claim:
+    """Every key a batch read-modify-wrote: the rows its view holds (`projections.rules.model.View`)
+    and the payment rows its changes removed."""
     claim = Claim(version)
-    for expert_id, _meeting_id in work.meetings:
+    for expert_id, _meeting_id in view.meetings:
         claim.expert(expert_id)
-    for pid, row in work.payments.items():
-        claim.payment(*money.ids(row.get("state") or {}, pid))
-        claim.expert(row.get("expert_id"))
-        claim.expert(row.get("hint_expert"))
-    claim.payment(*work.merged_away)
-    for expert_id, _customer_id in work.touched:
+    for pid, p in view.payments.items():
+        claim.payment(*money.ids(p.state or {}, pid))
+        claim.expert(p.expert_id)
+        claim.expert(p.hint_expert)
+    claim.payment(*changes.payments_removed)
+    for expert_id, _customer_id in (*view.summaries, *changes.summaries, *changes.summaries_removed, *changes.recount):
         claim.expert(expert_id)
     return claim
 

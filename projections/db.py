@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import hashlib
+import json
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterable, Sequence
 
-from sqlalchemy import Table, bindparam, event, func, select, text, tuple_
+from sqlalchemy import JSON, BigInteger, Boolean, Integer, Table, bindparam, event, func, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -127,3 +128,71 @@ def in_tuples(dialect: str, columns: Sequence, rows: Iterable[tuple]):
     arrays = [bindparam(None, [row[i] for row in rows], type_=postgresql.ARRAY(col.type))
               for i, col in enumerate(columns)]
     return tuple_(*columns).in_(select(*[func.unnest(a) for a in arrays]))
+
+
+def any_of(dialect: str, column, values: Iterable):
+    """`column IN values`; on PostgreSQL one array parameter (`= ANY`), whatever the count."""
+    values = list(values)
+    if dialect != "postgresql":
+        return column.in_(values)
+    return column == func.any(bindparam(None, values, type_=postgresql.ARRAY(column.type)))
+
+
+def _pg_array_type(column) -> str:
+    """The PostgreSQL element type an `unnest` array of this column is sent as (JSON: as text)."""
+    from projections.tables import UTCDateTime
+
+    kind = column.type
+    if isinstance(kind, UTCDateTime):
+        return "timestamptz"
+    if isinstance(kind, BigInteger):
+        return "int8"
+    if isinstance(kind, Integer):
+        return "int4"
+    if isinstance(kind, Boolean):
+        return "bool"
+    return "text"
+
+
+async def bulk_upsert(conn: AsyncConnection, table: Table, rows: Sequence[dict], keys: Sequence[str], *,
+                      update: bool = True) -> None:
+    """Write many rows in one statement: insert, or update the row whose key exists.
+
+    On PostgreSQL the rows travel as one array per column, zipped by `unnest`, and a row equal
+    to the stored one is not written again (`IS DISTINCT FROM`: no dead tuple, no WAL). With
+    `update=False` an existing row is left as it is. SQLite gets one multi-row upsert.
+    """
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        await (upsert(conn, table, rows, keys) if update else insert_new(conn, table, rows, keys))
+        return
+    names = list(rows[0].keys())
+    params, arrays, selects = {}, [], []
+    for i, name in enumerate(names):
+        column = table.c[name]
+        values = [r[name] for r in rows]
+        if isinstance(column.type, JSON):
+            values = [None if v is None else json.dumps(v) for v in values]
+            selects.append(f"u.c{i}::json")
+        else:
+            selects.append(f"u.c{i}")
+        params[f"c{i}"] = values
+        arrays.append(f"CAST(:c{i} AS {_pg_array_type(column)}[])")
+
+    def distinct(n: str) -> str:
+        if isinstance(table.c[n].type, JSON):
+            return f'{table.name}."{n}"::jsonb IS DISTINCT FROM EXCLUDED."{n}"::jsonb'
+        return f'{table.name}."{n}" IS DISTINCT FROM EXCLUDED."{n}"'
+
+    quoted = ", ".join(f'"{n}"' for n in names)
+    aliases = ", ".join(f"c{i}" for i in range(len(names)))
+    sql = (f'INSERT INTO {table.name} ({quoted}) SELECT {", ".join(selects)} '
+           f'FROM unnest({", ".join(arrays)}) AS u({aliases}) ON CONFLICT ({", ".join(keys)}) ')
+    others = [n for n in names if n not in keys]
+    if update and others:
+        sql += ("DO UPDATE SET " + ", ".join(f'"{n}" = EXCLUDED."{n}"' for n in others)
+                + " WHERE " + " OR ".join(distinct(n) for n in others))
+    else:
+        sql += "DO NOTHING"
+    await conn.execute(text(sql), params)

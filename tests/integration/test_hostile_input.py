@@ -179,8 +179,8 @@ def tokens(draw, secret: str, expert: str) -> str:
         claims[name] = draw(odd_json)
     try:
         return jwt.encode(claims, secret, algorithm="HS256")
-    except (TypeError, ValueError):
-        return draw(st.text(max_size=40))
+    except (TypeError, ValueError):  # not a token: any text a client can send in a header
+        return draw(st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=40))
 
 
 def forged_cursor(fingerprint: str, value, cid, side) -> str:

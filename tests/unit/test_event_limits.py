@@ -25,7 +25,7 @@ STAMP_WIDTH = len(stamp(LATEST, ""))  # what a version stamp holds besides the e
 m, c = t.meetings.c, t.customers.c
 # event field -> the columns it is stored in
 STORED_IN = {
-    (BookingCreated, "event_id"): [m.created_version],
+    (BookingCreated, "event_id"): [m.created_version, c.profile_version, c.phone_version],
     (BookingRescheduled, "event_id"): [m.resched_version],
     (BookingCreated, "expert_id"): [m.expert_id, c.expert_id],
     (BookingCreated, "meeting_id"): [m.meeting_id],
@@ -45,7 +45,7 @@ STORED_IN = {
 }
 # columns the service fills itself (keyed hashes, the projection version, ...)
 DERIVED = {m.version, m.customer_id, m.email_hash, c.version, c.customer_id, c.email_hash, c.search_text}
-VERSION_STAMPS = {m.created_version, m.resched_version}
+VERSION_STAMPS = {m.created_version, m.resched_version, c.profile_version, c.phone_version}
 
 
 def _inner(annotation):

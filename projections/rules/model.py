@@ -1,0 +1,195 @@
+"""The values the rules read and the changes they return: no SQL, no clock, no I/O.
+
+A batch's rules see a `View`: the stored state of every key the batch names (meetings,
+payments, customer summaries, notes, what erasure keeps out), loaded by the store shell
+(`projections.store`) in a fixed number of statements. They change the view in memory and
+record what changed, so the shell can write every touched row once, whatever the number of
+events that touched it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+from projections import payments as money
+from projections.meetings import Meeting
+
+Key = tuple[str, str]  # (expert_id, customer_id) or (expert_id, meeting_id)
+
+
+@dataclass
+class Payment:
+    """One payment row: Stripe's objects joined (`state`), and the meeting it belongs to."""
+
+    payment_id: str
+    state: dict[str, Any] = field(default_factory=dict)
+    payment_intent_id: str | None = None
+    checkout_session_id: str | None = None
+    charge_id: str | None = None
+    expert_id: str | None = None
+    meeting_id: str | None = None
+    customer_id: str | None = None
+    hint_expert: str | None = None
+    hint_meeting: str | None = None
+    hint_email: str | None = None
+    hint_start: datetime | None = None
+    created_at: datetime | None = None
+    undecided: bool | None = None
+
+    @property
+    def owner(self) -> Key | None:
+        """The customer whose figures this payment counts in."""
+        return (self.expert_id, self.customer_id) if self.expert_id and self.customer_id else None
+
+    def with_state(self, state: dict[str, Any]) -> "Payment":
+        """The row for a new joined state: its ids and correlation hints copied into columns."""
+        start = money.hint(state, "booked_start")
+        created = state.get("created_at")
+        return Payment(
+            payment_id=self.payment_id, state=state,
+            payment_intent_id=state.get("payment_intent_id"),
+            checkout_session_id=state.get("checkout_session_id"),
+            charge_id=money.money_charge(state),
+            expert_id=self.expert_id, meeting_id=self.meeting_id, customer_id=self.customer_id,
+            hint_expert=money.hint(state, "expert_id"),
+            hint_meeting=money.hint(state, "meeting_id"),
+            hint_email=money.hint(state, "customer_email"),
+            hint_start=datetime.fromisoformat(start) if start else None,
+            created_at=datetime.fromisoformat(created) if created else None,
+            undecided=money.undecided(state),
+        )
+
+
+PAYMENT_FIELDS = tuple(f.name for f in fields(Payment))
+
+
+def payment_from_row(row: Any) -> Payment:
+    data = row._mapping if hasattr(row, "_mapping") else row
+    return Payment(**{k: data[k] for k in PAYMENT_FIELDS})
+
+
+@dataclass
+class Summary:
+    """One customer of one expert, as the list shows them.
+
+    Counts and money are sums over the customer's meetings and payments, so a change of one of
+    them is undone and redone exactly. The name, email and phone come from the newest booking:
+    `profile_version` and `phone_version` say which, so that only a newer booking replaces them.
+    """
+
+    email: str
+    name: str
+    phone: str | None
+    first_seen_at: datetime
+    appointments: int = 0
+    cancelled: int = 0
+    no_shows: int = 0
+    upcoming: int = 0
+    past: int = 0
+    last_appointment_at: datetime | None = None
+    next_appointment_at: datetime | None = None
+    session_minutes: int = 0
+    spend: dict[str, int] = field(default_factory=dict)
+    revenue: dict[str, int] = field(default_factory=dict)
+    refunded: dict[str, int] = field(default_factory=dict)
+    profile_version: str | None = None
+    phone_version: str | None = None
+
+    @property
+    def search_text(self) -> str:
+        return f"{self.name.lower()} {self.email}"
+
+    @property
+    def spend_sort(self) -> int:
+        return sum(self.spend.values())
+
+    @property
+    def booked(self) -> int:
+        return self.appointments + self.cancelled
+
+
+SUMMARY_FIELDS = tuple(f.name for f in fields(Summary))
+
+
+def summary_from_row(row: Any) -> Summary:
+    data = row._mapping if hasattr(row, "_mapping") else row
+    return Summary(**{k: data[k] for k in SUMMARY_FIELDS})
+
+
+@dataclass
+class Note:
+    note_id: str
+    expert_id: str
+    customer_id: str
+    body: str
+    created_at: datetime
+    deleted: bool = False
+
+
+@dataclass
+class Erasure:
+    """Everything one erasure removes from a version, loaded for the `customer.erased` rule."""
+
+    email_hash: str
+    customers: list[Key] = field(default_factory=list)  # (expert, customer) rows with that email
+    meetings: list[Key] = field(default_factory=list)  # (expert, meeting) rows with that email
+    payments: dict[str, set[str]] = field(default_factory=dict)  # payment id -> every id it is known by
+    notes: list[Note] = field(default_factory=list)  # notes of those customers
+
+
+@dataclass
+class View:
+    """The stored state of the keys one batch touches, changed in memory by the rules."""
+
+    version: int
+    secret: str  # keys the customer ids and email hashes (pure functions of it)
+    as_of: datetime  # the version's sweep watermark: counts of appointments are as of it
+    now: datetime  # the batch's time, for `stripe_events_applied.applied_at`
+    meetings: dict[Key, Meeting] = field(default_factory=dict)
+    payments: dict[str, Payment] = field(default_factory=dict)
+    aliases: dict[str, set[str]] = field(default_factory=dict)  # any id Stripe names -> payment ids
+    erased_emails: dict[str, datetime] = field(default_factory=dict)  # email hash -> erased at
+    erased_refs: dict[tuple[str, str], datetime] = field(default_factory=dict)  # (kind, ref) -> erased at
+    stripe_seen: set[str] = field(default_factory=set)  # Stripe event ids applied before
+    notes: dict[str, Note] = field(default_factory=dict)
+    erasures: dict[str, Erasure] = field(default_factory=dict)  # by email hash, for this batch's erasures
+    summaries: dict[Key, Summary] = field(default_factory=dict)  # loaded for the keys that change
+
+    def keep_payment(self, p: Payment) -> None:
+        """Hold a payment, findable by every id Stripe may name it by."""
+        self.payments[p.payment_id] = p
+        for alias in money.ids(p.state, p.payment_id):
+            self.aliases.setdefault(alias, set()).add(p.payment_id)
+
+    def known_by(self, names: set[str]) -> list[str]:
+        found = set().union(*(self.aliases.get(a, ()) for a in names)) if names else set()
+        return sorted(pid for pid in found if pid in self.payments)
+
+
+@dataclass
+class Changes:
+    """What a batch's rules decided; the store writes each touched row once."""
+
+    meetings: set[Key] = field(default_factory=set)  # meetings to write (from the view)
+    meetings_removed: set[Key] = field(default_factory=set)
+    payments: set[str] = field(default_factory=set)  # payments to write (from the view)
+    payments_removed: set[str] = field(default_factory=set)  # rows gone: joined into another, or erased
+    aliases_removed: set[str] = field(default_factory=set)  # payment ids whose aliases go
+    stripe_events: dict[str, str] = field(default_factory=dict)  # event id -> type, first sightings
+    notes: set[str] = field(default_factory=set)  # notes to write (from the view)
+    notes_removed: set[str] = field(default_factory=set)
+    erasures: dict[str, datetime] = field(default_factory=dict)  # email hash -> erased at (the ledger)
+    erased_refs: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    summaries: set[Key] = field(default_factory=set)  # summaries to write (from the view)
+    summaries_removed: set[Key] = field(default_factory=set)
+    recount: set[Key] = field(default_factory=set)  # summaries the deltas cannot settle: from history
+    # what the batch had when it started, for the summary deltas
+    meetings_before: dict[Key, Meeting | None] = field(default_factory=dict)
+    payments_before: dict[str, Payment | None] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    skipped_erased: int = 0
+
+    def count(self, kind: str) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1

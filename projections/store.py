@@ -1,0 +1,262 @@
+"""The store shell: loads what a batch's rules need, writes what they changed.
+
+Every load is a fixed number of statements per batch, whatever its size (one array parameter
+per key column on PostgreSQL), and every write is one bulk statement per table
+(`projections.db.bulk_upsert`). Everything happens in the caller's transaction; nothing here
+decides anything (`projections.rules` does).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Iterable
+
+from sqlalchemy import delete, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from customers.ids import email_hash
+from projections import payments as money
+from projections import tables as t
+from projections.db import any_of, bulk_upsert, in_tuples
+from projections.forgetting import payment_refs, ref_of
+from projections.meetings import MEETING_FIELDS, Meeting, meeting_from_row
+from projections.rules.model import (PAYMENT_FIELDS, SUMMARY_FIELDS, Changes, Erasure, Key, Note, Payment, Summary,
+                                     View, payment_from_row, summary_from_row)
+from projections.rules.payment_facts import named
+from projections.sweep import watermark
+
+
+class Store:
+    def __init__(self, conn: AsyncConnection, version: int, secret: str) -> None:
+        self.conn, self.version, self.secret = conn, version, secret
+        self.dialect = conn.dialect.name
+
+    async def _rows(self, query) -> list:
+        return list(await self.conn.execute(query))
+
+    # --- loads -------------------------------------------------------------------------------
+
+    async def load(self, items: list[Any], now: datetime) -> View:
+        """The stored state of every key the items name."""
+        view = View(self.version, self.secret, await watermark(self.conn, self.version), now)
+        emails, refs, events, meeting_keys, names, note_ids, erased = set(), set(), set(), set(), set(), set(), set()
+        for item in items:
+            kind = item.type
+            if kind.startswith("booking."):
+                meeting_keys.add((item.expert_id, item.meeting_id))
+                refs.add(("meeting", ref_of(item.expert_id, item.meeting_id)))
+                if kind == "booking.created":
+                    emails.add(item.customer.email)
+            elif kind == "payment.observed":
+                events.add(item.stripe_event_id)
+                names |= named(item)
+                refs |= {("payment", ref) for ref in payment_refs(item)}
+                refs.add(("meeting", ref_of(item.expert_id, item.meeting_id)))
+                if item.customer_email:
+                    emails.add(item.customer_email)
+            elif kind == "stripe.ignored":
+                events.add(item.stripe_event_id)
+            elif kind in ("note.added", "note.deleted"):
+                note_ids.add(item.note_id)
+                refs.add(("customer", ref_of(item.expert_id, item.customer_id)))
+            elif kind == "customer.erased":
+                erased.add(item.email_hash)
+        d, v = self.dialect, self.version
+        if emails:
+            e = t.erasures.c
+            hashes = {email_hash(self.secret, x) for x in emails}
+            view.erased_emails = {r.email_hash: r.erased_at for r in await self._rows(
+                select(e.email_hash, e.erased_at).where(any_of(d, e.email_hash, sorted(hashes))))}
+        if refs:
+            r = t.erased_refs.c
+            view.erased_refs = {(row.kind, row.ref): row.erased_at for row in await self._rows(
+                select(r.kind, r.ref, r.erased_at).where(in_tuples(d, (r.kind, r.ref), sorted(refs))))}
+        if events:
+            s = t.stripe_events_applied.c
+            view.stripe_seen = {row.event_id for row in await self._rows(
+                select(s.event_id).where(s.version == v, any_of(d, s.event_id, sorted(events))))}
+        if meeting_keys:
+            await self.load_meetings(view, meeting_keys)
+        if names:
+            a, p = t.payment_aliases.c, t.payments.c
+            ids = select(a.payment_id).where(a.version == v, any_of(d, a.alias, sorted(names)))
+            for row in await self._rows(select(t.payments).where(
+                    p.version == v, or_(p.payment_id.in_(ids.scalar_subquery()), any_of(d, p.payment_id, sorted(names))))):
+                view.keep_payment(payment_from_row(row))
+        if note_ids:
+            n = t.notes.c
+            for row in await self._rows(select(t.notes).where(n.version == v, any_of(d, n.note_id, sorted(note_ids)))):
+                view.notes[row.note_id] = Note(row.note_id, row.expert_id, row.customer_id, row.body, row.created_at,
+                                               row.deleted)
+        for h in sorted(erased):
+            view.erasures[h] = await self._erasure(h)
+        return view
+
+    async def load_meetings(self, view: View, keys: Iterable[Key]) -> None:
+        keys = set(keys) - view.meetings.keys()
+        if not keys:
+            return
+        m = t.meetings.c
+        for row in await self._rows(select(t.meetings).where(
+                m.version == self.version, in_tuples(self.dialect, (m.expert_id, m.meeting_id), sorted(keys)))):
+            view.meetings[(row.expert_id, row.meeting_id)] = meeting_from_row(row)
+
+    async def _erasure(self, h: str) -> Erasure:
+        """What this version holds of the person with email hash `h`."""
+        d, v = self.dialect, self.version
+        c, m, p, a, n = t.customers.c, t.meetings.c, t.payments.c, t.payment_aliases.c, t.notes.c
+        found = Erasure(h)
+        found.customers = [(r.expert_id, r.customer_id) for r in await self._rows(
+            select(c.expert_id, c.customer_id).where(c.version == v, c.email_hash == h))]
+        found.meetings = [(r.expert_id, r.meeting_id) for r in await self._rows(
+            select(m.expert_id, m.meeting_id).where(m.version == v, m.email_hash == h))]
+        owners = found.customers or [("", "")]
+        ids = [r.payment_id for r in await self._rows(select(p.payment_id).where(
+            p.version == v, or_(p.email_hash == h, in_tuples(d, (p.expert_id, p.customer_id), owners))))]
+        found.payments = {pid: {pid} for pid in ids}
+        if ids:
+            for r in await self._rows(select(a.alias, a.payment_id).where(a.version == v, any_of(d, a.payment_id, ids))):
+                found.payments[r.payment_id].add(r.alias)
+            for r in await self._rows(select(p.payment_id, p.state).where(p.version == v, any_of(d, p.payment_id, ids))):
+                found.payments[r.payment_id] |= money.ids(r.state or {}, r.payment_id)
+        if found.customers:
+            found.notes = [Note(r.note_id, r.expert_id, r.customer_id, r.body, r.created_at, r.deleted)
+                           for r in await self._rows(select(t.notes).where(
+                               n.version == v, in_tuples(d, (n.expert_id, n.customer_id), found.customers)))]
+        return found
+
+    async def load_for_linking(self, view: View, changes: Changes, booked: list[Meeting]) -> set[str]:
+        """The payments to tie: those the batch changed, and those its booked meetings may own;
+        and, into the view, every booked meeting any of them may belong to."""
+        candidates = {pid for pid in changes.payments if pid in view.payments}
+        d, v, p = self.dialect, self.version, t.payments.c
+        if booked:
+            keys = [(m.expert_id, m.meeting_id) for m in booked]
+            conds = [in_tuples(d, (p.expert_id, p.meeting_id), keys), in_tuples(d, (p.hint_expert, p.hint_meeting), keys)]
+            if pis := [m.payment_intent_id for m in booked if m.payment_intent_id]:
+                conds.append(any_of(d, p.payment_id, pis))
+            if css := [m.checkout_session_id for m in booked if m.checkout_session_id]:
+                conds.append(any_of(d, p.checkout_session_id, css))
+            if triples := [(m.expert_id, m.customer_email, m.booked_start) for m in booked if m.customer_email]:
+                conds.append(in_tuples(d, (p.hint_expert, p.hint_email, p.hint_start), triples))
+            for cond in conds:  # one statement per kind of evidence, each served by its own index
+                for r in await self._rows(select(t.payments).where(p.version == v, cond)):
+                    if r.payment_id in changes.payments_removed:  # joined into another in this batch
+                        continue
+                    if r.payment_id not in view.payments:
+                        view.keep_payment(payment_from_row(r))
+                    candidates.add(r.payment_id)
+        await self._meetings_for([view.payments[pid] for pid in candidates], view)
+        return candidates
+
+    async def _meetings_for(self, rows: list[Payment], view: View) -> None:
+        m, d = t.meetings.c, self.dialect
+        keys = sorted({(r.hint_expert, r.hint_meeting) for r in rows if r.hint_expert and r.hint_meeting})
+        triples = sorted({(r.hint_expert, r.hint_email, r.hint_start) for r in rows
+                          if r.hint_expert and r.hint_email and r.hint_start})
+        pis = sorted({r.payment_intent_id for r in rows if r.payment_intent_id})
+        css = sorted({r.checkout_session_id for r in rows if r.checkout_session_id})
+        conds = []
+        if keys:
+            conds.append(in_tuples(d, (m.expert_id, m.meeting_id), keys))
+        if triples:
+            conds.append(in_tuples(d, (m.expert_id, m.customer_email, m.booked_start), triples))
+        if pis:
+            conds.append(any_of(d, m.payment_intent_id, pis))
+        if css:
+            conds.append(any_of(d, m.checkout_session_id, css))
+        for cond in conds:
+            for r in await self._rows(select(t.meetings).where(
+                    m.version == self.version, m.created_version.is_not(None), cond)):
+                if (r.expert_id, r.meeting_id) in view.meetings:
+                    continue  # the batch's own view of a meeting wins over the table's
+                view.meetings[(r.expert_id, r.meeting_id)] = meeting_from_row(r)
+
+    async def load_summaries(self, view: View, keys: Iterable[Key]) -> None:
+        keys = sorted(set(keys) - view.summaries.keys())
+        if not keys:
+            return
+        c = t.customers.c
+        for row in await self._rows(select(t.customers).where(
+                c.version == self.version, in_tuples(self.dialect, (c.expert_id, c.customer_id), keys))):
+            view.summaries[(row.expert_id, row.customer_id)] = summary_from_row(row)
+
+    async def history(self, keys: Iterable[Key]) -> dict[Key, tuple[list[Meeting], list[dict]]]:
+        """Every meeting and payment state of these customers, as this transaction sees them."""
+        keys = sorted(set(keys))
+        found: dict[Key, tuple[list[Meeting], list[dict]]] = {k: ([], []) for k in keys}
+        if not keys:
+            return found
+        m, p, d = t.meetings.c, t.payments.c, self.dialect
+        for row in await self._rows(select(t.meetings).where(
+                m.version == self.version, in_tuples(d, (m.expert_id, m.customer_id), keys))):
+            found[(row.expert_id, row.customer_id)][0].append(meeting_from_row(row))
+        for row in await self._rows(select(p.expert_id, p.customer_id, p.state).where(
+                p.version == self.version, in_tuples(d, (p.expert_id, p.customer_id), keys))):
+            found[(row.expert_id, row.customer_id)][1].append(row.state)
+        return found
+
+    # --- writes ------------------------------------------------------------------------------
+
+    async def write(self, view: View, changes: Changes) -> None:
+        """Every row the changes name, one bulk statement per table; deletions first."""
+        v, d = self.version, self.dialect
+        await self._delete(t.meetings, ("expert_id", "meeting_id"), changes.meetings_removed)
+        await self._delete(t.payments, ("payment_id",), {(pid,) for pid in changes.payments_removed})
+        if changes.aliases_removed:
+            a = t.payment_aliases.c
+            await self.conn.execute(delete(t.payment_aliases).where(
+                a.version == v, any_of(d, a.payment_id, sorted(changes.aliases_removed))))
+        await self._delete(t.notes, ("note_id",), {(i,) for i in changes.notes_removed})
+        await bulk_upsert(self.conn, t.meetings, [self._meeting_row(view.meetings[k])
+                                                  for k in sorted(changes.meetings) if k in view.meetings],
+                          ["version", "expert_id", "meeting_id"])
+        payments = [view.payments[pid] for pid in sorted(changes.payments) if pid in view.payments]
+        await bulk_upsert(self.conn, t.payments, [self._payment_row(p) for p in payments], ["version", "payment_id"])
+        aliases = sorted({(alias, p.payment_id) for p in payments for alias in money.ids(p.state, p.payment_id)})
+        await bulk_upsert(self.conn, t.payment_aliases,
+                          [{"version": v, "alias": alias, "payment_id": pid} for alias, pid in aliases],
+                          ["version", "alias"])
+        await bulk_upsert(self.conn, t.notes, [
+            {"version": v, "note_id": n.note_id, "expert_id": n.expert_id, "customer_id": n.customer_id,
+             "body": n.body, "created_at": n.created_at, "deleted": n.deleted}
+            for n in (view.notes[i] for i in sorted(changes.notes) if i in view.notes)], ["version", "note_id"])
+        await bulk_upsert(self.conn, t.stripe_events_applied, [
+            {"version": v, "event_id": i, "event_type": kind, "applied_at": view.now}
+            for i, kind in sorted(changes.stripe_events.items())], ["version", "event_id"], update=False)
+        await bulk_upsert(self.conn, t.erasures, [{"email_hash": h, "erased_at": at}
+                                                  for h, at in sorted(changes.erasures.items())], ["email_hash"])
+        await bulk_upsert(self.conn, t.erased_refs, [{"kind": k, "ref": r, "erased_at": at}
+                                                     for (k, r), at in sorted(changes.erased_refs.items())],
+                          ["kind", "ref"])
+
+    async def write_summaries(self, view: View, changes: Changes) -> None:
+        await self._delete(t.customers, ("expert_id", "customer_id"), changes.summaries_removed)
+        await bulk_upsert(self.conn, t.customers, [self._summary_row(k, view.summaries[k])
+                                                   for k in sorted(changes.summaries) if k in view.summaries],
+                          ["version", "expert_id", "customer_id"])
+
+    async def _delete(self, table, columns: tuple[str, ...], keys: set[tuple]) -> None:
+        if not keys:
+            return
+        cols = tuple(table.c[c] for c in columns)
+        where = (any_of(self.dialect, cols[0], sorted(k[0] for k in keys)) if len(cols) == 1
+                 else in_tuples(self.dialect, cols, sorted(keys)))
+        await self.conn.execute(delete(table).where(table.c.version == self.version, where))
+
+    def _meeting_row(self, m: Meeting) -> dict[str, Any]:
+        row = {name: getattr(m, name) for name in MEETING_FIELDS}
+        row.update(version=self.version, start_time=m.start_time, end_time=m.end_time, timezone=m.timezone,
+                   email_hash=email_hash(self.secret, m.customer_email) if m.customer_email else None)
+        return row
+
+    def _payment_row(self, p: Payment) -> dict[str, Any]:
+        row = {name: getattr(p, name) for name in PAYMENT_FIELDS}
+        row.update(version=self.version, email_hash=email_hash(self.secret, p.hint_email) if p.hint_email else None)
+        return row
+
+    def _summary_row(self, key: Key, s: Summary) -> dict[str, Any]:
+        row = {name: getattr(s, name) for name in SUMMARY_FIELDS}
+        row.update(version=self.version, expert_id=key[0], customer_id=key[1], search_text=s.search_text,
+                   spend_sort=s.spend_sort, email_hash=email_hash(self.secret, s.email))
+        return row
