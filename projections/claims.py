@@ -88,6 +88,8 @@ def named_by(version: int, positions: Iterable[Any], items: Iterable[Any]) -> Cl
     for pos in positions:
         claim.keys.add(("partition", version, pos.topic, pos.partition))
     for item in items:
+        if item is None:  # a record that did not decode: its position alone is recorded
+            continue
         kind = item.type
         if kind.startswith("booking."):
             claim.expert(item.expert_id)

@@ -177,7 +177,8 @@ class Projector:
                     continue
                 fresh.append((pos, item))
             view, changes = await run_batch(Store(conn, self.version, self.id_secret),
-                                            [item for _, item in fresh], datetime.now(timezone.utc))
+                                            [item for _, item in fresh if item is not None],
+                                            datetime.now(timezone.utc))
             result.by_type, result.skipped_erased = changes.counts, changes.skipped_erased
             needed = claims.read_by(self.version, view, changes)
             if claim.missing(needed):  # rolls back: what was read without its lock is not written

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from customers import samples as s
 from customers.events import parse_booking_event
 from projections import claims
-from projections import projector as projector_module
+from projections import store as store_module
 from projections import tables as t
 from projections.db import make_engine
 from streams.worker import prepare
@@ -114,15 +114,15 @@ class Gate:
         self.reached, self.opened = asyncio.Event(), asyncio.Event()
 
     def install(self, monkeypatch) -> None:
-        real = projector_module.upsert
+        real = store_module.bulk_upsert
 
-        async def upsert(conn, table, rows, keys):
+        async def bulk_upsert(conn, table, rows, keys, **kw):
             if table is t.customers and PAUSED.get():
                 self.reached.set()
                 await self.opened.wait()
-            return await real(conn, table, rows, keys)
+            return await real(conn, table, rows, keys, **kw)
 
-        monkeypatch.setattr(projector_module, "upsert", upsert)
+        monkeypatch.setattr(store_module, "bulk_upsert", bulk_upsert)
 
 
 def refund_story():
