@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -49,6 +50,7 @@ MAX_CLAIMS = 2_000  # locks per batch; beyond it the batch takes the version's k
 RETRY_STATES = {"40P01", "40001", "53200"}  # deadlock, serialization failure, lock table full
 
 
+@lru_cache(maxsize=1 << 16)  # a worker names the same experts and payments batch after batch
 def lock_id(key: Key) -> int:
     """The advisory lock number of a key: the first 8 bytes of BLAKE2b of its JSON, signed."""
     digest = hashlib.blake2b(json.dumps(list(key), separators=(",", ":")).encode(), digest_size=8).digest()
