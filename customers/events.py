@@ -19,6 +19,17 @@ def normalise_email(email: str) -> str:
     return "".join(email.split()).lower()
 
 
+def check_email(value: str) -> str:
+    """The normalised email; ValueError when it is not one. Shared with `customers.wire`."""
+    value = normalise_email(value)
+    if len(value) > 320:  # lower-casing may lengthen it
+        raise ValueError("email is longer than 320 characters")
+    local, _, domain = value.partition("@")
+    if not local or "." not in domain:
+        raise ValueError("not an email address")
+    return value
+
+
 def as_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("timestamp must carry a UTC offset (RFC 3339)")
@@ -58,16 +69,7 @@ class Customer(_Model):
     name: str = Field(default="", max_length=200)
     phone: str | None = Field(default=None, max_length=40)
 
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str) -> str:
-        value = normalise_email(value)
-        if len(value) > 320:  # lower-casing may lengthen it
-            raise ValueError("email is longer than 320 characters")
-        local, _, domain = value.partition("@")
-        if not local or "." not in domain:
-            raise ValueError("not an email address")
-        return value
+    _email = field_validator("email")(classmethod(lambda cls, v: check_email(v)))
 
 
 class Service(_Model):
@@ -95,7 +97,7 @@ class _BookingEvent(_Model):
     _utc = field_validator("occurred_at")(classmethod(lambda cls, v: as_utc(v)))
 
 
-def _check_tz(value: str | None) -> str | None:
+def check_tz(value: str | None) -> str | None:
     if value is None:
         return value
     try:
@@ -103,6 +105,11 @@ def _check_tz(value: str | None) -> str | None:
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ValueError(f"unknown IANA time zone {value!r}") from exc
     return value
+
+
+def check_order(start: datetime, end: datetime) -> None:
+    if end < start:
+        raise ValueError("end_time is before start_time")
 
 
 class _Scheduled(_Model):
@@ -113,8 +120,7 @@ class _Scheduled(_Model):
 
     @model_validator(mode="after")
     def _ordered(self):
-        if self.end_time < self.start_time:
-            raise ValueError("end_time is before start_time")
+        check_order(self.start_time, self.end_time)
         return self
 
 
@@ -127,14 +133,14 @@ class BookingCreated(_BookingEvent, _Scheduled):
     payment: PaymentRef = PaymentRef()
     created_at: datetime | None = None
 
-    _tz = field_validator("timezone")(classmethod(lambda cls, v: _check_tz(v)))
+    _tz = field_validator("timezone")(classmethod(lambda cls, v: check_tz(v)))
 
 
 class BookingRescheduled(_BookingEvent, _Scheduled):
     type: Literal["booking.rescheduled"]
     timezone: str | None = Field(default=None, max_length=64)
 
-    _tz = field_validator("timezone")(classmethod(lambda cls, v: _check_tz(v)))
+    _tz = field_validator("timezone")(classmethod(lambda cls, v: check_tz(v)))
 
 
 class BookingCancelled(_BookingEvent):

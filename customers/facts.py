@@ -118,7 +118,12 @@ class PaymentObserved(_Fact):
     @model_validator(mode="before")
     @classmethod
     def _from_first_release(cls, data: Any) -> Any:
-        return upgrade_first_release(data) if isinstance(data, dict) else data
+        if not isinstance(data, dict):
+            return data
+        try:
+            return upgrade_first_release(data)
+        except (TypeError, AttributeError) as exc:  # a list where an object was: refused like any bad fact
+            raise ValueError(f"not a fact of the first release's shape ({exc})") from exc
 
     @property
     def kafka_key(self) -> str:
