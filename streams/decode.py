@@ -26,7 +26,9 @@ FAST_DECODERS: dict[str, Callable[[bytes], Any]] = {
 }
 
 
-def decoder_for(topic: str, prefix: str, fast: bool = False) -> Callable[[bytes], Any]:
+def decoder_for(topic: str, prefix: str, fast: bool = True) -> Callable[[bytes], Any]:
+    """The worker's decoder for a topic: msgspec structs (`customers.wire`), or with `fast=False`
+    the pydantic models; both accept and refuse the same records."""
     name = topic[len(prefix):] if prefix and topic.startswith(prefix) else topic
     return (FAST_DECODERS if fast else DECODERS)[name]
 
