@@ -5,6 +5,7 @@ partitioned tables row for row, and back. On SQLite a version is dropped with a 
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -40,6 +41,21 @@ async def tables_of(engine, version: int) -> set[str]:
         rows = await conn.execute(text("SELECT relname FROM pg_class WHERE relname = ANY(:n)"),
                                   {"n": [physical.partition_name(tb, version) for tb in physical.VERSIONED]})
         return {r.relname for r in rows}
+
+
+async def kinds(engine) -> dict[str, bytes]:
+    """`pg_class.relkind` of each versioned table: r plain, p partitioned."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(text("SELECT relname, relkind FROM pg_class WHERE relname = ANY(:n)"),
+                                  {"n": [tb.name for tb in physical.VERSIONED]})
+        return dict(rows.all())
+
+
+async def parent_indexes(engine) -> set[str]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(text("SELECT indexname FROM pg_indexes WHERE tablename = ANY(:n)"),
+                                  {"n": [tb.name for tb in physical.VERSIONED]})
+        return {r.indexname for r in rows}
 
 
 def expected_indexes(version: int) -> set[str]:
@@ -87,10 +103,7 @@ async def test_a_replay_version_has_no_secondary_indexes_until_indexed():
     assert (version, resumed) == (2, False)
     assert await tables_of(engine, version) == {physical.partition_name(tb, 2) for tb in physical.VERSIONED}
     assert await indexes(engine, version) == pkeys(version)  # primary keys only
-    async with engine.connect() as conn:  # the parents have their primary keys, nothing else
-        parents = {r.indexname for r in await conn.execute(text(
-            "SELECT indexname FROM pg_indexes WHERE tablename = ANY(:n)"), {"n": [tb.name for tb in physical.VERSIONED]})}
-    assert parents == {f"{tb.name}_pkey" for tb in physical.VERSIONED}
+    assert await parent_indexes(engine) == {f"{tb.name}_pkey" for tb in physical.VERSIONED}  # nothing else
 
     assert await begin_replay(engine, "g") == (2, True)  # resumed: its tables are there already
     async with engine.begin() as conn:
@@ -124,7 +137,8 @@ async def test_dropping_a_version_drops_its_tables_and_nothing_else():
     assert all(len(r) == 5 and {x[0] for x in r} == {2} for r in rows.values()), rows
     await drop_version(engine, 1)  # again: nothing left to drop
     async with engine.begin() as conn:
-        states = dict((await conn.execute(select(t.projection_versions.c.version, t.projection_versions.c.state))).all())
+        pv = t.projection_versions.c
+        states = dict((await conn.execute(select(pv.version, pv.state))).all())
     assert states == {1: "removed", 2: "live"}
     await engine.dispose()
 
@@ -161,14 +175,13 @@ async def test_migration_0008_partitions_two_versions_row_for_row_and_back():
     config = alembic_config(url)
     await _alembic(command.upgrade, config, "0007")
     engine = make_engine(url)
+    assert await kinds(engine) == {tb.name: b"r" for tb in physical.VERSIONED}
     async with engine.begin() as conn:
-        assert (await conn.execute(text("SELECT relkind FROM pg_class WHERE relname = 'meetings'"))).scalar() == b"r"
         await conn.execute(t.projection_versions.insert(), [
-            {"version": 1, "state": "retired", "consumer_group": "g-v1", "created_at": T0, "swept_until": T0},
-            {"version": 2, "state": "live", "consumer_group": "g-v2", "created_at": T0, "swept_until": T0},
-            {"version": 3, "state": "building", "consumer_group": "g-v3", "created_at": T0, "swept_until": T0}])
+            {"version": v, "state": state, "consumer_group": f"g-v{v}", "created_at": T0, "swept_until": T0}
+            for v, state in ((2, "live"), (3, "building"), (4, "removed"))])
         for table in physical.VERSIONED:
-            for v in (1, 2):
+            for v in (1, 2):  # 1: rows of a version no longer listed
                 await conn.execute(table.insert(), sample(table, v, 40))
     before = await every_row(engine)
     await engine.dispose()  # the migration renames the tables under any cached statement
@@ -176,12 +189,10 @@ async def test_migration_0008_partitions_two_versions_row_for_row_and_back():
     await _alembic(command.upgrade, config, "head")
     engine = make_engine(url)
     assert await every_row(engine) == before
-    async with engine.connect() as conn:
-        kinds = dict((await conn.execute(text("SELECT relname, relkind FROM pg_class WHERE relname = ANY(:n)"),
-                                         {"n": [tb.name for tb in physical.VERSIONED]})).all())
-    assert kinds == {tb.name: b"p" for tb in physical.VERSIONED}
+    assert await kinds(engine) == {tb.name: b"p" for tb in physical.VERSIONED}
     for v in (1, 2, 3):  # a partition for each version with rows or not removed, each indexed
         assert await indexes(engine, v) == expected_indexes(v) | pkeys(v)
+    assert await tables_of(engine, 4) == set()
     async with engine.begin() as conn:  # the live version takes writes as before
         await conn.execute(t.notes.insert(), sample(t.notes, 2, 41)[40:])
     before = await every_row(engine)
@@ -190,18 +201,12 @@ async def test_migration_0008_partitions_two_versions_row_for_row_and_back():
     await _alembic(command.downgrade, config, "0007")
     engine = make_engine(url)
     assert await every_row(engine) == before
-    async with engine.connect() as conn:
-        kinds = dict((await conn.execute(text("SELECT relname, relkind FROM pg_class WHERE relname = ANY(:n)"),
-                                         {"n": [tb.name for tb in physical.VERSIONED]})).all())
-        names = {r.indexname for r in await conn.execute(text("SELECT indexname FROM pg_indexes WHERE tablename = ANY(:n)"),
-                                                         {"n": [tb.name for tb in physical.VERSIONED]})}
-    assert kinds == {tb.name: b"r" for tb in physical.VERSIONED}
-    assert names == ({ix.name for tb in physical.VERSIONED for ix in tb.indexes} | {"ix_customers_search_trgm"}
-                     | {f"{tb.name}_pkey" for tb in physical.VERSIONED})
+    assert await kinds(engine) == {tb.name: b"r" for tb in physical.VERSIONED}
+    models = {ix.name for tb in physical.VERSIONED for ix in tb.indexes}
+    assert await parent_indexes(engine) == models | {"ix_customers_search_trgm"} | {
+        f"{tb.name}_pkey" for tb in physical.VERSIONED}
     await engine.dispose()
 
 
 async def _alembic(step, config, revision: str) -> None:
-    import asyncio
-
     await asyncio.to_thread(step, config, revision)
