@@ -63,9 +63,12 @@ def synthetic_customers(expert_id: str, n: int, now: datetime, *, version: int =
 
 async def load(engine, experts: dict[str, int], now: datetime) -> None:
     """Version 1 live, and the experts' synthetic customers, committed."""
+    from projections.physical import create_version
+
     async with engine.begin() as conn:
         await conn.execute(t.projection_versions.insert().values(
             version=1, state="live", consumer_group="bench-v1", created_at=now, switched_at=now, swept_until=now))
+        await create_version(conn, 1, indexed=True)
         await conn.execute(t.projection_offsets.insert().values(
             version=1, topic="bookings", partition=0, offset=0, event_time=now))
         for expert_id, n in experts.items():
@@ -142,6 +145,19 @@ async def http_compare(port: int, token: str, requests: int) -> dict:
     return {"ours": summary_ms(ours), "baseline": summary_ms(base),
             "check": {"total_ours": ours_page["total"], "total_baseline": base_page["total"],
                       "first_page_emails_in_common": same, "page_size": len(ours_page["customers"])}}
+
+
+async def _version_tables(url: str) -> None:
+    """Version 1's tables, indexed, for `bench.readmodel.load` to fill."""
+    from projections.db import make_engine
+    from projections.physical import create_version
+
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await create_version(conn, 1, indexed=True)
+    finally:
+        await engine.dispose()
 
 
 async def sql_compare(url: str, expert_id: str, requests: int) -> dict:
@@ -240,6 +256,7 @@ async def compare(meetings: int, customers: int, big_meetings: int, experts: int
                     "baseline": "baseline_meetings JOIN baseline_services, GROUP BY customer email, "
                                 "ORDER BY newest appointment, LIMIT 50, total by window; index on expert_id"}
     async with bench_database() as (db_name, settings):
+        await _version_tables(settings.database_url)
         conn = await asyncpg.connect(asyncpg_url(db_name))
         try:
             started = time.perf_counter()

@@ -2,7 +2,9 @@
 
 Every read-model table carries the projection `version` in its key, so that a replay can build
 a new version beside the one serving readers and switch over in one update of
-`projection_versions`.
+`projection_versions`. On PostgreSQL those tables are partitioned by `version`, and the `Index`
+declarations below are built on each version's partition, not on the parent
+(`projections.physical`).
 """
 
 from __future__ import annotations

@@ -1,12 +1,17 @@
-"""Projection versions: which one readers see, and the ones being rebuilt beside it."""
+"""Projection versions: which one readers see, and the ones being rebuilt beside it.
+
+On PostgreSQL each version has tables of its own (`projections.physical`), created with its
+row here and dropped with it.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from projections.physical import create_version, drop_version_tables
 from projections.tables import projection_versions as pv
 
 
@@ -33,6 +38,7 @@ async def ensure_live(engine: AsyncEngine, group_prefix: str) -> int:
         await conn.execute(pv.insert().values(
             version=1, state="live", consumer_group=group_for(group_prefix, 1),
             created_at=now, switched_at=now, swept_until=now))
+        await create_version(conn, 1, indexed=True)  # readers from the start
         return 1
 
 
@@ -50,10 +56,14 @@ async def building_version(conn: AsyncConnection) -> int | None:
 
 
 async def begin_replay(engine: AsyncEngine, group_prefix: str) -> tuple[int, bool]:
-    """The version a replay builds into: the unfinished one if any (resumed), else a new one."""
+    """The version a replay builds into: the unfinished one if any (resumed), else a new one.
+
+    Its tables have no secondary indexes until the replay has caught up (`index_version`).
+    """
     async with engine.begin() as conn:
         version = await building_version(conn)
         if version is not None:
+            await create_version(conn, version, indexed=False)  # made with its row: only checked here
             return version, True
         newest = (await conn.execute(select(func.max(pv.c.version)))).scalar() or 0
         version = newest + 1
@@ -61,20 +71,28 @@ async def begin_replay(engine: AsyncEngine, group_prefix: str) -> tuple[int, boo
         await conn.execute(pv.insert().values(version=version, state="building",
                                               consumer_group=group_for(group_prefix, version),
                                               created_at=now, swept_until=now))
+        await create_version(conn, version, indexed=False)
         return version, False
 
 
 async def drop_version(engine: AsyncEngine, version: int) -> None:
-    """Remove a retired version's rows (never the live one's)."""
-    from projections import tables as t
+    """Remove a retired version's rows (never the live one's): DROP its tables (DELETE on SQLite).
 
+    The version is marked removed first; its tables go after, outside that transaction, so
+    dropping them again (after a failure half-way) finishes the job.
+    """
     async with engine.begin() as conn:
-        state = (await conn.execute(select(pv.c.state).where(pv.c.version == version))).scalar()
+        state = (await conn.execute(select(pv.c.state).where(pv.c.version == version)
+                                    .with_for_update())).scalar()
         if state == "live":
             raise ValueError("refusing to drop the live version")
-        for table in (t.customers, t.meetings, t.payments, t.payment_aliases, t.notes, t.projection_offsets, t.stripe_events_applied):
-            await conn.execute(delete(table).where(table.c.version == version))
         await conn.execute(update(pv).where(pv.c.version == version).values(state="removed"))
+        if conn.dialect.name != "postgresql":
+            await drop_version_tables(conn, version)
+            return
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await drop_version_tables(conn, version)
 
 
 async def versions(conn: AsyncConnection) -> list[dict]:

@@ -2,12 +2,15 @@
 
 The current version keeps serving (and the worker keeps it fresh) while the replay reads the
 retained projected topics (bookings, customer-activity, customer-commands) from their start into
-version N. Positions live in N's own `projection_offsets`, written with N's rows, so a replay
-killed at any point resumes where its last transaction ended. Once N is within `SWITCH_LAG`
-records of the topics' ends, one transaction sweeps N up to the present (its rows counted
-appointments as of the replay's start, see `projections.sweep`) and makes it live; the worker
-notices on its next batch, restarts itself on N (whose consumer group the replay has kept at N's
-positions), catches up the rest and sweeps N from then on. The old version's rows are removed after a grace period.
+version N. On PostgreSQL N has tables of its own, with no secondary index to maintain while they
+fill (`projections.physical`). Positions live in N's own `projection_offsets`, written with N's
+rows, so a replay killed at any point resumes where its last transaction ended. Once N is within
+`SWITCH_LAG` records of the topics' ends, N's indexes are built and its tables analysed, once;
+the replay then catches up on what arrived meanwhile, and one transaction sweeps N up to the
+present (its rows counted appointments as of the replay's start, see `projections.sweep`) and
+makes it live; the worker notices on its next batch, restarts itself on N (whose consumer group
+the replay has kept at N's positions), catches up the rest and sweeps N from then on. The old
+version's tables are dropped after a grace period.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from aiokafka.structs import OffsetAndMetadata
 from customers import kafka as names
 from customers.settings import Settings
 from projections.db import make_engine, migrate
+from projections.physical import index_version
 from projections.projector import Projector, sweep_version
 from projections.versions import begin_replay, drop_version, ensure_live, group_for, switch_to
 from streams.poison import Applier, Source, kafka_time
@@ -41,6 +45,7 @@ class Progress:
     total: int  # records in the topics right now
     rate: float  # records per second in this run
     switched: bool = False
+    indexed: bool = False  # the version's secondary indexes are built
 
 
 def _source(record) -> Source:
@@ -90,7 +95,11 @@ async def replay(settings: Settings, *, on_progress: Callable[[Progress], None] 
             if on_progress:
                 on_progress(progress)
             if sum(ends[tp] - positions[tp] for tp in tps) <= switch_lag:
-                break
+                if progress.indexed:
+                    break
+                await _index(engine, version)
+                progress.indexed = True
+                continue  # what arrived while the indexes were built
             records = await consumer.getmany(*tps, timeout_ms=500, max_records=batch_size)
             batch = [_source(r) for items in records.values() for r in items]
             if batch:
@@ -111,6 +120,13 @@ async def replay(settings: Settings, *, on_progress: Callable[[Progress], None] 
     await projector.statistics.settle()
     await engine.dispose()
     return progress
+
+
+async def _index(engine, version: int) -> None:
+    started = time.monotonic()
+    async with engine.begin() as conn:
+        await index_version(conn, version)
+    log.info("version %s indexed and analysed in %.1f s", version, time.monotonic() - started)
 
 
 async def _hand_over(settings: Settings, engine, consumer, tps, version: int) -> None:

@@ -22,7 +22,7 @@ from projections.db import make_engine, migrate
 from projections.sweep import passed_statement
 from projections import tables as t
 from projections.projector import Position, Projector
-from projections.versions import begin_replay, live_version
+from projections.versions import begin_replay, ensure_live, live_version
 from streams.replay import _hand_over
 from tests.harness import eventually, fresh_pg_database, settings_for, unique
 from tests.integration.conftest import open_stack
@@ -214,6 +214,7 @@ async def test_a_replay_switch_sweeps_the_new_version_up_to_the_present(backend)
 async def test_the_sweep_reads_two_index_ranges_of_the_meetings():
     engine = make_engine(await fresh_pg_database())
     await migrate(str(engine.url.render_as_string(hide_password=False)))
+    await ensure_live(engine, "g")
     now = datetime.now(timezone.utc)
     async with engine.begin() as conn:  # a meeting every minute for two weeks, 50 experts
         await conn.execute(t.meetings.insert(), [

@@ -1,0 +1,137 @@
+"""Each projection version in tables of its own (PostgreSQL).
+
+Every versioned read-model table is partitioned by LIST on `version`: queries keep naming the
+parent (`meetings … WHERE version = 3`, which the planner prunes to one partition), and
+`meetings_v3` holds version 3's rows. The primary key is the parent's; the secondary indexes are
+each partition's own, so a replay fills its version with none to maintain and builds them once
+when it has caught up, and a retired version goes with a DROP rather than a DELETE of every row.
+
+A partition is made with CREATE TABLE … LIKE and ATTACH, and removed with DETACH … CONCURRENTLY
+and DROP: none of them takes the lock on the parent that would stop the readers and the worker of
+the other versions (CREATE TABLE … PARTITION OF and a plain DROP would). There is no DEFAULT
+partition: a row of a version without tables is an error, not a row in the wrong place.
+
+SQLite keeps plain tables holding every version, with their indexes: there, creating and indexing
+a version do nothing and dropping one is a DELETE.
+
+The functions take a synchronous connection (migrations) or an async one (the service).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Index, MetaData, Table, delete, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.schema import CreateIndex
+
+from projections import tables as t
+
+VERSIONED: tuple[Table, ...] = (t.meetings, t.payments, t.payment_aliases, t.customers, t.notes,
+                                t.stripe_events_applied, t.projection_offsets)
+
+
+def partition_name(table: Table | str, version: int) -> str:
+    return f"{getattr(table, 'name', table)}_v{int(version)}"
+
+
+def secondary_indexes(table: Table, version: int) -> list[Index]:
+    """The secondary indexes of `table`'s partition for `version`: the model's, named `<name>_v<N>`.
+
+    `customers` also has the trigram index on `search_text` (substring search on name and email),
+    which the models cannot declare since SQLite has no such index.
+    """
+    part = table.to_metadata(MetaData(), name=partition_name(table, version))
+    indexes = sorted(part.indexes, key=lambda ix: ix.name)
+    for ix in indexes:
+        ix.name = f"{ix.name}_v{int(version)}"
+    if table is t.customers:
+        indexes.append(Index(f"ix_customers_search_trgm_v{int(version)}", part.c.search_text,
+                             postgresql_using="gin", postgresql_ops={"search_text": "gin_trgm_ops"}))
+    return indexes
+
+
+async def create_version(conn: AsyncConnection, version: int, *, indexed: bool) -> None:
+    """The version's partitions, with only their primary keys unless `indexed`; what exists is kept."""
+    await conn.run_sync(create_version_sync, version, indexed=indexed)
+
+
+async def index_version(conn: AsyncConnection, version: int) -> None:
+    """Build the version's missing secondary indexes and analyse its partitions."""
+    await conn.run_sync(index_version_sync, version)
+
+
+async def drop_version_tables(conn: AsyncConnection, version: int) -> None:
+    """Remove the version's rows: its partitions on PostgreSQL (`conn` in AUTOCOMMIT, since a
+    concurrent DETACH runs outside a transaction), a DELETE on SQLite."""
+    await conn.run_sync(drop_version_tables_sync, version)
+
+
+def create_version_sync(conn: Connection, version: int, *, indexed: bool) -> None:
+    if conn.dialect.name != "postgresql":
+        return
+    present = _partitions(conn, version)
+    for table in VERSIONED:
+        name = partition_name(table, version)
+        if name not in present:
+            conn.execute(text(f"CREATE TABLE IF NOT EXISTS {_q(conn, name)} "
+                              f"(LIKE {_q(conn, table.name)} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"))
+        if present.get(name) is None:
+            conn.execute(text(f"ALTER TABLE {_q(conn, table.name)} ATTACH PARTITION {_q(conn, name)} "
+                              f"FOR VALUES IN ({int(version)})"))
+    if indexed:
+        _create_indexes(conn, version)
+
+
+def index_version_sync(conn: Connection, version: int) -> None:
+    if conn.dialect.name != "postgresql":
+        return
+    _create_indexes(conn, version)
+    conn.execute(text("ANALYZE " + ", ".join(_q(conn, partition_name(tb, version)) for tb in VERSIONED)))
+
+
+def drop_version_tables_sync(conn: Connection, version: int) -> None:
+    if conn.dialect.name != "postgresql":
+        for table in VERSIONED:
+            conn.execute(delete(table).where(table.c.version == version))
+        return
+    present = _partitions(conn, version)
+    for table in VERSIONED:
+        name = partition_name(table, version)
+        if name not in present:
+            continue
+        pending = present[name]
+        if pending is not None:  # attached; FINALIZE ends a concurrent detach that was interrupted
+            how = "FINALIZE" if pending else "CONCURRENTLY"
+            conn.execute(text(f"ALTER TABLE {_q(conn, table.name)} DETACH PARTITION {_q(conn, name)} {how}"))
+        conn.execute(text(f"DROP TABLE IF EXISTS {_q(conn, name)}"))
+
+
+def indexes_present(conn: Connection, version: int) -> set[str]:
+    """Names of the indexes the version's partitions have (primary keys included)."""
+    rows = conn.execute(text("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() "
+                             "AND tablename = ANY(:names)"),
+                        {"names": [partition_name(tb, version) for tb in VERSIONED]})
+    return {r.indexname for r in rows}
+
+
+def _create_indexes(conn: Connection, version: int) -> None:
+    have = indexes_present(conn, version)
+    for table in VERSIONED:
+        for ix in secondary_indexes(table, version):
+            if ix.name not in have:
+                conn.execute(CreateIndex(ix, if_not_exists=True))
+
+
+def _partitions(conn: Connection, version: int) -> dict[str, Any]:
+    """The version's tables that exist: name -> None when not attached, else whether a detach is pending."""
+    rows = conn.execute(text(
+        "SELECT c.relname, i.inhdetachpending AS pending FROM pg_class c "
+        "LEFT JOIN pg_inherits i ON i.inhrelid = c.oid "
+        "WHERE c.relname = ANY(:names) AND c.relkind = 'r' AND pg_table_is_visible(c.oid)"),
+        {"names": [partition_name(tb, version) for tb in VERSIONED]})
+    return {r.relname: r.pending for r in rows}
+
+
+def _q(conn: Connection, name: str) -> str:
+    return conn.dialect.identifier_preparer.quote(name)
