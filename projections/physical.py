@@ -3,8 +3,8 @@
 Every versioned read-model table is partitioned by LIST on `version`: queries keep naming the
 parent (`meetings … WHERE version = 3`, which the planner prunes to one partition), and
 `meetings_v3` holds version 3's rows. The primary key is the parent's; the secondary indexes are
-each partition's own, so a replay fills its version with none to maintain and builds them once
-when it has caught up, and a retired version goes with a DROP rather than a DELETE of every row.
+each partition's own, so a replay fills its version with only those the projection looks rows up by
+(`LOOKUPS`) and builds the readers' ones once when it has caught up, and a retired version goes with a DROP rather than a DELETE of every row.
 
 A partition is made with CREATE TABLE … LIKE and ATTACH, and removed with DETACH … CONCURRENTLY
 and DROP: none of them takes the lock on the parent that would stop the readers and the worker of
@@ -31,6 +31,17 @@ VERSIONED: tuple[Table, ...] = (t.meetings, t.payments, t.payment_aliases, t.cus
                                 t.stripe_events_applied, t.projection_offsets)
 
 
+# The indexes the projection itself looks rows up by (linking evidence, a customer's history, an
+# erasure's email hash): a version being built has these from the start, or every batch would scan
+# its tables. The others serve readers (sorts, search, the sweep) and wait until the replay is done.
+LOOKUPS = frozenset({
+    "ix_meetings_customer", "ix_meetings_pi", "ix_meetings_cs", "ix_meetings_booked", "ix_meetings_email_hash",
+    "ix_payments_customer", "ix_payments_cs", "ix_payments_unlinked", "ix_payments_email_hash",
+    "ix_payments_meeting", "ix_payments_booking_hint", "ix_payment_aliases_payment", "ix_customers_email_hash",
+    "ix_notes_customer",
+})
+
+
 def partition_name(table: Table | str, version: int) -> str:
     return f"{getattr(table, 'name', table)}_v{int(version)}"
 
@@ -52,7 +63,8 @@ def secondary_indexes(table: Table, version: int) -> list[Index]:
 
 
 async def create_version(conn: AsyncConnection, version: int, *, indexed: bool) -> None:
-    """The version's partitions, with only their primary keys unless `indexed`; what exists is kept."""
+    """The version's partitions, with the indexes the projection looks rows up by (`LOOKUPS`), and
+    the readers' ones too when `indexed`; what exists is kept."""
     await conn.run_sync(create_version_sync, version, indexed=indexed)
 
 
@@ -79,8 +91,7 @@ def create_version_sync(conn: Connection, version: int, *, indexed: bool) -> Non
         if present.get(name) is None:
             conn.execute(text(f"ALTER TABLE {_q(conn, table.name)} ATTACH PARTITION {_q(conn, name)} "
                               f"FOR VALUES IN ({int(version)})"))
-    if indexed:
-        _create_indexes(conn, version)
+    _create_indexes(conn, version, only=None if indexed else LOOKUPS)
 
 
 def index_version_sync(conn: Connection, version: int) -> None:
@@ -115,10 +126,13 @@ def indexes_present(conn: Connection, version: int) -> set[str]:
     return {r.indexname for r in rows}
 
 
-def _create_indexes(conn: Connection, version: int) -> None:
+def _create_indexes(conn: Connection, version: int, only: frozenset[str] | None = None) -> None:
     have = indexes_present(conn, version)
+    suffix = f"_v{int(version)}"
     for table in VERSIONED:
         for ix in secondary_indexes(table, version):
+            if only is not None and ix.name.removesuffix(suffix) not in only:
+                continue
             if ix.name not in have:
                 conn.execute(CreateIndex(ix, if_not_exists=True))
 

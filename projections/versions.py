@@ -58,7 +58,7 @@ async def building_version(conn: AsyncConnection) -> int | None:
 async def begin_replay(engine: AsyncEngine, group_prefix: str) -> tuple[int, bool]:
     """The version a replay builds into: the unfinished one if any (resumed), else a new one.
 
-    Its tables have no secondary indexes until the replay has caught up (`index_version`).
+    Its tables have only the projection's lookup indexes until the replay has caught up (`index_version`).
     """
     async with engine.begin() as conn:
         version = await building_version(conn)

@@ -2,8 +2,8 @@
 
 The current version keeps serving (and the worker keeps it fresh) while the replay reads the
 retained projected topics (bookings, customer-activity, customer-commands) from their start into
-version N. On PostgreSQL N has tables of its own, with no secondary index to maintain while they
-fill (`projections.physical`). Positions live in N's own `projection_offsets`, written with N's
+version N. On PostgreSQL N has tables of its own, with only the indexes the projection looks rows
+up by to maintain while they fill (`projections.physical`). Positions live in N's own `projection_offsets`, written with N's
 rows, so a replay killed at any point resumes where its last transaction ended. Once N is within
 `SWITCH_LAG` records of the topics' ends, N's indexes are built and its tables analysed, once;
 the replay then catches up on what arrived meanwhile, and one transaction sweeps N up to the

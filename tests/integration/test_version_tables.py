@@ -1,5 +1,5 @@
-"""Each projection version in tables of its own on PostgreSQL: a replay's version is built without
-secondary indexes and gets them (and statistics) once; dropping a version drops its tables; a row
+"""Each projection version in tables of its own on PostgreSQL: a replay's version is built with only
+the indexes the projection looks rows up by and gets the readers' ones (and statistics) once; dropping a version drops its tables; a row
 of a version without tables is refused; migration 0008 turns a database holding two versions into
 partitioned tables row for row, and back. On SQLite a version is dropped with a DELETE."""
 
@@ -95,14 +95,16 @@ async def every_row(engine) -> dict[str, list]:
     return out
 
 
-async def test_a_replay_version_has_no_secondary_indexes_until_indexed():
+async def test_a_replay_version_has_only_its_lookup_indexes_until_indexed():
     engine = await pg_engine()
     live = await ensure_live(engine, "g")
     assert await indexes(engine, live) == expected_indexes(live) | pkeys(live)
     version, resumed = await begin_replay(engine, "g")
     assert (version, resumed) == (2, False)
     assert await tables_of(engine, version) == {physical.partition_name(tb, 2) for tb in physical.VERSIONED}
-    assert await indexes(engine, version) == pkeys(version)  # primary keys only
+    lookups = {name for name in expected_indexes(version) if name.removesuffix(f"_v{version}") in physical.LOOKUPS}
+    assert lookups and lookups != expected_indexes(version)
+    assert await indexes(engine, version) == lookups | pkeys(version)  # none of the readers' indexes yet
     assert await parent_indexes(engine) == {f"{tb.name}_pkey" for tb in physical.VERSIONED}  # nothing else
 
     assert await begin_replay(engine, "g") == (2, True)  # resumed: its tables are there already
