@@ -440,3 +440,24 @@ def run_async(coro):
     except ImportError:
         return asyncio.run(coro)
     return uvloop.run(coro)
+
+
+def peak_rss_mb(pid: int | None = None) -> float | None:
+    """Peak resident memory of a process since it started or since `reset_peak_rss` (Linux VmHWM), MiB."""
+    try:
+        with open(f"/proc/{pid or 'self'}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_rss() -> None:
+    """Start this process's peak-memory count afresh (so a figure covers one phase alone)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass

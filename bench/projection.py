@@ -17,7 +17,7 @@ import time
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.common import (PRODUCTION_TIMINGS, Profiler, Result, Row, asyncpg_url, bench_database, cpu_seconds, env_int, run_async,
-                          start_worker, stop_worker)
+                          peak_rss_mb, start_worker, stop_worker)
 from bench.workload import Mix, marketplace, preload
 from customers import kafka as names
 from customers.settings import Settings
@@ -147,6 +147,7 @@ async def project(settings: Settings, db_name: str, total: int, *, timeout: floa
             await asyncio.sleep(0.25)
         finished = time.perf_counter()
         cpu_busy = cpu_seconds(worker.proc.pid) - cpu_at_first
+        peak = peak_rss_mb(worker.proc.pid)
     finally:
         if worker is not None:
             stop_worker(worker)
@@ -158,6 +159,7 @@ async def project(settings: Settings, db_name: str, total: int, *, timeout: floa
         "steady_seconds": round(steady, 2),
         "rate": round((total - first_count) / steady) if steady > 0 else None,
         "rate_with_startup": round(total / (finished - spawned)),
+        "peak_rss_mb": peak,
         "worker_cpu_share": round(cpu_busy / steady, 2) if steady > 0 else None,
         "progress": samples[:: max(1, len(samples) // 40)],
         "profile": profiler.finish() if profiler else None,
@@ -193,7 +195,7 @@ async def run(events: int, experts: int, *, timeout: float = 900.0, profile_seco
             met=rate >= GOAL_RATE and ratio >= GOAL_RATIO,
             attainment=round(min(rate / GOAL_RATE, ratio / GOAL_RATIO), 4),
             note=f"{total:,} records; worker start-up {proj['startup_seconds']} s not included "
-                 f"({proj['rate_with_startup']:,}/s with it)"),
+                 f"({proj['rate_with_startup']:,}/s with it); worker peak resident memory {proj['peak_rss_mb']} MiB"),
         Row("projection", "bare consumer + decode (pydantic) events/s", decoded["rate"], "events/s",
             baseline=bare["rate"], baseline_label="bare aiokafka getmany loop",
             ratio=round(decoded["rate"] / bare["rate"], 3), note="where decoding alone lands"),

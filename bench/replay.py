@@ -19,7 +19,8 @@ import json
 import os
 import time
 
-from bench.common import Profiler, Result, Row, SqlTimer, bench_database, env_int, run_async
+from bench.common import (Profiler, Result, Row, SqlTimer, bench_database, env_int, peak_rss_mb, reset_peak_rss,
+                          run_async)
 from bench.workload import Mix, marketplace, preload
 
 GOAL_SECONDS = 60
@@ -46,10 +47,12 @@ async def run(events: int, target: int, experts: int, *, batch_size: int = 2000,
 
         profiler = Profiler(os.getpid(), f"replay-{settings.topic_prefix.strip('.')}", profile_seconds).start() \
             if profile_seconds else None
+        reset_peak_rss()  # the preload's generator is not the replay's
         started = time.perf_counter()
         with SqlTimer() as sql:
             final = await replay(settings, on_progress=progress, grace=0, batch_size=batch_size)
         finished = time.perf_counter()
+        peak = peak_rss_mb()
     to_switch = switched_at - started
     total = sum(counts.values())
     half = next(((t, d) for t, d in marks if d >= total / 2), marks[0])
@@ -57,7 +60,7 @@ async def run(events: int, target: int, experts: int, *, batch_size: int = 2000,
     rate = total / to_switch
     result.details.update(
         records=total, seconds_to_switch=round(to_switch, 2), seconds_with_cleanup=round(finished - started, 2),
-        rate=round(rate), rate_first_half=round(half[1] / max(half[0] - started, 1e-6)),
+        rate=round(rate), peak_rss_mb=peak, rate_first_half=round(half[1] / max(half[0] - started, 1e-6)),
         rate_second_half=round(second_half_rate), version=final.version,
         profile=profiler.finish() if profiler else None, sql_profile=sql.top())
     rows = [Row("replay", f"replay of {total:,} events: seconds to switch", round(to_switch, 1), "s",
@@ -65,7 +68,7 @@ async def run(events: int, target: int, experts: int, *, batch_size: int = 2000,
                 met=(to_switch < GOAL_SECONDS) if total >= target else None,
                 attainment=round(GOAL_SECONDS / to_switch, 4) if total >= target else None,
                 note=f"{rate:,.0f} events/s (first half {result.details['rate_first_half']:,}/s, second half "
-                     f"{result.details['rate_second_half']:,}/s)")]
+                     f"{result.details['rate_second_half']:,}/s); peak resident memory {peak} MiB")]
     if total < target:
         projected = target / second_half_rate
         rows.append(Row("replay", f"replay of {target:,} events: seconds (EXTRAPOLATED)", round(projected), "s",
