@@ -24,7 +24,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from projections import claims, rules
+from projections import claims, physical, rules
 from projections import tables as t
 from projections.db import in_tuples, upsert
 from projections.rules import linking, summaries
@@ -62,17 +62,18 @@ class Position:
 class Statistics:
     """Keeps PostgreSQL's planner statistics in step with a fast-growing read model.
 
-    A fresh database, or a replay filling a new version, grows faster than autovacuum analyses
-    it; with stale statistics the planner scans whole tables for one-row look-ups. After every
-    5,000 records, or a fifth of what the tables held at the last analysis, whichever is more,
-    the read-model tables are analysed (a sampled, read-only pass). The analysis runs beside
-    the batches, on its own connection, so no batch waits for it; one runs at a time.
+    A fresh database grows faster than autovacuum analyses it; with stale statistics the planner
+    scans whole tables for one-row look-ups. After every 5,000 records, or a fifth of what the
+    tables held at the last analysis, whichever is more, this version's own tables (its
+    partitions, `projections.physical`) are analysed, a sampled read-only pass. It runs beside the
+    batches, on its own connection, so no batch waits for it; one runs at a time. A replay's
+    version is analysed once, when its indexes are built.
     """
 
     TABLES = ("meetings", "payments", "customers", "stripe_events_applied")
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine, self.since, self.baseline = engine, 0, 0
+    def __init__(self, engine: AsyncEngine, version: int = 1) -> None:
+        self.engine, self.version, self.since, self.baseline = engine, version, 0, 0
         self.running: asyncio.Task | None = None
 
     def after(self, records: int) -> None:
@@ -88,7 +89,8 @@ class Statistics:
     async def _analyse(self) -> None:
         try:
             async with self.engine.begin() as conn:
-                await conn.execute(text("ANALYZE " + ", ".join(self.TABLES)))
+                names = (physical.partition_name(name, self.version) for name in self.TABLES)
+                await conn.execute(text("ANALYZE " + ", ".join(f'"{n}"' for n in names)))
         except Exception as exc:  # statistics are an optimisation: the next threshold tries again
             log.warning("ANALYZE failed (%s)", type(exc).__name__)
 
@@ -122,7 +124,7 @@ class Projector:
         self.version = version
         self.id_secret = id_secret
         self.follow_live = follow_live
-        self.statistics = Statistics(engine)
+        self.statistics = Statistics(engine, version)
 
     async def stored_offsets(self) -> dict[tuple[str, int], int]:
         async with self.engine.connect() as conn:

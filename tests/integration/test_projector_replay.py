@@ -100,7 +100,7 @@ async def test_payment_parked_under_its_charge_joins_its_intent(backend):
 
 
 async def test_planner_statistics_are_refreshed_beside_the_batches():
-    """After 5,000 records the read-model tables are analysed on a connection of their own."""
+    """After 5,000 records the version's own tables are analysed on a connection of their own."""
     from sqlalchemy import text
 
     engine, projector = await fresh_projector("postgresql")
@@ -108,7 +108,7 @@ async def test_planner_statistics_are_refreshed_beside_the_batches():
     async def analysed() -> int:
         async with engine.connect() as conn:
             return (await conn.execute(text(
-                "SELECT count(*) FROM pg_stat_user_tables WHERE relname = 'meetings' AND last_analyze IS NOT NULL"
+                "SELECT count(*) FROM pg_stat_user_tables WHERE relname = 'meetings_v1' AND last_analyze IS NOT NULL"
             ))).scalar_one()
 
     offset = 0
