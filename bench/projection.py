@@ -26,6 +26,18 @@ GOAL_RATE = 20_000
 GOAL_RATIO = 0.33  # of the floor
 
 
+async def _from_the_start(settings: Settings, ends: dict[tuple[str, int], int]) -> tuple[AIOKafkaConsumer, int]:
+    """A started consumer at offset zero of every non-empty partition, and how many records they hold."""
+    tps = [TopicPartition(t, p) for (t, p), end in ends.items() if end > 0]
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                max_partition_fetch_bytes=4 << 20)
+    await consumer.start()
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    return consumer, sum(ends[(tp.topic, tp.partition)] for tp in tps)
+
+
 async def bare_consume(settings: Settings, ends: dict[tuple[str, int], int], *, decode: bool = False) -> dict:
     """Read every record of the projected topics from offset zero; records/s from the first fetch.
 
@@ -34,15 +46,8 @@ async def bare_consume(settings: Settings, ends: dict[tuple[str, int], int], *, 
     """
     from streams.decode import decoder_for
 
-    tps = [TopicPartition(t, p) for (t, p), end in ends.items() if end > 0]
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=4 << 20)
-    await consumer.start()
+    consumer, want = await _from_the_start(settings, ends)
     try:
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        want = sum(ends[(tp.topic, tp.partition)] for tp in tps)
         count = 0
         decoding = {"pydantic": 0.0, "msgspec": 0.0}
         started = time.perf_counter()
@@ -76,15 +81,8 @@ async def floor_consume(settings: Settings, ends: dict[tuple[str, int], int], db
     conn = await asyncpg.connect(asyncpg_url(db_name))
     await conn.execute('CREATE UNLOGGED TABLE bench_floor (topic text, "partition" int, "offset" bigint, '
                        'kind text, value bytea)')
-    tps = [TopicPartition(t, p) for (t, p), end in ends.items() if end > 0]
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=4 << 20)
-    await consumer.start()
+    consumer, want = await _from_the_start(settings, ends)
     try:
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        want = sum(ends[(tp.topic, tp.partition)] for tp in tps)
         count = 0
         started = time.perf_counter()
         while count < want:
