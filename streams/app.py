@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import NoReturn
 
 import faust
@@ -16,9 +18,19 @@ def restart_process() -> NoReturn:
     os.execv(sys.executable, [sys.executable, "-m", "customers", *sys.argv[1:]])
 
 
+def data_dir(settings: Settings, app_id: str) -> Path:
+    """Faust's folder for this consumer group: under WORKER_DATA_DIR (default: the system's temp
+    folder), never the working directory, which Faust would otherwise fill with `<group>-data`."""
+    base = Path(settings.worker_data_dir or Path(tempfile.gettempdir()) / "customers-worker")
+    base.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
+    return base / app_id
+
+
 def create_app(settings: Settings, *, group: str | None = None) -> faust.App:
+    app_id = group or settings.consumer_group
     return faust.App(
-        group or settings.consumer_group,
+        app_id,
+        datadir=data_dir(settings, app_id),
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap_servers.split(",")],
         store="memory://",
         key_serializer="raw",
