@@ -1,0 +1,71 @@
+"""The projection engine alone: `Projector.apply` on generated records, in this process.
+
+    python -m bench.engine [--events 20000] [--batch 2000] [--profile]
+
+No Kafka and no worker: the records of `bench.workload.marketplace` are decoded with the
+worker's decoder and applied in batches of `--batch` to a fresh, migrated PostgreSQL database.
+It tells the engine's own rate apart from the consumer's, and runs against any checkout
+(`PYTHONPATH=<checkout> python -m bench.engine`) to compare two versions of the engine in one
+shell, alternated, on the same records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import time
+
+from bench.common import create_database, drop_database, sqlalchemy_url
+from bench.workload import marketplace
+from projections.db import make_engine, migrate
+from projections.projector import Position, Projector
+from projections.versions import ensure_live
+from streams.decode import decoder_for
+
+
+async def run(events: int, batch: int, profile: bool) -> dict:
+    offsets: dict[str, int] = {}
+    records = []
+    started = time.perf_counter()
+    for topic, _key, value in marketplace(events):
+        offsets[topic] = offsets.get(topic, -1) + 1
+        records.append((Position(topic, 0, offsets[topic]), decoder_for(topic, "")(value)))
+    decode_seconds = time.perf_counter() - started
+    name = await create_database()
+    try:
+        url = sqlalchemy_url(name)
+        await migrate(url)
+        engine = make_engine(url)
+        projector = Projector(engine, version=await ensure_live(engine, "bench"), id_secret="s" * 32)
+        profiler = cProfile.Profile() if profile else None
+        started = time.perf_counter()
+        if profiler:
+            profiler.enable()
+        for i in range(0, len(records), batch):
+            await projector.apply(records[i:i + batch])
+        if profiler:
+            profiler.disable()
+        seconds = time.perf_counter() - started
+        await projector.statistics.settle()
+        await engine.dispose()
+    finally:
+        await drop_database(name)
+    if profiler:
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+    return {"events": len(records), "batch": batch, "decode_rate": round(len(records) / decode_seconds),
+            "apply_seconds": round(seconds, 2), "apply_rate": round(len(records) / seconds)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=2_000)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    print(asyncio.run(run(args.events, args.batch, args.profile)))
+
+
+if __name__ == "__main__":
+    main()
