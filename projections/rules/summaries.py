@@ -21,7 +21,7 @@ from typing import Iterable
 
 from projections import payments as money
 from projections.meetings import Meeting
-from projections.rules.model import Changes, Key, Payment, Summary, View
+from projections.rules.model import Changes, Key, Summary, View
 
 ADDITIVE = ("appointments", "cancelled", "no_shows", "upcoming", "past", "session_minutes")
 MONEY = ("spend", "revenue", "refunded")
