@@ -196,14 +196,8 @@ def start_worker(settings: Settings, name: str = "bench-worker") -> WorkerProces
 
 
 def stop_worker(worker: WorkerProcess) -> None:
-    """Stop the worker and remove the (empty) Faust data folders it left in the working tree."""
+    """Stop the worker (its Faust folder is under WORKER_DATA_DIR, outside the working tree)."""
     worker.stop()
-    for path in ROOT.glob(f"{settings_glob(worker.settings)}*-data"):
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def settings_glob(settings: Settings) -> str:
-    return settings.consumer_group
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -21,7 +21,7 @@ from projections.db import any_of, bulk_upsert, in_tuples
 from projections.forgetting import payment_refs, ref_of
 from projections.meetings import MEETING_FIELDS, Meeting, meeting_from_row
 from projections.rules.model import (PAYMENT_FIELDS, SUMMARY_FIELDS, Changes, Erasure, Key, Note, Payment, Summary,
-                                     View, payment_from_row, summary_from_row)
+                                     View, from_row)
 from projections.rules.payment_facts import named
 from projections.sweep import watermark
 
@@ -82,12 +82,11 @@ class Store:
             ids = select(a.payment_id).where(a.version == v, any_of(d, a.alias, sorted(names)))
             for row in await self._rows(select(t.payments).where(
                     p.version == v, or_(p.payment_id.in_(ids.scalar_subquery()), any_of(d, p.payment_id, sorted(names))))):
-                view.keep_payment(payment_from_row(row))
+                view.keep_payment(from_row(Payment, row))
         if note_ids:
             n = t.notes.c
             for row in await self._rows(select(t.notes).where(n.version == v, any_of(d, n.note_id, sorted(note_ids)))):
-                view.notes[row.note_id] = Note(row.note_id, row.expert_id, row.customer_id, row.body, row.created_at,
-                                               row.deleted)
+                view.notes[row.note_id] = from_row(Note, row)
         for h in sorted(erased):
             view.erasures[h] = await self._erasure(h)
         return view
@@ -120,8 +119,7 @@ class Store:
             for r in await self._rows(select(p.payment_id, p.state).where(p.version == v, any_of(d, p.payment_id, ids))):
                 found.payments[r.payment_id] |= money.ids(r.state or {}, r.payment_id)
         if found.customers:
-            found.notes = [Note(r.note_id, r.expert_id, r.customer_id, r.body, r.created_at, r.deleted)
-                           for r in await self._rows(select(t.notes).where(
+            found.notes = [from_row(Note, r) for r in await self._rows(select(t.notes).where(
                                n.version == v, in_tuples(d, (n.expert_id, n.customer_id), found.customers)))]
         return found
 
@@ -144,7 +142,7 @@ class Store:
                     if r.payment_id in changes.payments_removed:  # joined into another in this batch
                         continue
                     if r.payment_id not in view.payments:
-                        view.keep_payment(payment_from_row(r))
+                        view.keep_payment(from_row(Payment, r))
                     candidates.add(r.payment_id)
         await self._meetings_for([view.payments[pid] for pid in candidates], view)
         return candidates
@@ -179,7 +177,7 @@ class Store:
         c = t.customers.c
         for row in await self._rows(select(t.customers).where(
                 c.version == self.version, in_tuples(self.dialect, (c.expert_id, c.customer_id), keys))):
-            view.summaries[(row.expert_id, row.customer_id)] = summary_from_row(row)
+            view.summaries[(row.expert_id, row.customer_id)] = from_row(Summary, row)
 
     async def history(self, keys: Iterable[Key]) -> dict[Key, tuple[list[Meeting], list[dict]]]:
         """Every meeting and payment state of these customers, as this transaction sees them."""

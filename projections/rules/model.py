@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from projections import payments as money
 from projections.meetings import Meeting
 
+T = TypeVar("T")
 Key = tuple[str, str]  # (expert_id, customer_id) or (expert_id, meeting_id)
 
 
@@ -65,9 +66,10 @@ class Payment:
 PAYMENT_FIELDS = tuple(f.name for f in fields(Payment))
 
 
-def payment_from_row(row: Any) -> Payment:
+def from_row(cls: type[T], row: Any) -> T:
+    """A value of a dataclass from a row (or mapping) holding its fields, and maybe more."""
     data = row._mapping if hasattr(row, "_mapping") else row
-    return Payment(**{k: data[k] for k in PAYMENT_FIELDS})
+    return cls(**{f.name: data[f.name] for f in fields(cls)})
 
 
 @dataclass
@@ -111,11 +113,6 @@ class Summary:
 
 
 SUMMARY_FIELDS = tuple(f.name for f in fields(Summary))
-
-
-def summary_from_row(row: Any) -> Summary:
-    data = row._mapping if hasattr(row, "_mapping") else row
-    return Summary(**{k: data[k] for k in SUMMARY_FIELDS})
 
 
 @dataclass
