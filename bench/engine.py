@@ -6,7 +6,9 @@ No Kafka and no worker: the records of `bench.workload.marketplace` are decoded 
 worker's decoder and applied in batches of `--batch` to a fresh, migrated PostgreSQL database.
 It tells the engine's own rate apart from the consumer's, and runs against any checkout
 (`PYTHONPATH=<checkout> python -m bench.engine`) to compare two versions of the engine in one
-shell, alternated, on the same records.
+shell, alternated, on the same records. `sql_seconds` is the time spent waiting on PostgreSQL
+(driver execute calls); `sql_only_rate` the rate the engine would reach if its own Python took
+no time at all, the bound its SQL sets on this machine.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ async def run(events: int, batch: int, profile: bool) -> dict:
         await migrate(url)
         engine = make_engine(url)
         projector = Projector(engine, version=await ensure_live(engine, "bench"), id_secret="s" * 32)
+        sql = _SqlClock(engine)
         profiler = cProfile.Profile() if profile else None
         started = time.perf_counter()
         if profiler:
@@ -55,7 +58,28 @@ async def run(events: int, batch: int, profile: bool) -> dict:
     if profiler:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
     return {"events": len(records), "batch": batch, "decode_rate": round(len(records) / decode_seconds),
-            "apply_seconds": round(seconds, 2), "apply_rate": round(len(records) / seconds)}
+            "apply_seconds": round(seconds, 2), "apply_rate": round(len(records) / seconds),
+            "sql_seconds": round(sql.seconds, 2), "sql_statements": sql.statements,
+            # the rate if everything but the database took no time: the bound of this SQL on this machine
+            "sql_only_rate": round(len(records) / sql.seconds) if sql.seconds else None}
+
+
+class _SqlClock:
+    """Wall time spent inside the database driver's execute calls (waiting on PostgreSQL)."""
+
+    def __init__(self, engine) -> None:
+        from sqlalchemy import event
+
+        self.seconds, self.statements, self._started = 0.0, 0, 0.0
+        event.listen(engine.sync_engine, "before_cursor_execute", self._before)
+        event.listen(engine.sync_engine, "after_cursor_execute", self._after)
+
+    def _before(self, *_args) -> None:
+        self._started = time.perf_counter()
+
+    def _after(self, *_args) -> None:
+        self.seconds += time.perf_counter() - self._started
+        self.statements += 1
 
 
 def main() -> None:

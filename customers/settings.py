@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     ready_max_lag: int = 10_000
     kafka_session_timeout: float = 10.0  # seconds before a dead worker's partitions move
     worker_batch_size: int = 2000
-    worker_batch_window: float = 0.05
+    worker_batch_window: float = 0.0
     worker_data_dir: str = ""  # Faust's folder; empty: <system temp folder>/customers-worker
     # how often the worker applies the passing of time (appointments becoming past): at least once a minute
     sweep_interval_seconds: float = Field(default=30.0, gt=0, le=60)

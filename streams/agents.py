@@ -28,6 +28,7 @@ from customers.settings import Settings
 from projections.projector import Applied, Projector, VersionChanged
 from streams import stripe_api, stripe_facts
 from streams.app import restart_process
+from streams.batching import batches
 from streams.metrics import WorkerMetrics
 from streams.poison import Applier, Source
 
@@ -137,7 +138,7 @@ class Agents:
     # --- stripe-events -> customer-activity --------------------------------------------------
 
     async def normalise_stripe(self, stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(self.settings.worker_batch_size, self.settings.worker_batch_window):
+        async for batch in batches(stream.channel, self.settings.worker_batch_size, self.settings.worker_batch_window):
             pending = []
             for event in batch:
                 try:
@@ -171,7 +172,7 @@ class Agents:
     # --- bookings + activity + commands -> read model ----------------------------------------
 
     async def project(self, stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(self.settings.worker_batch_size, self.settings.worker_batch_window):
+        async for batch in batches(stream.channel, self.settings.worker_batch_size, self.settings.worker_batch_window):
             batch = await self._without_gaps(batch)
             decoded = await self.applier.decode([_source(event) for event in batch])
             try:

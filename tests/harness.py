@@ -48,7 +48,7 @@ def settings_for(database_url: str, **overrides) -> Settings:
         ingest_token="test-ingest-token",
         stripe_webhook_secret="whsec_test_primary,whsec_test_secondary",
         customer_id_secret="test-customer-id-secret",
-        worker_batch_window=0.02,
+        worker_batch_window=0.0,
         kafka_session_timeout=6.0,
     )
     values.update(overrides)
