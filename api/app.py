@@ -15,8 +15,9 @@ from api.auth import TokenVerifier
 from api.commands import CommandBus
 from api.middleware import AccessLog, SecurityHeaders
 from api.notes import Notes
+from api.profiles import Profiles
 from api.ops import ApiMetrics, LagProbe
-from api.routes import admin, customers, export, metrics, notes, pages, session
+from api.routes import admin, customers, export, metrics, notes, pages, profiles, session
 from api.web import HERE, SignInRequired, sign_in_url, templates
 from customers.settings import Settings
 from projections.db import make_engine
@@ -38,6 +39,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = ApiMetrics()
     app.state.lag = LagProbe(settings, app.state.engine)
     app.state.notes = Notes(app.state.engine, app.state.commands, settings.notes_visible_wait_seconds)
+    app.state.profiles = Profiles(app.state.notes)
 
     app.add_middleware(SecurityHeaders)
     app.add_middleware(AccessLog)
@@ -68,6 +70,7 @@ def _include_api(app: FastAPI) -> None:
     app.include_router(export.router)  # before customers: `/export.csv` is not a `/{customer_id}`
     app.include_router(customers.router)
     app.include_router(notes.router)
+    app.include_router(profiles.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict:

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.notes import Notes
+from customers.settings import Settings
 
 
 async def connection(request: Request) -> AsyncIterator[AsyncConnection]:
@@ -24,6 +25,11 @@ def notes(request: Request) -> Notes:
     return request.app.state.notes
 
 
+def settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
 ConnDep = Annotated[AsyncConnection, Depends(connection)]
 NowDep = Annotated[datetime, Depends(now)]
 NotesDep = Annotated[Notes, Depends(notes)]
+SettingsDep = Annotated[Settings, Depends(settings)]

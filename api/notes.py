@@ -54,9 +54,14 @@ class Notes:
             await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 0.2)
 
+    async def customer(self, expert_id: str, customer_id: str):
+        """The expert's customer's summary row, or None (unknown, someone else's, or a bad id)."""
+        if not valid_customer_id(customer_id):
+            return None
+        return await self._read(lambda c: queries.customer_row(c, expert_id, customer_id))
+
     async def require_customer(self, expert_id: str, customer_id: str) -> None:
-        if not valid_customer_id(customer_id) or await self._read(
-                lambda c: queries.customer_row(c, expert_id, customer_id)) is None:
+        if await self.customer(expert_id, customer_id) is None:
             raise NotFound(customer_id)
 
     async def find(self, expert_id: str, customer_id: str, note_id: str):

@@ -33,6 +33,8 @@ class CustomerSummary(BaseModel):
     total_spend: list[Amount]
     last_appointment_at: datetime | None
     next_appointment_at: datetime | None
+    tags: list[str] = []
+    archived: bool = False
 
 
 class CustomerList(BaseModel):
@@ -94,6 +96,7 @@ class PaymentOut(BaseModel):
     card: CardOut | None
     created_at: datetime | None
     refunds: list[RefundOut]
+    dashboard_url: str | None = Field(description="the payment in the Stripe Dashboard (test or live mode)")
 
 
 class NoteOut(BaseModel):
@@ -156,6 +159,10 @@ class CustomerDetail(BaseModel):
     total_spend: list[Amount]
     last_appointment_at: datetime | None
     next_appointment_at: datetime | None
+    tags: list[str]
+    archived: bool
+    fields: dict[str, bool | int | float | str] = Field(
+        description="custom field values, by key, of the fields the expert defines now")
     stats: Stats
     appointments: list[Appointment]
     payments: list[PaymentOut]
@@ -167,9 +174,11 @@ def amounts(values: dict[str, int]) -> list[Amount]:
     return [Amount(currency=k, amount=v) for k, v in sorted(values.items())]
 
 
-def summary(row) -> CustomerSummary:
-    """A `customers` row as the list shows it: stored columns only, counted as of the last sweep."""
+def summary(row, profile=None) -> CustomerSummary:
+    """A `customers` row as the list shows it: stored columns only, counted as of the last sweep;
+    tags from the expert's profile of the customer, when there is one."""
     return CustomerSummary(
+        tags=list(profile.tags) if profile is not None else [], archived=row.archived,
         id=row.customer_id, email=row.email, name=row.name, phone=row.phone,
         first_seen_at=row.first_seen_at,
         appointments=AppointmentCounts(total=row.upcoming + row.past, upcoming=row.upcoming,
@@ -179,7 +188,16 @@ def summary(row) -> CustomerSummary:
     )
 
 
-def _payment(row) -> PaymentOut:
+def dashboard_url(state: dict, payment_id: str, livemode: bool) -> str | None:
+    """The Stripe Dashboard page of a payment: its intent's, or its charge's before the intent is known."""
+    target = state.get("payment_intent_id") or (payment_id if payment_id.startswith(("pi_", "ch_", "py_")) else None) \
+        or money.money_charge(state)
+    if not target:
+        return None
+    return f"https://dashboard.stripe.com/{'' if livemode else 'test/'}payments/{target}"
+
+
+def _payment(row, livemode: bool) -> PaymentOut:
     s = money.upgrade_state(row.state) or {}
     card = money.card(s)
     return PaymentOut(
@@ -190,13 +208,16 @@ def _payment(row) -> PaymentOut:
         refunds=[RefundOut(id=rid, amount=r["amount"], status=r["status"],
                            created_at=datetime.fromisoformat(r["created_at"]) if r.get("created_at") else None)
                  for rid, r in money.refund_list(s)],
+        dashboard_url=dashboard_url(s, row.payment_id, livemode),
     )
 
 
-def detail(found: dict[str, Any], now: datetime) -> CustomerDetail:
+def detail(found: dict[str, Any], now: datetime, livemode: bool) -> CustomerDetail:
     """The figures as the list shows them; each appointment's status at `now`."""
-    row = found["row"]
-    base = summary(row)
+    row, profile = found["row"], found.get("profile")
+    base = summary(row, profile)
+    defined = [d["key"] for d in found.get("definitions", [])]
+    stored = dict(profile.fields) if profile is not None else {}
     by_meeting: dict[str, list] = {}
     for p in found["payments"]:
         by_meeting.setdefault(p.meeting_id, []).append(money.upgrade_state(p.state) or {})
@@ -210,10 +231,11 @@ def detail(found: dict[str, Any], now: datetime) -> CustomerDetail:
             payment_status=_meeting_payment_status(by_meeting.get(m.meeting_id, [])),
             price=Price(amount=m.price_amount, currency=m.price_currency),
         ))
-    payments = sorted((_payment(p) for p in found["payments"]),
+    payments = sorted((_payment(p, livemode) for p in found["payments"]),
                       key=lambda p: (p.created_at.isoformat() if p.created_at else "", p.id), reverse=True)
     return CustomerDetail(
         **base.model_dump(exclude={"appointments"}),
+        fields={key: stored[key] for key in defined if key in stored},
         stats=Stats(appointments=base.appointments, expert_revenue=amounts(row.revenue),
                     refunded=amounts(row.refunded), session_minutes=row.session_minutes,
                     no_shows=row.no_shows),

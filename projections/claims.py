@@ -7,8 +7,8 @@ back, so two batches on the same rows must not overlap. On PostgreSQL they are s
 transaction-scoped advisory locks (`pg_advisory_xact_lock`), released when the batch commits
 or rolls back:
 
-* the keys: `("expert", version, expert_id)` for an expert's meetings, customer summaries and
-  notes; `("payment", version, id)` for a payment row and for every id it is known by (intent,
+* the keys: `("expert", version, expert_id)` for an expert's meetings, customer summaries,
+  notes, field definitions and customer profiles (field values, tags, archive); `("payment", version, id)` for a payment row and for every id it is known by (intent,
   checkout session, each charge), which is also what bookings name; `("partition", version,
   topic, partition)` for the stored offset of a partition (two owners during a rebalance);
 * each key is locked under a stable 64-bit hash of its JSON form, all of them in ascending
@@ -100,7 +100,8 @@ def named_by(version: int, positions: Iterable[Any], items: Iterable[Any]) -> Cl
         elif kind == "payment.observed":
             claim.expert(item.expert_id)
             claim.payment(item.payment_id, item.payment_intent_id, item.checkout_session_id, *item.charge_ids())
-        elif kind in ("note.added", "note.deleted"):
+        elif kind in ("note.added", "note.deleted", "fields.defined", "customer.fields_set", "customer.tags_set",
+                      "customer.archived", "customer.unarchived"):
             claim.expert(item.expert_id)
         elif kind == "customer.erased":
             claim.exclusive = True
@@ -119,7 +120,10 @@ def read_by(version: int, view: Any, changes: Any) -> Claim:
         claim.expert(p.expert_id)
         claim.expert(p.hint_expert)
     claim.payment(*changes.payments_removed)
-    for expert_id, _customer_id in (*view.summaries, *changes.summaries, *changes.summaries_removed, *changes.recount):
+    for expert_id, _customer_id in (*view.summaries, *changes.summaries, *changes.summaries_removed, *changes.recount,
+                                    *view.profiles, *changes.profiles_removed):
+        claim.expert(expert_id)
+    for expert_id in changes.definitions:
         claim.expert(expert_id)
     return claim
 

@@ -28,7 +28,8 @@ from sqlalchemy.schema import CreateIndex
 from projections import tables as t
 
 VERSIONED: tuple[Table, ...] = (t.meetings, t.payments, t.payment_aliases, t.customers, t.notes,
-                                t.stripe_events_applied, t.projection_offsets)
+                                t.stripe_events_applied, t.projection_offsets, t.field_definitions,
+                                t.customer_profiles, t.customer_tags, t.customer_field_values)
 
 
 # The indexes the projection itself looks rows up by (linking evidence, a customer's history, an
@@ -38,7 +39,7 @@ LOOKUPS = frozenset({
     "ix_meetings_customer", "ix_meetings_pi", "ix_meetings_cs", "ix_meetings_booked", "ix_meetings_email_hash",
     "ix_payments_customer", "ix_payments_cs", "ix_payments_unlinked", "ix_payments_email_hash",
     "ix_payments_meeting", "ix_payments_booking_hint", "ix_payment_aliases_payment", "ix_customers_email_hash",
-    "ix_notes_customer",
+    "ix_notes_customer", "ix_customer_profiles_email_hash",
 })
 
 
@@ -79,11 +80,20 @@ async def drop_version_tables(conn: AsyncConnection, version: int) -> None:
     await conn.run_sync(drop_version_tables_sync, version)
 
 
+def _parents(conn: Connection) -> tuple[Table, ...]:
+    """The versioned tables whose parent exists: a migration of an older revision sees only the
+    tables of its time."""
+    names = {r.relname for r in conn.execute(text(
+        "SELECT relname FROM pg_class WHERE relname = ANY(:names) AND pg_table_is_visible(oid)"),
+        {"names": [tb.name for tb in VERSIONED]})}
+    return tuple(tb for tb in VERSIONED if tb.name in names)
+
+
 def create_version_sync(conn: Connection, version: int, *, indexed: bool) -> None:
     if conn.dialect.name != "postgresql":
         return
     present = _partitions(conn, version)
-    for table in VERSIONED:
+    for table in _parents(conn):
         name = partition_name(table, version)
         if name not in present:
             conn.execute(text(f"CREATE TABLE IF NOT EXISTS {_q(conn, name)} "
@@ -98,7 +108,7 @@ def index_version_sync(conn: Connection, version: int) -> None:
     if conn.dialect.name != "postgresql":
         return
     _create_indexes(conn, version)
-    conn.execute(text("ANALYZE " + ", ".join(_q(conn, partition_name(tb, version)) for tb in VERSIONED)))
+    conn.execute(text("ANALYZE " + ", ".join(_q(conn, partition_name(tb, version)) for tb in _parents(conn))))
 
 
 def drop_version_tables_sync(conn: Connection, version: int) -> None:
@@ -107,7 +117,7 @@ def drop_version_tables_sync(conn: Connection, version: int) -> None:
             conn.execute(delete(table).where(table.c.version == version))
         return
     present = _partitions(conn, version)
-    for table in VERSIONED:
+    for table in _parents(conn):
         name = partition_name(table, version)
         if name not in present:
             continue
@@ -129,7 +139,7 @@ def indexes_present(conn: Connection, version: int) -> set[str]:
 def _create_indexes(conn: Connection, version: int, only: frozenset[str] | None = None) -> None:
     have = indexes_present(conn, version)
     suffix = f"_v{int(version)}"
-    for table in VERSIONED:
+    for table in _parents(conn):
         for ix in secondary_indexes(table, version):
             if only is not None and ix.name.removesuffix(suffix) not in only:
                 continue

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from projections import claims, physical, rules
 from projections import tables as t
 from projections.db import in_tuples, upsert
-from projections.rules import linking, summaries
+from projections.rules import linking, profiles, summaries
 from projections.rules.model import Changes, View
 from projections.store import Store
 from projections.sweep import Swept, advance, due, passed_meetings, watermark
@@ -235,13 +235,15 @@ async def run_batch(store: Store, items: list[Any], now: datetime) -> tuple[View
     candidates = await store.load_for_linking(view, changes, linking.booked_changed(view, changes))
     linking.link(view, changes, candidates)
     rules.apply_items(view, changes, then)
-    await store.load_summaries(view, (summaries.touched_by(changes) | summaries.touched_after(view, changes))
-                               - changes.summaries_removed)
+    await store.load_summaries(view, (summaries.touched_by(changes) | summaries.touched_after(view, changes)
+                                      | changes.profiles) - changes.summaries_removed)
     summaries.update_summaries(view, changes)
     await store.write(view, changes)
     if changes.recount:  # the few customers the deltas cannot settle: from their history, as now written
         for key, (meetings, states) in (await store.history(changes.recount)).items():
             summaries.recounted(view, changes, key, meetings, states)
+    await store.load_profiles(view, view.summaries.keys() - changes.profiles_removed)
+    profiles.onto_summaries(view, changes)
     await store.write_summaries(view, changes)
     return view, changes
 
@@ -257,6 +259,8 @@ async def sweep_version(conn: AsyncConnection, version: int, secret: str, now: d
     view, changes = View(version, secret, now, now), Changes()
     for key, (meetings, states) in (await store.history(keys)).items():
         summaries.recounted(view, changes, key, meetings, states)
+    await store.load_profiles(view, view.summaries.keys())
+    profiles.onto_summaries(view, changes)
     await store.write_summaries(view, changes)
     await advance(conn, version, now)
     return Swept(since, now, len(keys))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator
 
-from sqlalchemy import Select, and_, func, literal, select, tuple_
+from sqlalchemy import Select, and_, exists, func, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from projections import tables as t
@@ -57,13 +57,17 @@ class ListQuery:
     order: str | None = None
     limit: int = 50
     cursor: str | None = None
+    tags: tuple[str, ...] = ()  # every one must be the customer's
+    fields: tuple[tuple[str, str], ...] = ()  # (key, canonical value), every one must match
+    archived: bool | None = False  # None: archived or not (a look-up by email)
 
     @property
     def direction(self) -> str:
         return self.order or DEFAULT_ORDER[self.sort]
 
     def fingerprint(self) -> str:
-        return f"{self.sort}:{self.direction}:{self.q or ''}:{self.email or ''}"
+        filters = json.dumps([sorted(self.tags), sorted(self.fields), self.archived])
+        return f"{self.sort}:{self.direction}:{self.q or ''}:{self.email or ''}:{filters}"
 
 
 @dataclass(frozen=True)
@@ -134,12 +138,23 @@ async def as_of(conn: AsyncConnection, version: int) -> datetime | None:
 
 
 def _filters(version: int, query: ListQuery) -> list:
+    """Each filter is an index: the sort's (archived is its third column), or the primary key of
+    `customer_tags` / `customer_field_values` probed per customer."""
     c = t.customers.c
     where = [c.version == version, c.expert_id == query.expert_id]
+    if query.archived is not None:
+        where.append(c.archived == query.archived)  # `=`, not `IS`: an index condition
     if query.q:
         where.append(c.search_text.like(_like(query.q), escape="\\"))
     if query.email:
         where.append(c.email == query.email)
+    tg, fv = t.customer_tags.c, t.customer_field_values.c
+    for tag in sorted(set(query.tags)):
+        where.append(exists().where(tg.version == version, tg.expert_id == query.expert_id, tg.tag == tag,
+                                    tg.customer_id == c.customer_id))
+    for key, value in sorted(set(query.fields)):
+        where.append(exists().where(fv.version == version, fv.expert_id == query.expert_id, fv.key == key,
+                                    fv.value == value, fv.customer_id == c.customer_id))
     return where
 
 
@@ -168,7 +183,7 @@ async def list_customers(conn: AsyncConnection, query: ListQuery) -> dict[str, A
     """A page of an expert's customers, with the total matching and cursors to either side."""
     version = await live_version(conn)
     if version is None:
-        return {"rows": [], "total": 0, "next_cursor": None, "prev_cursor": None, "as_of": None}
+        return {"rows": [], "profiles": {}, "total": 0, "next_cursor": None, "prev_cursor": None, "as_of": None}
     statement = page_statement(version, query)  # validates the cursor before any other query
     total = (await conn.execute(count_statement(version, query))).scalar_one()
     rows = (await conn.execute(statement)).all()
@@ -182,6 +197,7 @@ async def list_customers(conn: AsyncConnection, query: ListQuery) -> dict[str, A
         more_after, more_before = more, bool(query.cursor)
     return {
         "rows": rows,
+        "profiles": await _profiles(conn, version, query.expert_id, [r.customer_id for r in rows]),
         "total": total,
         "next_cursor": encode_cursor(query, rows[-1], AFTER) if more_after and rows else None,
         "prev_cursor": encode_cursor(query, rows[0], BEFORE) if more_before and rows else None,
@@ -215,8 +231,37 @@ async def customer_detail(conn: AsyncConnection, expert_id: str, customer_id: st
     payments = (await conn.execute(select(t.payments).where(
         p.version == version, p.expert_id == expert_id, p.customer_id == customer_id))).all()
     notes = await _notes(conn, version, expert_id, customer_id)
-    return {"row": row, "meetings": meetings, "payments": payments, "notes": notes,
+    profile = (await _profiles(conn, version, expert_id, [customer_id])).get(customer_id)
+    return {"row": row, "meetings": meetings, "payments": payments, "notes": notes, "profile": profile,
+            "definitions": await _definitions(conn, version, expert_id),
             "as_of": await as_of(conn, version), "version": version}
+
+
+async def _profiles(conn: AsyncConnection, version: int, expert_id: str, customer_ids: list[str]) -> dict[str, Any]:
+    """The expert's profiles (tags, field values, archived) of these customers, by customer id."""
+    if not customer_ids:
+        return {}
+    p = t.customer_profiles.c
+    rows = (await conn.execute(select(t.customer_profiles).where(
+        p.version == version, p.expert_id == expert_id, p.customer_id.in_(customer_ids)))).all()
+    return {r.customer_id: r for r in rows}
+
+
+async def _definitions(conn: AsyncConnection, version: int, expert_id: str) -> list[dict[str, Any]]:
+    d = t.field_definitions.c
+    found = (await conn.execute(select(d.definitions).where(d.version == version, d.expert_id == expert_id))).scalar()
+    return list(found or [])
+
+
+async def field_definitions(conn: AsyncConnection, expert_id: str) -> list[dict[str, Any]]:
+    """The expert's custom field definitions, in their order ([] before any)."""
+    version = await live_version(conn)
+    return [] if version is None else await _definitions(conn, version, expert_id)
+
+
+async def profiles_of(conn: AsyncConnection, expert_id: str, customer_ids: list[str]) -> dict[str, Any]:
+    version = await live_version(conn)
+    return {} if version is None else await _profiles(conn, version, expert_id, customer_ids)
 
 
 async def _notes(conn: AsyncConnection, version: int, expert_id: str, customer_id: str) -> list:

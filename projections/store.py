@@ -20,10 +20,15 @@ from projections import tables as t
 from projections.db import any_of, bulk_upsert, in_tuples
 from projections.forgetting import payment_refs, ref_of
 from projections.meetings import MEETING_FIELDS, Meeting, meeting_from_row
-from projections.rules.model import (PAYMENT_FIELDS, SUMMARY_FIELDS, Changes, Erasure, Key, Note, Payment, Summary,
-                                     View, from_row)
+from projections.commands import canonical
+from projections.rules.model import (PAYMENT_FIELDS, SUMMARY_FIELDS, Changes, Erasure, Key, Note, Payment, Profile,
+                                     Summary, View, from_row)
 from projections.rules.payment_facts import named
 from projections.sweep import watermark
+
+
+PROFILE_COMMANDS = frozenset({"customer.fields_set", "customer.tags_set", "customer.archived",
+                              "customer.unarchived"})
 
 
 class Store:
@@ -40,6 +45,7 @@ class Store:
         """The stored state of every key the items name."""
         view = View(self.version, self.secret, await watermark(self.conn, self.version), now)
         emails, refs, events, meeting_keys, names, note_ids, erased = set(), set(), set(), set(), set(), set(), set()
+        profile_keys: set[Key] = set()
         for item in items:
             kind = item.type
             if kind.startswith("booking."):
@@ -61,6 +67,9 @@ class Store:
                 refs.add(("customer", ref_of(item.expert_id, item.customer_id)))
             elif kind == "customer.erased":
                 erased.add(item.email_hash)
+            elif kind in PROFILE_COMMANDS:
+                profile_keys.add((item.expert_id, item.customer_id))
+                refs.add(("customer", ref_of(item.expert_id, item.customer_id)))
         d, v = self.dialect, self.version
         if emails:
             e = t.erasures.c
@@ -87,9 +96,20 @@ class Store:
             n = t.notes.c
             for row in await self._rows(select(t.notes).where(n.version == v, any_of(d, n.note_id, sorted(note_ids)))):
                 view.notes[row.note_id] = from_row(Note, row)
+        if profile_keys:
+            await self.load_profiles(view, profile_keys)
         for h in sorted(erased):
             view.erasures[h] = await self._erasure(h)
         return view
+
+    async def load_profiles(self, view: View, keys: Iterable[Key]) -> None:
+        keys = set(keys) - view.profiles.keys()
+        if not keys:
+            return
+        c = t.customer_profiles.c
+        for row in await self._rows(select(t.customer_profiles).where(
+                c.version == self.version, in_tuples(self.dialect, (c.expert_id, c.customer_id), sorted(keys)))):
+            view.profiles[(row.expert_id, row.customer_id)] = from_row(Profile, row)
 
     async def load_meetings(self, view: View, keys: Iterable[Key]) -> None:
         keys = set(keys) - view.meetings.keys()
@@ -118,6 +138,9 @@ class Store:
                 found.payments[r.payment_id].add(r.alias)
             for r in await self._rows(select(p.payment_id, p.state).where(p.version == v, any_of(d, p.payment_id, ids))):
                 found.payments[r.payment_id] |= money.ids(r.state or {}, r.payment_id)
+        pr = t.customer_profiles.c
+        found.profiles = [(r.expert_id, r.customer_id) for r in await self._rows(
+            select(pr.expert_id, pr.customer_id).where(pr.version == v, pr.email_hash == h))]
         if found.customers:
             found.notes = [from_row(Note, r) for r in await self._rows(select(t.notes).where(
                                n.version == v, in_tuples(d, (n.expert_id, n.customer_id), found.customers)))]
@@ -219,6 +242,7 @@ class Store:
             {"version": v, "note_id": n.note_id, "expert_id": n.expert_id, "customer_id": n.customer_id,
              "body": n.body, "created_at": n.created_at, "deleted": n.deleted}
             for n in (view.notes[i] for i in sorted(changes.notes) if i in view.notes)], ["version", "note_id"])
+        await self._write_profiles(view, changes)
         await bulk_upsert(self.conn, t.stripe_events_applied, [
             {"version": v, "event_id": i, "event_type": kind, "applied_at": view.now}
             for i, kind in sorted(changes.stripe_events.items())], ["version", "event_id"], update=False)
@@ -227,6 +251,32 @@ class Store:
         await bulk_upsert(self.conn, t.erased_refs, [{"kind": k, "ref": r, "erased_at": at}
                                                      for (k, r), at in sorted(changes.erased_refs.items())],
                           ["kind", "ref"])
+
+    async def _write_profiles(self, view: View, changes: Changes) -> None:
+        """Field definitions and profiles, and the filters' look-up rows derived from each profile."""
+        v = self.version
+        await bulk_upsert(self.conn, t.field_definitions, [
+            {"version": v, "expert_id": e, "definitions": view.definitions[e], "updated_at": view.now}
+            for e in sorted(changes.definitions)], ["version", "expert_id"])
+        touched = changes.profiles | changes.profiles_removed
+        if not touched:
+            return
+        await self._delete(t.customer_profiles, ("expert_id", "customer_id"), changes.profiles_removed)
+        await self._delete(t.customer_tags, ("expert_id", "customer_id"), touched)
+        await self._delete(t.customer_field_values, ("expert_id", "customer_id"), touched)
+        profiles = [view.profiles[k] for k in sorted(changes.profiles) if k in view.profiles]
+        await bulk_upsert(self.conn, t.customer_profiles, [
+            {"version": v, "expert_id": p.expert_id, "customer_id": p.customer_id, "email_hash": p.email_hash,
+             "tags": p.tags, "fields": p.fields, "archived": p.archived, "updated_at": p.updated_at}
+            for p in profiles], ["version", "expert_id", "customer_id"])
+        await bulk_upsert(self.conn, t.customer_tags, [
+            {"version": v, "expert_id": p.expert_id, "tag": tag, "customer_id": p.customer_id}
+            for p in profiles for tag in p.tags], ["version", "expert_id", "tag", "customer_id"], update=False)
+        await bulk_upsert(self.conn, t.customer_field_values, [
+            {"version": v, "expert_id": p.expert_id, "key": key, "value": canonical(value),
+             "customer_id": p.customer_id}
+            for p in profiles for key, value in p.fields.items()],
+            ["version", "expert_id", "key", "value", "customer_id"], update=False)
 
     async def write_summaries(self, view: View, changes: Changes) -> None:
         await self._delete(t.customers, ("expert_id", "customer_id"), changes.summaries_removed)

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
@@ -189,15 +190,18 @@ customers = Table(
     # the created_version of the booking the name/email and the phone were taken from
     Column("profile_version", String(80)),
     Column("phone_version", String(80)),
-    Index("ix_customers_first_seen", "version", "expert_id", "first_seen_at", "customer_id"),
-    Index("ix_customers_name", "version", "expert_id", "name", "customer_id"),
-    Index("ix_customers_appts", "version", "expert_id", "appointments", "customer_id"),
-    Index("ix_customers_spend", "version", "expert_id", "spend_sort", "customer_id"),
+    # from the expert's profile of the customer; every sort index starts with it, so that the list
+    # (archived=false by default) is one range of the sort's index either way
+    Column("archived", Boolean, nullable=False, server_default=false()),
+    Index("ix_customers_first_seen_a", "version", "expert_id", "archived", "first_seen_at", "customer_id"),
+    Index("ix_customers_name_a", "version", "expert_id", "archived", "name", "customer_id"),
+    Index("ix_customers_appts_a", "version", "expert_id", "archived", "appointments", "customer_id"),
+    Index("ix_customers_spend_a", "version", "expert_id", "archived", "spend_sort", "customer_id"),
     Index("ix_customers_email", "version", "expert_id", "email"),
     Index("ix_customers_email_hash", "version", "email_hash"),
 )
 
-Index("ix_customers_latest", customers.c.version, customers.c.expert_id,
+Index("ix_customers_latest_a", customers.c.version, customers.c.expert_id, customers.c.archived,
       earliest_if_null(customers.c.last_appointment_at), customers.c.customer_id)
 
 notes = Table(
@@ -263,4 +267,54 @@ erased_refs = Table(
     Column("kind", String(20), primary_key=True),  # meeting | payment | customer
     Column("ref", String(420), primary_key=True),
     Column("erased_at", UTC, nullable=False),
+)
+
+# --- the relationship: custom fields, tags, archive (the expert's own data on a customer) -------
+
+# The expert's custom field definitions, replaced whole by each `fields.defined` command.
+field_definitions = Table(
+    "field_definitions",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("expert_id", String(200), primary_key=True),
+    Column("definitions", JSON, nullable=False),  # [{key, label, type, choices?}]
+    Column("updated_at", UTC, nullable=False),
+)
+
+# What the expert keeps on one customer. Kept apart from `customers` (the summary of bookings and
+# payments) so that it stands whatever order a replay meets commands and bookings in.
+customer_profiles = Table(
+    "customer_profiles",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("expert_id", String(200), primary_key=True),
+    Column("customer_id", String(64), primary_key=True),
+    Column("email_hash", String(64), nullable=False),
+    Column("tags", JSON, nullable=False),  # sorted, lower-case
+    Column("fields", JSON, nullable=False),  # {key: value}; values of removed definitions are kept
+    Column("archived", Boolean, nullable=False),
+    Column("updated_at", UTC, nullable=False),
+    Index("ix_customer_profiles_email_hash", "version", "email_hash"),
+)
+
+# One row per (customer, tag) and per (customer, field value): the list's filters are look-ups of
+# these primary keys (`tag=vip`: the customers of that expert with that tag), derived from the
+# profiles on every change.
+customer_tags = Table(
+    "customer_tags",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("expert_id", String(200), primary_key=True),
+    Column("tag", String(40), primary_key=True),
+    Column("customer_id", String(64), primary_key=True),
+)
+
+customer_field_values = Table(
+    "customer_field_values",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("expert_id", String(200), primary_key=True),
+    Column("key", String(40), primary_key=True),
+    Column("value", String(500), primary_key=True),  # `projections.commands.canonical`
+    Column("customer_id", String(64), primary_key=True),
 )

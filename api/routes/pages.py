@@ -49,7 +49,8 @@ async def customers_page(
         return RedirectResponse(request.url.remove_query_params("cursor"), status_code=303)
     return templates.TemplateResponse(request, "customers.html", {
         "user": user, "q": q or "", "sort": sort, "order": query.direction, "limit": limit,
-        "customers": [summary(r) for r in page["rows"]], "total": page["total"],
+        "customers": [summary(r, page["profiles"].get(r.customer_id)) for r in page["rows"]],
+        "total": page["total"],
         "next_cursor": page["next_cursor"], "prev_cursor": page["prev_cursor"], "as_of": page["as_of"],
         "sorts": SORT_LABELS, "first_page": not cursor,
     })
@@ -62,7 +63,7 @@ async def customer_page(request: Request, customer_id: str, user: PageUser, conn
         if valid_customer_id(customer_id) else None
     if found is None:
         return templates.TemplateResponse(request, "not_found.html", {"user": user}, status_code=404)
-    customer = detail(found, now)
+    customer = detail(found, now, request.app.state.settings.livemode)
     upcoming = [a for a in customer.appointments if a.status in ("upcoming", "in_progress")]
     return templates.TemplateResponse(request, "customer.html", {
         "user": user, "c": customer, "upcoming": list(reversed(upcoming)),

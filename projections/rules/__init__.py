@@ -8,7 +8,8 @@ state can only be loaded once earlier rules have run (which payments a new booki
 
 1. `apply_items`: booking events and payment facts, in arrival order (`BEFORE_LINKING`);
 2. `linking.link`: payments tied to meetings by the contract's evidence;
-3. `apply_items`: commands (notes, erasures), in arrival order;
+3. `apply_items`: commands (notes, field definitions and values, tags, archive, erasures), in
+   arrival order;
 4. `summaries.update_summaries`: each changed meeting and payment folded into its customer.
 """
 
@@ -21,6 +22,7 @@ from projections.rules.erasure import customer_erased
 from projections.rules.model import Changes, View
 from projections.rules.notes import note_added, note_deleted
 from projections.rules.payment_facts import payment_observed, stripe_ignored
+from projections.rules.profiles import archived, fields_defined, fields_set, tags_set
 
 Rule = Callable[[View, Changes, Any], None]
 
@@ -34,6 +36,11 @@ RULES: dict[str, Rule] = {
     "note.added": note_added,
     "note.deleted": note_deleted,
     "customer.erased": customer_erased,
+    "fields.defined": fields_defined,
+    "customer.fields_set": fields_set,
+    "customer.tags_set": tags_set,
+    "customer.archived": archived,
+    "customer.unarchived": archived,
 }
 
 BEFORE_LINKING = frozenset({"booking.created", "booking.rescheduled", "booking.cancelled", "booking.no_show",

@@ -4,6 +4,7 @@ The store loads what the version holds for the email's hash (customers, meetings
 every id they are known by, the notes of those customers); the batch's own rows with that email
 are found in the view. Everything goes; the ledger (`erasures`, `erased_refs`) keeps later
 events and replays from bringing any of it back. A note written after the erasure is kept.
+The expert's profile of the person (field values, tags, archive) goes too.
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ def customer_erased(view: View, changes: Changes, cmd) -> None:
         changes.summaries.discard(key)
         changes.recount.discard(key)
         changes.summaries_removed.add(key)
+    profiles = set(loaded.profiles) | victims | {k for k, p in view.profiles.items() if p.email_hash == h}
+    for key in profiles:  # what the expert kept on the person: field values, tags, archive
+        view.profiles.pop(key, None)
+        changes.profiles.discard(key)
+        changes.profiles_removed.add(key)
     notes = {n.note_id: n for n in loaded.notes}
     notes.update({i: n for i, n in view.notes.items() if (n.expert_id, n.customer_id) in victims})
     for note_id, note in notes.items():

@@ -98,6 +98,7 @@ class Summary:
     refunded: dict[str, int] = field(default_factory=dict)
     profile_version: str | None = None
     phone_version: str | None = None
+    archived: bool = False  # the expert's profile says so (`projections.rules.profiles.onto_summaries`)
 
     @property
     def search_text(self) -> str:
@@ -126,6 +127,19 @@ class Note:
 
 
 @dataclass
+class Profile:
+    """What the expert keeps on one customer: custom field values, tags, whether archived."""
+
+    expert_id: str
+    customer_id: str
+    email_hash: str
+    tags: list[str] = field(default_factory=list)
+    fields: dict[str, Any] = field(default_factory=dict)
+    archived: bool = False
+    updated_at: datetime | None = None
+
+
+@dataclass
 class Erasure:
     """Everything one erasure removes from a version, loaded for the `customer.erased` rule."""
 
@@ -134,6 +148,7 @@ class Erasure:
     meetings: list[Key] = field(default_factory=list)  # (expert, meeting) rows with that email
     payments: dict[str, set[str]] = field(default_factory=dict)  # payment id -> every id it is known by
     notes: list[Note] = field(default_factory=list)  # notes of those customers
+    profiles: list[Key] = field(default_factory=list)  # (expert, customer) profiles with that email hash
 
 
 @dataclass
@@ -153,6 +168,8 @@ class View:
     notes: dict[str, Note] = field(default_factory=dict)
     erasures: dict[str, Erasure] = field(default_factory=dict)  # by email hash, for this batch's erasures
     summaries: dict[Key, Summary] = field(default_factory=dict)  # loaded for the keys that change
+    definitions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # expert -> field definitions
+    profiles: dict[Key, Profile] = field(default_factory=dict)  # (expert, customer) -> profile
 
     def keep_payment(self, p: Payment) -> None:
         """Hold a payment, findable by every id Stripe may name it by."""
@@ -182,6 +199,9 @@ class Changes:
     summaries: set[Key] = field(default_factory=set)  # summaries to write (from the view)
     summaries_removed: set[Key] = field(default_factory=set)
     recount: set[Key] = field(default_factory=set)  # summaries the deltas cannot settle: from history
+    definitions: set[str] = field(default_factory=set)  # experts whose field definitions to write
+    profiles: set[Key] = field(default_factory=set)  # profiles to write (from the view)
+    profiles_removed: set[Key] = field(default_factory=set)
     # what the batch had when it started, for the summary deltas
     meetings_before: dict[Key, Meeting | None] = field(default_factory=dict)
     payments_before: dict[str, Payment | None] = field(default_factory=dict)

@@ -1,0 +1,140 @@
+"""What the expert keeps on a customer: custom field definitions, field values, tags, archive.
+
+`field_definitions` (one row per expert), `customer_profiles` (one row per customer the expert
+wrote something on) and the two look-up tables the list's filters use, `customer_tags` and
+`customer_field_values`. On PostgreSQL each is LIST partitioned on `version`, like the other
+versioned tables, with a partition per version that exists.
+
+`customers` gains `archived` (copied from the profile), and its five sort indexes start with it
+after the expert: `(version, expert_id, archived, <sort key>, customer_id)`, so the default list
+(archived=false) and the archive are each one range of the sort's index. Each index is rebuilt
+under its new name where the old one exists (a version still being replayed has none yet: its
+readers' indexes are built when it catches up).
+
+Revision ID: 0009
+Revises: 0008
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0009"
+down_revision = "0008"
+branch_labels = None
+depends_on = None
+
+_TIME = sa.DateTime(timezone=True)
+
+# (name, columns, primary key, secondary indexes as (name, columns))
+_TABLES = (
+    ("field_definitions",
+     [("version", sa.Integer(), False), ("expert_id", sa.String(200), False),
+      ("definitions", sa.JSON(), False), ("updated_at", _TIME, False)],
+     ("version", "expert_id"), ()),
+    ("customer_profiles",
+     [("version", sa.Integer(), False), ("expert_id", sa.String(200), False),
+      ("customer_id", sa.String(64), False), ("email_hash", sa.String(64), False),
+      ("tags", sa.JSON(), False), ("fields", sa.JSON(), False), ("archived", sa.Boolean(), False),
+      ("updated_at", _TIME, False)],
+     ("version", "expert_id", "customer_id"),
+     (("ix_customer_profiles_email_hash", ("version", "email_hash")),)),
+    ("customer_tags",
+     [("version", sa.Integer(), False), ("expert_id", sa.String(200), False), ("tag", sa.String(40), False),
+      ("customer_id", sa.String(64), False)],
+     ("version", "expert_id", "tag", "customer_id"), ()),
+    ("customer_field_values",
+     [("version", sa.Integer(), False), ("expert_id", sa.String(200), False), ("key", sa.String(40), False),
+      ("value", sa.String(500), False), ("customer_id", sa.String(64), False)],
+     ("version", "expert_id", "key", "value", "customer_id"), ()),
+)
+
+
+def _q(name: str) -> str:
+    return op.get_bind().dialect.identifier_preparer.quote(name)
+
+
+# the sort indexes of `customers`: old name -> (new name, key columns after version and expert)
+_SORTS = {
+    "ix_customers_first_seen": ("ix_customers_first_seen_a", "first_seen_at, customer_id"),
+    "ix_customers_name": ("ix_customers_name_a", "name, customer_id"),
+    "ix_customers_appts": ("ix_customers_appts_a", "appointments, customer_id"),
+    "ix_customers_spend": ("ix_customers_spend_a", "spend_sort, customer_id"),
+    "ix_customers_latest": ("ix_customers_latest_a", "{latest}, customer_id"),
+}
+_LATEST = {"postgresql": "coalesce(last_appointment_at, '-infinity'::timestamptz)",
+           "sqlite": "coalesce(last_appointment_at, '')"}
+
+
+def _archived_column(bind) -> None:
+    have = {c["name"] for c in sa.inspect(bind).get_columns("customers")}
+    if "archived" not in have:
+        op.add_column("customers", sa.Column("archived", sa.Boolean(), nullable=False, server_default=sa.false()))
+
+
+def _indexes(bind, table: str) -> set[str]:
+    """Index names of a table, expression indexes included (the inspector leaves those out on SQLite)."""
+    sql = ("SELECT indexname AS name FROM pg_indexes WHERE tablename = :t" if bind.dialect.name == "postgresql"
+           else "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = :t")
+    return {r.name for r in bind.execute(sa.text(sql), {"t": table})}
+
+
+def _resort(bind, table: str, suffix: str) -> None:
+    """On one table (a partition, or SQLite's table): each old sort index replaced by the new one."""
+    have = _indexes(bind, table)
+    latest = _LATEST[bind.dialect.name]
+    for old, (new, columns) in _SORTS.items():
+        if old + suffix not in have:
+            continue
+        op.execute(f"DROP INDEX IF EXISTS {_q(old + suffix)}")
+        op.execute(f"CREATE INDEX IF NOT EXISTS {_q(new + suffix)} ON {_q(table)} "
+                   f"(version, expert_id, archived, {columns.format(latest=latest)})")
+
+
+def upgrade() -> None:
+    bind = op.get_bind()
+    postgres = bind.dialect.name == "postgresql"
+    _archived_column(bind)
+    for name, columns, key, indexes in _TABLES:
+        op.create_table(name, *(sa.Column(c, kind, nullable=null) for c, kind, null in columns),
+                        sa.PrimaryKeyConstraint(*key, name=f"{name}_pkey"),
+                        **({"postgresql_partition_by": "LIST (version)"} if postgres else {}))
+        if not postgres:
+            for index, cols in indexes:
+                op.create_index(index, name, list(cols))
+    if not postgres:
+        _resort(bind, "customers", "")
+        return
+    parts = [r.relname for r in bind.execute(sa.text(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'customers' AND pg_table_is_visible(p.oid)"))]
+    for part in parts:
+        _resort(bind, part, part.removeprefix("customers"))
+    versions = sorted(r.version for r in bind.execute(sa.text(
+        "SELECT version FROM projection_versions WHERE state <> 'removed'")))
+    for version in versions:
+        for name, _columns, _key, indexes in _TABLES:
+            part = f"{name}_v{int(version)}"
+            op.execute(f"CREATE TABLE IF NOT EXISTS {_q(part)} "
+                       f"(LIKE {_q(name)} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+            op.execute(f"ALTER TABLE {_q(name)} ATTACH PARTITION {_q(part)} FOR VALUES IN ({int(version)})")
+            for index, cols in indexes:
+                op.execute(f"CREATE INDEX IF NOT EXISTS {_q(f'{index}_v{int(version)}')} ON {_q(part)} "
+                           f"({', '.join(_q(c) for c in cols)})")
+
+
+def downgrade() -> None:
+    for name, _columns, _key, _indexes in reversed(_TABLES):
+        op.drop_table(name)  # with its partitions
+    bind = op.get_bind()
+    tables = ["customers"] if bind.dialect.name != "postgresql" else [r.relname for r in bind.execute(sa.text(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'customers' AND pg_table_is_visible(p.oid)"))]
+    latest = _LATEST[bind.dialect.name]
+    for table in tables:
+        suffix = table.removeprefix("customers")
+        have = _indexes(bind, table)
+        for old, (new, columns) in _SORTS.items():
+            if new + suffix in have:
+                op.execute(f"DROP INDEX IF EXISTS {_q(new + suffix)}")
+                op.execute(f"CREATE INDEX IF NOT EXISTS {_q(old + suffix)} ON {_q(table)} "
+                           f"(version, expert_id, {columns.format(latest=latest)})")
+    op.drop_column("customers", "archived")
