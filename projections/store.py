@@ -256,7 +256,7 @@ class Store:
         """Field definitions and profiles, and the filters' look-up rows derived from each profile."""
         v = self.version
         await bulk_upsert(self.conn, t.field_definitions, [
-            {"version": v, "expert_id": e, "definitions": view.definitions[e], "updated_at": view.now}
+            {"version": v, "expert_id": e, "definitions": view.definitions[e], "updated_at": view.definitions_at[e]}
             for e in sorted(changes.definitions)], ["version", "expert_id"])
         touched = changes.profiles | changes.profiles_removed
         if not touched:

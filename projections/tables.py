@@ -197,7 +197,8 @@ customers = Table(
     Index("ix_customers_name_a", "version", "expert_id", "archived", "name", "customer_id"),
     Index("ix_customers_appts_a", "version", "expert_id", "archived", "appointments", "customer_id"),
     Index("ix_customers_spend_a", "version", "expert_id", "archived", "spend_sort", "customer_id"),
-    Index("ix_customers_email", "version", "expert_id", "email"),
+    # a look-up by email, and the count of a list page (archived inside: an index-only scan)
+    Index("ix_customers_email_a", "version", "expert_id", "email", "archived"),
     Index("ix_customers_email_hash", "version", "email_hash"),
 )
 

@@ -7,7 +7,8 @@ versioned tables, with a partition per version that exists.
 
 `customers` gains `archived` (copied from the profile), and its five sort indexes start with it
 after the expert: `(version, expert_id, archived, <sort key>, customer_id)`, so the default list
-(archived=false) and the archive are each one range of the sort's index. Each index is rebuilt
+(archived=false) and the archive are each one range of the sort's index; the email's index ends
+with it, so a page's count stays an index-only scan. Each index is rebuilt
 under its new name where the old one exists (a version still being replayed has none yet: its
 readers' indexes are built when it catches up).
 
@@ -52,13 +53,15 @@ def _q(name: str) -> str:
     return op.get_bind().dialect.identifier_preparer.quote(name)
 
 
-# the sort indexes of `customers`: old name -> (new name, key columns after version and expert)
+# the sort indexes of `customers` and the email's: old name -> (new name, columns, the old columns)
 _SORTS = {
-    "ix_customers_first_seen": ("ix_customers_first_seen_a", "first_seen_at, customer_id"),
-    "ix_customers_name": ("ix_customers_name_a", "name, customer_id"),
-    "ix_customers_appts": ("ix_customers_appts_a", "appointments, customer_id"),
-    "ix_customers_spend": ("ix_customers_spend_a", "spend_sort, customer_id"),
-    "ix_customers_latest": ("ix_customers_latest_a", "{latest}, customer_id"),
+    "ix_customers_first_seen": ("ix_customers_first_seen_a", "archived, first_seen_at, customer_id",
+                                "first_seen_at, customer_id"),
+    "ix_customers_name": ("ix_customers_name_a", "archived, name, customer_id", "name, customer_id"),
+    "ix_customers_appts": ("ix_customers_appts_a", "archived, appointments, customer_id", "appointments, customer_id"),
+    "ix_customers_spend": ("ix_customers_spend_a", "archived, spend_sort, customer_id", "spend_sort, customer_id"),
+    "ix_customers_latest": ("ix_customers_latest_a", "archived, {latest}, customer_id", "{latest}, customer_id"),
+    "ix_customers_email": ("ix_customers_email_a", "email, archived", "email"),
 }
 _LATEST = {"postgresql": "coalesce(last_appointment_at, '-infinity'::timestamptz)",
            "sqlite": "coalesce(last_appointment_at, '')"}
@@ -81,12 +84,12 @@ def _resort(bind, table: str, suffix: str) -> None:
     """On one table (a partition, or SQLite's table): each old sort index replaced by the new one."""
     have = _indexes(bind, table)
     latest = _LATEST[bind.dialect.name]
-    for old, (new, columns) in _SORTS.items():
+    for old, (new, columns, _before) in _SORTS.items():
         if old + suffix not in have:
             continue
         op.execute(f"DROP INDEX IF EXISTS {_q(old + suffix)}")
         op.execute(f"CREATE INDEX IF NOT EXISTS {_q(new + suffix)} ON {_q(table)} "
-                   f"(version, expert_id, archived, {columns.format(latest=latest)})")
+                   f"(version, expert_id, {columns.format(latest=latest)})")
 
 
 def upgrade() -> None:
@@ -132,9 +135,9 @@ def downgrade() -> None:
     for table in tables:
         suffix = table.removeprefix("customers")
         have = _indexes(bind, table)
-        for old, (new, columns) in _SORTS.items():
+        for old, (new, _columns, before) in _SORTS.items():
             if new + suffix in have:
                 op.execute(f"DROP INDEX IF EXISTS {_q(new + suffix)}")
                 op.execute(f"CREATE INDEX IF NOT EXISTS {_q(old + suffix)} ON {_q(table)} "
-                           f"(version, expert_id, {columns.format(latest=latest)})")
+                           f"(version, expert_id, {before.format(latest=latest)})")
     op.drop_column("customers", "archived")

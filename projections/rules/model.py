@@ -169,6 +169,7 @@ class View:
     erasures: dict[str, Erasure] = field(default_factory=dict)  # by email hash, for this batch's erasures
     summaries: dict[Key, Summary] = field(default_factory=dict)  # loaded for the keys that change
     definitions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # expert -> field definitions
+    definitions_at: dict[str, datetime] = field(default_factory=dict)  # expert -> when they were defined
     profiles: dict[Key, Profile] = field(default_factory=dict)  # (expert, customer) -> profile
 
     def keep_payment(self, p: Payment) -> None:

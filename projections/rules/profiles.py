@@ -16,6 +16,7 @@ from projections.rules.model import Changes, Profile, View
 def fields_defined(view: View, changes: Changes, cmd) -> None:
     changes.count(cmd.type)
     view.definitions[cmd.expert_id] = [d.model_dump(exclude_none=True) for d in cmd.definitions]
+    view.definitions_at[cmd.expert_id] = cmd.occurred_at
     changes.definitions.add(cmd.expert_id)
 
 

@@ -20,6 +20,7 @@ from projections.db import make_engine, migrate
 from tests.harness import ARTIFACTS, fresh_pg_database, settings_for
 
 EXPERT, OTHER, N = "ex_big", "ex_small", 10_000
+ARCHIVED = N // 20  # `_profiles` archives one customer in twenty
 SORT_INDEX = {"last_appointment": "ix_customers_latest", "first_seen": "ix_customers_first_seen",
               "name": "ix_customers_name", "appointments": "ix_customers_appts", "total_spend": "ix_customers_spend"}
 
@@ -41,13 +42,38 @@ async def big():
     url = await fresh_pg_database()
     await migrate(url)
     engine = make_engine(url)
-    await load(engine, {EXPERT: N, OTHER: 500}, datetime.now(timezone.utc))
+    # other experts beside: the big one is a fifth of the table, as one expert of many would be less
+    await load(engine, {EXPERT: N, OTHER: 500, **{f"ex_other{i}": 4_000 for i in range(10)}}, datetime.now(timezone.utc))
+    await _profiles(engine)
     async with engine.connect() as conn:
         await conn.execution_options(isolation_level="AUTOCOMMIT")
-        await conn.exec_driver_sql("VACUUM ANALYZE customers")
+        await conn.exec_driver_sql("VACUUM ANALYZE customers, customer_tags, customer_field_values")
     settings = settings_for(url, customer_id_secret=SECRET)
     yield engine, settings
     await engine.dispose()
+
+
+async def _profiles(engine) -> None:
+    """Tags, field values and the archive on a share of the big expert's customers, as the worker
+    writes them: one in five `vip`, one in ten `goal=sleep`, one in twenty archived."""
+    from sqlalchemy import select, update
+
+    from projections import tables as t
+
+    async with engine.begin() as conn:
+        ids = [r.customer_id for r in await conn.execute(select(t.customers.c.customer_id).where(
+            t.customers.c.version == 1, t.customers.c.expert_id == EXPERT).order_by(t.customers.c.customer_id))]
+        # and, as an expert's tags and values would be, many others: each customer has three tags of
+        # thirty and a goal of ten, so that one tag or one value is a small part of the tables
+        await conn.execute(t.customer_tags.insert(), [
+            {"version": 1, "expert_id": EXPERT, "tag": tag, "customer_id": c}
+            for n, c in enumerate(ids) for tag in {f"t{(n * k) % 30}" for k in (1, 7, 13)} | ({"vip"} if n % 5 == 0 else set())])
+        await conn.execute(t.customer_field_values.insert(), [
+            {"version": 1, "expert_id": EXPERT, "key": key, "value": value, "customer_id": c}
+            for n, c in enumerate(ids) for key, value in (("goal", "sleep" if n % 10 == 0 else f"g{n % 10}"),
+                                                          ("level", str(n % 7)), ("city", f"city {n % 40}"))])
+        await conn.execute(update(t.customers).where(t.customers.c.version == 1, t.customers.c.expert_id == EXPERT,
+                                                     t.customers.c.customer_id.in_(ids[::20])).values(archived=True))
 
 
 async def plan(conn, statement) -> str:
@@ -79,6 +105,21 @@ async def test_every_list_query_is_an_index_range_of_customers(big):
             text = await plan(conn, statement)
             report.append(f"-- {label}\n{text}\n")
             assert "ix_customers" in text and "Seq Scan" not in text and "meetings" not in text, text
+        for label, query in (("archived=true", queries.ListQuery(EXPERT, archived=True)),
+                             ("tag=vip", queries.ListQuery(EXPERT, tags=("vip",))),
+                             ("field.goal=sleep", queries.ListQuery(EXPERT, fields=(("goal", "sleep"),))),
+                             ("tag=vip&field.goal=sleep&archived=true",
+                              queries.ListQuery(EXPERT, tags=("vip",), fields=(("goal", "sleep"),), archived=True))):
+            for part, statement in (("page", queries.page_statement(1, query)),
+                                    ("count", queries.count_statement(1, query))):
+                text = await plan(conn, statement)
+                report.append(f"-- {label}, {part}\n{text}\n")
+                assert "Seq Scan" not in text and "meetings" not in text, text
+                assert "ix_customers" in text or "customers_v1_pkey" in text, text  # a sort's range, or by key
+                if query.tags:
+                    assert "customer_tags" in text and "pkey" in text, text
+                if query.fields:
+                    assert "customer_field_values" in text, text
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "query-plans.txt").write_text(
         f"EXPLAIN of the list queries, one expert with {N} customers (PostgreSQL)\n\n" + "\n".join(report))
@@ -92,7 +133,8 @@ async def test_pages_cover_everyone_once_and_back(big, sort):
     async with engine.connect() as conn:
         cursor = None
         while True:
-            page = await queries.list_customers(conn, queries.ListQuery(EXPERT, sort=sort, limit=500, cursor=cursor))
+            page = await queries.list_customers(conn, queries.ListQuery(EXPERT, sort=sort, limit=500, cursor=cursor,
+                                                                        archived=None))
             assert page["total"] == N
             seen += [r.customer_id for r in page["rows"]]
             cursors.append(page["prev_cursor"])
@@ -100,9 +142,13 @@ async def test_pages_cover_everyone_once_and_back(big, sort):
             if cursor is None:
                 break
         assert len(seen) == N == len(set(seen))
+        shown = (await queries.list_customers(conn, queries.ListQuery(EXPERT, sort=sort, limit=500)))["total"]
+        archive = await queries.list_customers(conn, queries.ListQuery(EXPERT, sort=sort, limit=500, archived=True))
+        assert (shown, archive["total"]) == (N - ARCHIVED, ARCHIVED)
+        assert all(r.archived for r in archive["rows"])
         # walking back from the last page gives the previous pages exactly
         back = await queries.list_customers(conn, queries.ListQuery(EXPERT, sort=sort, limit=500,
-                                                                    cursor=cursors[-1]))
+                                                                    cursor=cursors[-1], archived=None))
         assert [r.customer_id for r in back["rows"]] == seen[-1000:-500]
 
 

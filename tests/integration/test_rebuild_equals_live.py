@@ -19,7 +19,8 @@ from sqlalchemy import select
 
 from customers.ids import customer_id, email_hash
 from projections import tables as t
-from projections.commands import CustomerErased, NoteAdded, NoteDeleted
+from projections.commands import (CustomerArchived, CustomerErased, CustomerFieldsSet, CustomerTagsSet,
+                                  FieldDefinition, FieldsDefined, NoteAdded, NoteDeleted)
 from projections.db import make_engine, migrate
 from projections.meetings import meeting_from_row
 from projections.physical import index_version
@@ -33,7 +34,8 @@ from tests import scenario as sc
 from tests.harness import fresh_pg_database
 
 SECRET = "k" * 32
-TABLES = (t.customers, t.meetings, t.payments, t.payment_aliases, t.notes, t.stripe_events_applied)
+TABLES = (t.customers, t.meetings, t.payments, t.payment_aliases, t.notes, t.stripe_events_applied,
+          t.field_definitions, t.customer_profiles, t.customer_tags, t.customer_field_values)
 
 
 def stream(seed: int) -> list[tuple[str, bytes]]:
@@ -59,6 +61,18 @@ def stream(seed: int) -> list[tuple[str, bytes]]:
         if n % 3 == 0:
             gone = NoteDeleted(command_id=f"d{n}", occurred_at=when, note_id=f"n{n}", expert_id=expert, customer_id=cid)
             records.insert(rng.randrange(len(records)), ("customer-commands", gone.model_dump_json().encode()))
+    for expert in sorted({p[0] for p in people}):
+        defined = FieldsDefined(command_id=f"f{expert}", occurred_at=sc.datetime.fromisoformat(last.replace("Z", "+00:00")),
+                                expert_id=expert, definitions=[FieldDefinition(key="goal", label="Goal", type="text")])
+        records.insert(rng.randrange(len(records)), ("customer-commands", defined.model_dump_json().encode()))
+    for n, (expert, email, _at) in enumerate(rng.sample(people, 15)):
+        on = {"occurred_at": sc.datetime.fromisoformat(last.replace("Z", "+00:00")) + timedelta(minutes=n),
+              "expert_id": expert, "customer_id": customer_id(SECRET, expert, email),
+              "email_hash": email_hash(SECRET, email)}
+        for cmd in (CustomerTagsSet(command_id=f"t{n}", tags=["vip", f"group {n % 3}"], **on),
+                    CustomerFieldsSet(command_id=f"v{n}", values={"goal": f"goal {n % 2}"}, **on),
+                    *([CustomerArchived(command_id=f"a{n}", **on)] if n % 4 == 0 else [])):
+            records.insert(rng.randrange(len(records)), ("customer-commands", cmd.model_dump_json().encode()))
     for n, (_expert, email, _at) in enumerate(rng.sample(people, 3)):
         erased = CustomerErased(command_id=f"e{n}", occurred_at=sc.datetime.fromisoformat(last.replace("Z", "+00:00"))
                                 + timedelta(hours=1), email_hash=email_hash(SECRET, email))
@@ -130,6 +144,9 @@ async def test_a_rebuild_equals_the_live_read_model(seed):
         for name in want:
             assert got[name] == want[name], name
         assert want["notes"] and want["payments"] and want["payment_aliases"]
+        assert want["customer_profiles"] and want["customer_tags"] and want["customer_field_values"]
+        archived = [c.name for c in t.customers.columns if c.name != "version"].index("archived")
+        assert any(row[archived] for row in want["customers"])  # a profile's archive reached its summary
         await summaries_recount(engine, live.version)
         await summaries_recount(engine, version)
     finally:
