@@ -288,8 +288,10 @@ async def note(conn: AsyncConnection, expert_id: str, customer_id: str, note_id:
         n.customer_id == customer_id))).first()
 
 
-async def stream_customers(conn: AsyncConnection, expert_id: str, chunk: int = 500) -> AsyncIterator:
-    """Every customer of an expert in pages of `chunk`, for exports (memory stays flat)."""
+async def stream_customers(conn: AsyncConnection, expert_id: str, chunk: int = 500, *,
+                           profiles: bool = True) -> AsyncIterator:
+    """Every customer of an expert, archived ones too, as (row, profile or None), in pages of
+    `chunk`, for exports (memory stays flat); with `profiles=False` the profile is always None."""
     version = await live_version(conn)
     if version is None:
         return
@@ -302,6 +304,7 @@ async def stream_customers(conn: AsyncConnection, expert_id: str, chunk: int = 5
         rows = (await conn.execute(select(t.customers).where(*where).order_by(c.customer_id).limit(chunk))).all()
         if not rows:
             return
+        found = await _profiles(conn, version, expert_id, [r.customer_id for r in rows]) if profiles else {}
         for row in rows:
-            yield row
+            yield row, found.get(row.customer_id)
         after = rows[-1].customer_id

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from api.auth import PrincipalDep
-from api.export import csv_chunks
+from api.export import Currencies, Layout, csv_chunks
 from api.schemas import errors
 from projections import queries
 
@@ -19,15 +19,24 @@ CSV = "text/csv; charset=utf-8"
 
 @router.get("/export.csv", response_class=StreamingResponse,
             responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
-                             "description": "RFC 4180 CSV, one line per customer and currency"},
+                             "description": "RFC 4180 CSV, one line per customer, money in columns per currency"},
                        **errors()})
 async def export_csv(request: Request, principal: PrincipalDep) -> StreamingResponse:
     engine = request.app.state.engine
 
     async def body() -> AsyncIterator[bytes]:
         # its own connection: the response outlives the request's dependencies
+        # one snapshot for both passes, the currencies then the lines (SQLite's transactions are one)
         async with engine.connect() as conn:
-            async for chunk in csv_chunks(queries.stream_customers(conn, principal.expert_id)):
+            if conn.dialect.name == "postgresql":
+                await conn.execution_options(isolation_level="REPEATABLE READ")
+            await conn.begin()
+            currencies = Currencies()
+            async for row, _profile in queries.stream_customers(conn, principal.expert_id, profiles=False):
+                currencies.add(row)
+            fields = tuple(d["key"] for d in await queries.field_definitions(conn, principal.expert_id))
+            layout = Layout(currencies.sorted(), fields)
+            async for chunk in csv_chunks(layout, queries.stream_customers(conn, principal.expert_id)):
                 yield chunk
 
     return StreamingResponse(body(), media_type=CSV, headers={

@@ -196,3 +196,19 @@ async def test_an_erasure_removes_the_profile_tags_and_values(world):
 async def _id_of(world, email: str):
     found = (await world.call("GET", f"/api/customers?email={email}")).json()["customers"]
     return found[0]["id"] if found else None
+
+
+async def test_the_export_has_one_line_per_customer_with_tags_and_a_column_per_field(world):
+    import csv
+    import io
+
+    assert (await world.call("PUT", "/api/custom-fields", json=DEFINITIONS)).status_code == 204
+    ana = world.mine["ana@example.com"]
+    assert (await world.call("PUT", f"/api/customers/{ana}/tags", json=["vip", "export"])).status_code == 204
+    assert (await world.call("PUT", f"/api/customers/{ana}/fields", json={"referred": True})).status_code == 204
+    r = await world.call("GET", "/api/customers/export.csv")
+    lines = list(csv.DictReader(io.StringIO(r.text, newline="")))
+    assert [k for k in lines[0] if k.startswith("field_")] == [f"field_{d['key']}" for d in DEFINITIONS]
+    rows = {line["email"]: line for line in lines}
+    assert len(rows) == len(lines)
+    assert rows["ana@example.com"]["tags"] == "export; vip" and rows["ana@example.com"]["field_referred"] == "true"
