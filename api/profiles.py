@@ -12,8 +12,9 @@ from pydantic import ValidationError
 
 from api.notes import Notes, NotFound
 from projections import queries
-from projections.commands import (MAX_FIELDS, CustomerArchived, CustomerFieldsSet, CustomerTagsSet,
-                                  CustomerUnarchived, FieldDefinition, FieldsDefined, field_value, normalise_tags)
+from projections.commands import (MAX_FIELDS, CommunicationLogged, CustomerArchived, CustomerFieldsSet,
+                                  CustomerTagsSet, CustomerUnarchived, FieldDefinition, FieldsDefined, field_value,
+                                  normalise_tags)
 
 
 class Invalid(ValueError):
@@ -109,3 +110,22 @@ class Profiles:
                                        customer_id=customer_id, email_hash=row.email_hash))
         return await self._profile(expert_id, customer_id,
                                    lambda p: (p.archived if p is not None else False) == archived)
+
+    async def log_communication(self, expert_id: str, customer_id: str, channel: str, summary: str, at: datetime,
+                                now: datetime) -> tuple[str, Any]:
+        """Record a contact the expert had; (its id, its row once the read model shows it, else None)."""
+        row = await self._customer(expert_id, customer_id)
+        cid = f"cm_{uuid.uuid4().hex}"
+        await self.notes.bus.send(CommunicationLogged(
+            command_id=uuid.uuid4().hex, occurred_at=now, expert_id=expert_id, customer_id=customer_id,
+            email_hash=row.email_hash, communication_id=cid, channel=channel, summary=summary, at=at))
+        found = await self.notes._until(lambda c: queries.communication(c, expert_id, customer_id, cid),
+                                        lambda r: r is not None)
+        return cid, found
+
+    async def communication(self, expert_id: str, customer_id: str, communication_id: str):
+        await self._customer(expert_id, customer_id)
+        found = await self.notes._read(lambda c: queries.communication(c, expert_id, customer_id, communication_id))
+        if found is None:
+            raise NotFound(communication_id)
+        return found

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
+
+from customers.events import as_utc
 
 from projections import payments as money
 from projections.meetings import Meeting, appointment_status, meeting_from_row
@@ -35,6 +37,7 @@ class CustomerSummary(BaseModel):
     next_appointment_at: datetime | None
     tags: list[str] = []
     archived: bool = False
+    last_contact_at: datetime | None = None
 
 
 class CustomerList(BaseModel):
@@ -99,6 +102,40 @@ class PaymentOut(BaseModel):
     dashboard_url: str | None = Field(description="the payment in the Stripe Dashboard (test or live mode)")
 
 
+class CommunicationOut(BaseModel):
+    id: str
+    channel: str
+    kind: str | None = Field(description="the platform's kind of message; null for a contact the expert logged")
+    subject: str | None
+    summary: str | None = Field(default=None, description="the expert's own words, for a contact they logged")
+    at: datetime
+    status: str | None = Field(description="a platform message's delivery: sent, delayed, delivered, opened, "
+                                            "clicked, or bounced, complained, failed (which win); null for a "
+                                            "contact the expert logged")
+    meeting_id: str | None
+    source: str
+
+
+class CommunicationIn(BaseModel):
+    channel: Literal["phone", "email", "message", "in_person"]
+    summary: str = Field(min_length=1, max_length=2000, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$")
+    at: datetime
+
+    @field_validator("summary")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError("the summary is not valid text") from exc
+        return value.strip()
+
+    @field_validator("at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return as_utc(value)
+
+
 class NoteOut(BaseModel):
     id: str
     body: str
@@ -161,13 +198,21 @@ class CustomerDetail(BaseModel):
     next_appointment_at: datetime | None
     tags: list[str]
     archived: bool
+    last_contact_at: datetime | None
     fields: dict[str, bool | int | float | str] = Field(
         description="custom field values, by key, of the fields the expert defines now")
     stats: Stats
     appointments: list[Appointment]
     payments: list[PaymentOut]
     notes: list[NoteOut]
+    communications: list[CommunicationOut]
     as_of: datetime | None
+
+
+def communication_out(row) -> CommunicationOut:
+    return CommunicationOut(id=row.communication_id, channel=row.channel, kind=row.kind, subject=row.subject,
+                            summary=row.summary, at=row.at, status=row.status, meeting_id=row.meeting_id,
+                            source=row.source)
 
 
 def amounts(values: dict[str, int]) -> list[Amount]:
@@ -179,6 +224,7 @@ def summary(row, profile=None) -> CustomerSummary:
     tags from the expert's profile of the customer, when there is one."""
     return CustomerSummary(
         tags=list(profile.tags) if profile is not None else [], archived=row.archived,
+        last_contact_at=row.last_contact_at,
         id=row.customer_id, email=row.email, name=row.name, phone=row.phone,
         first_seen_at=row.first_seen_at,
         appointments=AppointmentCounts(total=row.upcoming + row.past, upcoming=row.upcoming,
@@ -242,6 +288,7 @@ def detail(found: dict[str, Any], now: datetime, livemode: bool) -> CustomerDeta
         appointments=appointments,
         payments=payments,
         notes=[note_out(n) for n in found["notes"]],
+        communications=[communication_out(c) for c in found.get("communications", [])],
         as_of=found["as_of"],
     )
 

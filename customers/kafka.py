@@ -19,8 +19,10 @@ BOOKINGS = "bookings"
 STRIPE_EVENTS = "stripe-events"
 ACTIVITY = "customer-activity"
 COMMANDS = "customer-commands"
-SOURCES = (BOOKINGS, STRIPE_EVENTS, COMMANDS)
-PROJECTED = (BOOKINGS, ACTIVITY, COMMANDS)
+COMMUNICATIONS = "communications"  # message.sent, keyed by expert
+EMAIL_EVENTS = "email-events"  # verified email-provider webhooks, keyed by the provider's email id
+SOURCES = (BOOKINGS, STRIPE_EVENTS, COMMANDS, COMMUNICATIONS, EMAIL_EVENTS)
+PROJECTED = (BOOKINGS, ACTIVITY, COMMANDS, COMMUNICATIONS, EMAIL_EVENTS)
 FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
 MAX_RECORD_BYTES = 1 << 20  # the producer's max_request_size (and the broker's default message.max.bytes)
 
@@ -30,7 +32,7 @@ def dlq(name: str) -> str:
 
 
 def all_topics(settings: Settings) -> list[str]:
-    names = [BOOKINGS, STRIPE_EVENTS, ACTIVITY, COMMANDS]
+    names = [BOOKINGS, STRIPE_EVENTS, ACTIVITY, COMMANDS, COMMUNICATIONS, EMAIL_EVENTS]
     return [settings.topic(n) for n in names + [dlq(n) for n in names]]
 
 

@@ -23,7 +23,8 @@ DEVELOPMENT_SECRETS = frozenset({
     "customers",
 })
 MIN_SECRET_BYTES = 32
-SECRETS = ("auth_jwt_secret", "ingest_token", "stripe_webhook_secret", "customer_id_secret", "stripe_api_key")
+SECRETS = ("auth_jwt_secret", "ingest_token", "stripe_webhook_secret", "customer_id_secret", "stripe_api_key",
+           "resend_webhook_secret")
 
 
 class Settings(BaseSettings):
@@ -40,6 +41,7 @@ class Settings(BaseSettings):
     stripe_api_base: str = ""
     stripe_livemode: bool | None = None  # unset: live in production, test mode in local and test
     stripe_connect_endpoint: bool = False  # the endpoint receives connected accounts' events
+    resend_webhook_secret: str = ""  # Svix signing secrets (whsec_…), comma-separated; unset: no Resend endpoint
 
     auth_jwt_secret: str = ""
     auth_jwks_url: str = ""
@@ -109,6 +111,10 @@ class Settings(BaseSettings):
     def livemode(self) -> bool:
         """Which Stripe mode's events this deployment takes (STRIPE_LIVEMODE, else by environment)."""
         return (not self.is_development) if self.stripe_livemode is None else self.stripe_livemode
+
+    @property
+    def resend_secrets(self) -> list[str]:
+        return [s.strip() for s in self.resend_webhook_secret.split(",") if s.strip()]
 
     @property
     def webhook_secrets(self) -> list[str]:

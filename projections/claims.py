@@ -9,7 +9,8 @@ or rolls back:
 
 * the keys: `("expert", version, expert_id)` for an expert's meetings, customer summaries,
   notes, field definitions and customer profiles (field values, tags, archive); `("payment", version, id)` for a payment row and for every id it is known by (intent,
-  checkout session, each charge), which is also what bookings name; `("partition", version,
+  checkout session, each charge), which is also what bookings name; `("email", version, id)` for
+  the delivery reports of a provider email id and the message they update; `("partition", version,
   topic, partition)` for the stored offset of a partition (two owners during a rebalance);
 * each key is locked under a stable 64-bit hash of its JSON form, all of them in ascending
   order of that number, in one statement, so two batches never wait on each other in a cycle;
@@ -69,6 +70,10 @@ class Claim:
         if expert_id:
             self.keys.add(("expert", self.version, expert_id))
 
+    def email(self, email_id: str | None) -> None:
+        if email_id:
+            self.keys.add(("email", self.version, email_id))
+
     def payment(self, *ids: str | None) -> None:
         self.keys.update(("payment", self.version, i) for i in ids if i)
 
@@ -101,8 +106,13 @@ def named_by(version: int, positions: Iterable[Any], items: Iterable[Any]) -> Cl
             claim.expert(item.expert_id)
             claim.payment(item.payment_id, item.payment_intent_id, item.checkout_session_id, *item.charge_ids())
         elif kind in ("note.added", "note.deleted", "fields.defined", "customer.fields_set", "customer.tags_set",
-                      "customer.archived", "customer.unarchived"):
+                      "customer.archived", "customer.unarchived", "communication.logged"):
             claim.expert(item.expert_id)
+        elif kind == "message.sent":
+            claim.expert(item.expert_id)
+            claim.email(item.provider_message_id)
+        elif kind == "email.report":
+            claim.email(item.email_id)
         elif kind == "customer.erased":
             claim.exclusive = True
     claim.exclusive = claim.exclusive or len(claim.keys) > MAX_CLAIMS
@@ -125,6 +135,11 @@ def read_by(version: int, view: Any, changes: Any) -> Claim:
         claim.expert(expert_id)
     for expert_id in changes.definitions:
         claim.expert(expert_id)
+    for message in view.communications.values():  # a report updates the status of its expert's message
+        claim.expert(message.expert_id)
+        claim.email(message.provider_message_id)
+    for email_id in (*view.reports, *changes.reports_removed):
+        claim.email(email_id)
     return claim
 
 

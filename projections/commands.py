@@ -10,6 +10,7 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from customers.cards import mask_card_numbers
+from customers.events import as_utc
 
 
 class _Command(BaseModel):
@@ -188,6 +189,20 @@ class CustomerUnarchived(_OnCustomer):
     type: Literal["customer.unarchived"] = "customer.unarchived"
 
 
+class CommunicationLogged(_OnCustomer):
+    """A contact the expert had with the customer outside the platform's own messages."""
+
+    type: Literal["communication.logged"] = "communication.logged"
+    communication_id: str = Field(pattern=r"^cm_[0-9a-f]{32}$")
+    channel: Literal["phone", "email", "message", "in_person"]
+    summary: str = Field(min_length=1, max_length=2000)
+    at: datetime
+
+    _masked = field_validator("summary")(classmethod(lambda cls, v: mask_card_numbers(v)))
+    _utc = field_validator("at")(classmethod(lambda cls, v: as_utc(v)))
+
+
 Command = Annotated[Union[NoteAdded, NoteDeleted, CustomerErased, FieldsDefined, CustomerFieldsSet,
-                          CustomerTagsSet, CustomerArchived, CustomerUnarchived], Field(discriminator="type")]
+                          CustomerTagsSet, CustomerArchived, CustomerUnarchived, CommunicationLogged],
+                    Field(discriminator="type")]
 command_adapter: TypeAdapter[Command] = TypeAdapter(Command)

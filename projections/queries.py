@@ -33,14 +33,16 @@ SORTS = {
     "name": t.customers.c.name,
     "appointments": t.customers.c.appointments,
     "total_spend": t.customers.c.spend_sort,
+    "last_contact": t.earliest_if_null(t.customers.c.last_contact_at),
 }
 SHOWN = {"last_appointment": "last_appointment_at", "first_seen": "first_seen_at", "name": "name",
-         "appointments": "appointments", "total_spend": "spend_sort"}  # the column each sort orders by
+         "appointments": "appointments", "total_spend": "spend_sort",
+         "last_contact": "last_contact_at"}  # the column each sort orders by
 SORT_TYPES = {"last_appointment": datetime, "first_seen": datetime, "name": str,
-              "appointments": int, "total_spend": int}
-NULLABLE = {"last_appointment"}  # a customer without a past appointment has none
+              "appointments": int, "total_spend": int, "last_contact": datetime}
+NULLABLE = {"last_appointment", "last_contact"}  # a customer without a past appointment (a contact) has none
 DEFAULT_ORDER = {"last_appointment": "desc", "first_seen": "desc", "name": "asc",
-                 "appointments": "desc", "total_spend": "desc"}
+                 "appointments": "desc", "total_spend": "desc", "last_contact": "desc"}
 AFTER, BEFORE = "a", "b"
 
 
@@ -232,7 +234,12 @@ async def customer_detail(conn: AsyncConnection, expert_id: str, customer_id: st
         p.version == version, p.expert_id == expert_id, p.customer_id == customer_id))).all()
     notes = await _notes(conn, version, expert_id, customer_id)
     profile = (await _profiles(conn, version, expert_id, [customer_id])).get(customer_id)
+    cm = t.communications.c
+    communications = (await conn.execute(select(t.communications).where(
+        cm.version == version, cm.expert_id == expert_id, cm.customer_id == customer_id)
+        .order_by(cm.at.desc(), cm.communication_id))).all()
     return {"row": row, "meetings": meetings, "payments": payments, "notes": notes, "profile": profile,
+            "communications": communications,
             "definitions": await _definitions(conn, version, expert_id),
             "as_of": await as_of(conn, version), "version": version}
 
@@ -257,6 +264,17 @@ async def field_definitions(conn: AsyncConnection, expert_id: str) -> list[dict[
     """The expert's custom field definitions, in their order ([] before any)."""
     version = await live_version(conn)
     return [] if version is None else await _definitions(conn, version, expert_id)
+
+
+async def communication(conn: AsyncConnection, expert_id: str, customer_id: str, communication_id: str):
+    """One communication of the expert with one customer, or None."""
+    version = await live_version(conn)
+    if version is None:
+        return None
+    cm = t.communications.c
+    return (await conn.execute(select(t.communications).where(
+        cm.version == version, cm.communication_id == communication_id, cm.expert_id == expert_id,
+        cm.customer_id == customer_id))).first()
 
 
 async def profiles_of(conn: AsyncConnection, expert_id: str, customer_ids: list[str]) -> dict[str, Any]:

@@ -14,21 +14,22 @@ from typing import Any, Iterable
 from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from customers.ids import email_hash
+from customers.ids import customer_id, email_hash
 from projections import payments as money
 from projections import tables as t
 from projections.db import any_of, bulk_upsert, in_tuples
 from projections.forgetting import payment_refs, ref_of
 from projections.meetings import MEETING_FIELDS, Meeting, meeting_from_row
 from projections.commands import canonical
-from projections.rules.model import (PAYMENT_FIELDS, SUMMARY_FIELDS, Changes, Erasure, Key, Note, Payment, Profile,
-                                     Summary, View, from_row)
+from projections.rules.communications import message_id
+from projections.rules.model import (COMMUNICATION_FIELDS, PAYMENT_FIELDS, SUMMARY_FIELDS, Changes, Communication,
+                                     Erasure, Key, Note, Payment, Profile, Summary, View, from_row)
 from projections.rules.payment_facts import named
 from projections.sweep import watermark
 
 
 PROFILE_COMMANDS = frozenset({"customer.fields_set", "customer.tags_set", "customer.archived",
-                              "customer.unarchived"})
+                              "customer.unarchived", "communication.logged"})
 
 
 class Store:
@@ -46,6 +47,7 @@ class Store:
         view = View(self.version, self.secret, await watermark(self.conn, self.version), now)
         emails, refs, events, meeting_keys, names, note_ids, erased = set(), set(), set(), set(), set(), set(), set()
         profile_keys: set[Key] = set()
+        message_ids, provider_ids = set(), set()
         for item in items:
             kind = item.type
             if kind.startswith("booking."):
@@ -70,6 +72,17 @@ class Store:
             elif kind in PROFILE_COMMANDS:
                 profile_keys.add((item.expert_id, item.customer_id))
                 refs.add(("customer", ref_of(item.expert_id, item.customer_id)))
+                if kind == "communication.logged":
+                    message_ids.add(item.communication_id)
+            elif kind == "message.sent":
+                emails.add(item.customer.email)
+                profile_keys.add((item.expert_id, customer_id(self.secret, item.expert_id, item.customer.email)))
+                message_ids.add(message_id(item.expert_id, item.event_id))
+                if item.provider_message_id:
+                    provider_ids.add(item.provider_message_id)
+            elif kind == "email.report":
+                provider_ids.add(item.email_id)
+                refs.add(("email", ref_of(item.email_id)))
         d, v = self.dialect, self.version
         if emails:
             e = t.erasures.c
@@ -98,9 +111,23 @@ class Store:
                 view.notes[row.note_id] = from_row(Note, row)
         if profile_keys:
             await self.load_profiles(view, profile_keys)
+        if message_ids or provider_ids:
+            await self._load_communications(view, message_ids, provider_ids)
         for h in sorted(erased):
             view.erasures[h] = await self._erasure(h)
         return view
+
+    async def _load_communications(self, view: View, ids: set[str], provider_ids: set[str]) -> None:
+        """Messages by id and by provider email id, and the delivery reports of those email ids."""
+        d, v, c, r = self.dialect, self.version, t.communications.c, t.email_reports.c
+        conds = ([any_of(d, c.communication_id, sorted(ids))] if ids else []) + \
+            ([any_of(d, c.provider_message_id, sorted(provider_ids))] if provider_ids else [])
+        for row in await self._rows(select(t.communications).where(c.version == v, or_(*conds))):
+            view.communications.setdefault(row.communication_id, from_row(Communication, row))
+        if provider_ids:
+            for row in await self._rows(select(t.email_reports).where(
+                    r.version == v, any_of(d, r.email_id, sorted(provider_ids)))):
+                view.reports.setdefault(row.email_id, [list(x) for x in row.reports])
 
     async def load_profiles(self, view: View, keys: Iterable[Key]) -> None:
         keys = set(keys) - view.profiles.keys()
@@ -141,6 +168,9 @@ class Store:
         pr = t.customer_profiles.c
         found.profiles = [(r.expert_id, r.customer_id) for r in await self._rows(
             select(pr.expert_id, pr.customer_id).where(pr.version == v, pr.email_hash == h))]
+        cm = t.communications.c
+        found.communications = [from_row(Communication, r) for r in await self._rows(
+            select(t.communications).where(cm.version == v, cm.email_hash == h))]
         if found.customers:
             found.notes = [from_row(Note, r) for r in await self._rows(select(t.notes).where(
                                n.version == v, in_tuples(d, (n.expert_id, n.customer_id), found.customers)))]
@@ -258,6 +288,15 @@ class Store:
         await bulk_upsert(self.conn, t.field_definitions, [
             {"version": v, "expert_id": e, "definitions": view.definitions[e], "updated_at": view.definitions_at[e]}
             for e in sorted(changes.definitions)], ["version", "expert_id"])
+        await self._delete(t.communications, ("communication_id",), {(i,) for i in changes.communications_removed})
+        await self._delete(t.email_reports, ("email_id",), {(i,) for i in changes.reports_removed})
+        await bulk_upsert(self.conn, t.communications, [
+            {"version": v, **{name: getattr(c, name) for name in COMMUNICATION_FIELDS}}
+            for c in (view.communications[i] for i in sorted(changes.communications) if i in view.communications)],
+            ["version", "communication_id"])
+        await bulk_upsert(self.conn, t.email_reports, [
+            {"version": v, "email_id": i, "reports": view.reports[i]}
+            for i in sorted(changes.reports) if i in view.reports], ["version", "email_id"])
         touched = changes.profiles | changes.profiles_removed
         if not touched:
             return
@@ -267,7 +306,8 @@ class Store:
         profiles = [view.profiles[k] for k in sorted(changes.profiles) if k in view.profiles]
         await bulk_upsert(self.conn, t.customer_profiles, [
             {"version": v, "expert_id": p.expert_id, "customer_id": p.customer_id, "email_hash": p.email_hash,
-             "tags": p.tags, "fields": p.fields, "archived": p.archived, "updated_at": p.updated_at}
+             "tags": p.tags, "fields": p.fields, "archived": p.archived, "last_contact_at": p.last_contact_at,
+             "updated_at": p.updated_at}
             for p in profiles], ["version", "expert_id", "customer_id"])
         await bulk_upsert(self.conn, t.customer_tags, [
             {"version": v, "expert_id": p.expert_id, "tag": tag, "customer_id": p.customer_id}

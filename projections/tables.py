@@ -193,6 +193,7 @@ customers = Table(
     # from the expert's profile of the customer; every sort index starts with it, so that the list
     # (archived=false by default) is one range of the sort's index either way
     Column("archived", Boolean, nullable=False, server_default=false()),
+    Column("last_contact_at", UTC),  # from the profile: the newest communication
     Index("ix_customers_first_seen_a", "version", "expert_id", "archived", "first_seen_at", "customer_id"),
     Index("ix_customers_name_a", "version", "expert_id", "archived", "name", "customer_id"),
     Index("ix_customers_appts_a", "version", "expert_id", "archived", "appointments", "customer_id"),
@@ -204,6 +205,8 @@ customers = Table(
 
 Index("ix_customers_latest_a", customers.c.version, customers.c.expert_id, customers.c.archived,
       earliest_if_null(customers.c.last_appointment_at), customers.c.customer_id)
+Index("ix_customers_contact_a", customers.c.version, customers.c.expert_id, customers.c.archived,
+      earliest_if_null(customers.c.last_contact_at), customers.c.customer_id)
 
 notes = Table(
     "notes",
@@ -294,6 +297,7 @@ customer_profiles = Table(
     Column("tags", JSON, nullable=False),  # sorted, lower-case
     Column("fields", JSON, nullable=False),  # {key: value}; values of removed definitions are kept
     Column("archived", Boolean, nullable=False),
+    Column("last_contact_at", UTC),  # the newest communication's time
     Column("updated_at", UTC, nullable=False),
     Index("ix_customer_profiles_email_hash", "version", "email_hash"),
 )
@@ -318,4 +322,37 @@ customer_field_values = Table(
     Column("key", String(40), primary_key=True),
     Column("value", String(500), primary_key=True),  # `projections.commands.canonical`
     Column("customer_id", String(64), primary_key=True),
+)
+
+# --- communications: what the platform sent a customer, and what the expert logged --------------
+
+communications = Table(
+    "communications",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("communication_id", String(64), primary_key=True),
+    Column("expert_id", String(200), nullable=False),
+    Column("customer_id", String(64), nullable=False),
+    Column("email_hash", String(64), nullable=False),
+    Column("source", String(10), nullable=False),  # platform | expert
+    Column("channel", String(20), nullable=False),  # email | sms | phone | message | in_person
+    Column("kind", String(20)),  # the platform's: confirmation | reminder | ...
+    Column("subject", String(300)),
+    Column("summary", Text),  # the expert's own words on what was said
+    Column("at", UTC, nullable=False),
+    Column("meeting_id", String(200)),
+    Column("provider_message_id", String(200)),
+    Column("status", String(20)),  # of a platform message, from its delivery reports
+    Index("ix_communications_customer", "version", "expert_id", "customer_id", "at"),
+    Index("ix_communications_provider", "version", "provider_message_id"),
+    Index("ix_communications_email_hash", "version", "email_hash"),
+)
+
+# The email provider's delivery reports, by its email id, whether or not their message came yet.
+email_reports = Table(
+    "email_reports",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("email_id", String(200), primary_key=True),
+    Column("reports", JSON, nullable=False),  # [[status, at], ...], each once, in order
 )

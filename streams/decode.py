@@ -8,7 +8,8 @@ from typing import Any, Callable
 from customers import wire
 from customers.events import parse_booking_event
 from customers.facts import activity_adapter
-from customers.kafka import ACTIVITY, BOOKINGS, COMMANDS
+from customers.kafka import ACTIVITY, BOOKINGS, COMMANDS, COMMUNICATIONS, EMAIL_EVENTS
+from customers.messages import email_event, parse_message_event
 from customers.cards import mask_card_numbers
 from projections.commands import command_adapter
 
@@ -16,6 +17,8 @@ DECODERS: dict[str, Callable[[bytes], Any]] = {
     BOOKINGS: parse_booking_event,
     ACTIVITY: lambda raw: activity_adapter.validate_json(raw),
     COMMANDS: lambda raw: command_adapter.validate_json(raw),
+    COMMUNICATIONS: parse_message_event,
+    EMAIL_EVENTS: email_event,
 }
 
 # the same records accepted and refused, the same values, as msgspec structs (`customers.wire`)
@@ -23,6 +26,8 @@ FAST_DECODERS: dict[str, Callable[[bytes], Any]] = {
     BOOKINGS: wire.decode_booking_event,
     ACTIVITY: wire.decode_activity,
     COMMANDS: wire.decode_command,
+    COMMUNICATIONS: parse_message_event,  # a few records an appointment: pydantic alone
+    EMAIL_EVENTS: email_event,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 import subprocess
@@ -38,6 +39,10 @@ async def fresh_pg_database() -> str:
     return PG_ADMIN.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + f"/{name}"
 
 
+# a Svix signing secret: whsec_ and base64 of the key
+RESEND_SECRET = "whsec_" + base64.b64encode(b"test-resend-signing-key-0123456").decode()
+
+
 def settings_for(database_url: str, **overrides) -> Settings:
     values = dict(
         environment="test",
@@ -47,6 +52,7 @@ def settings_for(database_url: str, **overrides) -> Settings:
         auth_jwt_secret="test-jwt-secret-0123456789-abcdefghijkl",
         ingest_token="test-ingest-token",
         stripe_webhook_secret="whsec_test_primary,whsec_test_secondary",
+        resend_webhook_secret=RESEND_SECRET,
         customer_id_secret="test-customer-id-secret",
         worker_batch_window=0.0,
         kafka_session_timeout=6.0,

@@ -22,14 +22,16 @@ from pydantic import ValidationError
 
 from customers import kafka as names
 from customers.events import parse_booking_event
+from customers.messages import DELIVERY, email_event_adapter, parse_message_event, provider_type
 from customers.settings import Settings
 from streams.stripe_facts import NotAStripeEvent, check_event, object_key, to_fact
 from webhooks.guards import BodyLimit, TooDeep, bearer_matches, check_record_sizes, parse_json, stripe_refusal
-from webhooks.openapi import BOOKINGS_DOC, STRIPE_DOC, describe
+from webhooks.openapi import BOOKINGS_DOC, MESSAGES_DOC, RESEND_DOC, STRIPE_DOC, describe
+from webhooks.svix import verify_svix
 
 log = logging.getLogger("customers.webhooks")
 PUBLISH_TIMEOUT = 8.0
-ENDPOINTS = ("/webhooks/stripe", "/events/bookings", "/healthz", "/metrics")
+ENDPOINTS = ("/webhooks/stripe", "/webhooks/resend", "/events/bookings", "/events/messages", "/healthz", "/metrics")
 
 
 class Intake:
@@ -171,8 +173,9 @@ def create_app(settings: Settings) -> FastAPI:
         await intake.publish(names.STRIPE_EVENTS, [(object_key(event), payload)])
         return {"received": True, "id": event["id"]}
 
-    @app.post("/events/bookings", status_code=202, **BOOKINGS_DOC)
-    async def booking_events(request: Request, authorization: str | None = Header(default=None)) -> Any:
+    async def platform_events(request: Request, authorization: str | None, parse, topic: str) -> Any:
+        """Events of the booking platform (bookings, messages): one object or an array, all valid or
+        none published, keyed by expert; 202 once Kafka acknowledged every one."""
         if not bearer_matches(authorization, settings.ingest_token):
             raise HTTPException(401, "a valid ingest token is required", headers={"WWW-Authenticate": "Bearer"})
         try:
@@ -185,16 +188,39 @@ def create_app(settings: Settings) -> FastAPI:
         errors, events = [], []
         for index, item in enumerate(items):
             try:
-                events.append(parse_booking_event(item))
+                events.append(parse(item))
             except ValidationError as exc:
                 errors.append({"index": index, "errors": json.loads(exc.json(include_url=False, include_input=False))})
         if errors or not events:
             detail = "no events" if not events and not errors else "invalid events; nothing was published"
             return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
-        await intake.publish(names.BOOKINGS, [
-            (e.expert_id, json.dumps(e.model_dump(mode="json")).encode()) for e in events
-        ])
+        await intake.publish(topic, [(e.expert_id, json.dumps(e.model_dump(mode="json")).encode()) for e in events])
         return {"accepted": len(events), "event_ids": [e.event_id for e in events]}
+
+    @app.post("/events/bookings", status_code=202, **BOOKINGS_DOC)
+    async def booking_events(request: Request, authorization: str | None = Header(default=None)) -> Any:
+        return await platform_events(request, authorization, parse_booking_event, names.BOOKINGS)
+
+    @app.post("/events/messages", status_code=202, **MESSAGES_DOC)
+    async def message_events(request: Request, authorization: str | None = Header(default=None)) -> Any:
+        return await platform_events(request, authorization, parse_message_event, names.COMMUNICATIONS)
+
+    @app.post("/webhooks/resend", **RESEND_DOC)
+    async def resend_webhook(request: Request) -> dict:
+        if not settings.resend_secrets:
+            raise HTTPException(404, "the Resend endpoint is not enabled (RESEND_WEBHOOK_SECRET)")
+        payload = await request.body()
+        message_id = verify_svix(payload, request.headers, settings.resend_secrets)
+        kind = provider_type(payload)
+        if kind not in DELIVERY:  # another kind of event: nothing the read model keeps
+            return {"received": True, "id": message_id, "published": False}
+        try:
+            event = email_event_adapter.validate_json(payload)
+        except ValidationError as exc:
+            fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
+            raise HTTPException(400, f"the event cannot be stored: {', '.join(fields)}") from exc
+        await intake.publish(names.EMAIL_EVENTS, [(event.email_id, payload)])
+        return {"received": True, "id": message_id, "published": True}
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict:

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, TypeAdapter
 
 from customers.events import BookingEvent
+from customers.messages import MessageSent
 
 REF = "#/components/schemas/{model}"
 
@@ -51,6 +52,46 @@ BOOKINGS_DOC: dict[str, Any] = {
     "openapi_extra": {
         "requestBody": {"required": True, "content": {"application/json": {"schema": _bookings}}},
         "security": [{"IngestToken": []}],
+    },
+}
+
+_messages = TypeAdapter(MessageSent | list[MessageSent]).json_schema(ref_template=REF)
+BOOKING_SCHEMAS.update(_messages.pop("$defs", {}))
+
+MESSAGES_DOC: dict[str, Any] = {
+    "summary": "Publish message events",
+    "description": "`message.sent`: what the platform sent a customer (never the body). One event or an "
+                   "array; all valid or none published; 202 once Kafka acknowledged every one.",
+    "response_model": Accepted,
+    "responses": BOOKINGS_DOC["responses"],
+    "openapi_extra": {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _messages}}},
+        "security": [{"IngestToken": []}],
+    },
+}
+
+
+class ReceivedEmailEvent(BaseModel):
+    received: bool
+    id: str
+    published: bool
+
+
+RESEND_DOC: dict[str, Any] = {
+    "summary": "Receive an email provider (Resend) webhook",
+    "description": "Verified with its Svix signature (`svix-id`, `svix-timestamp`, `svix-signature`) on the "
+                   "exact body, then published to `email-events` when it is a delivery report. 404 when "
+                   "RESEND_WEBHOOK_SECRET is not set.",
+    "response_model": ReceivedEmailEvent,
+    "responses": {**_refusals, 400: {"model": Detail, "description": "bad or old signature, or a delivery "
+                                                                      "report the read model cannot store"},
+                  404: {"model": Detail, "description": "the endpoint is not enabled"}},
+    "openapi_extra": {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["type", "created_at", "data"],
+            "properties": {"type": {"type": "string"}, "created_at": {"type": "string"},
+                           "data": {"type": "object", "properties": {"email_id": {"type": "string"}}}},
+        }}}},
     },
 }
 

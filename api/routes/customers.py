@@ -20,7 +20,7 @@ router = APIRouter(prefix="/api/customers", tags=["customers"])
 NOT_FOUND = "customer not found"
 TEXT = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
 
-Sort = Literal["last_appointment", "first_seen", "name", "appointments", "total_spend"]
+Sort = Literal["last_appointment", "first_seen", "name", "appointments", "total_spend", "last_contact"]
 
 
 def list_query(expert_id: str, q: str | None, email: str | None, sort: str, order: str | None,

@@ -1,4 +1,5 @@
-"""The expert's own data on customers: custom field definitions, field values, tags, archive.
+"""The expert's own data on customers: custom field definitions, field values, tags, archive,
+and the contacts they log (communications).
 
 Each write is a command on `customer-commands`, like a note. The answer waits (boundedly) for
 the read model: 204 once it shows the change, else 202 with `Location` naming where it will
@@ -17,7 +18,7 @@ from api.commands import CommandsUnavailable
 from api.deps import NowDep
 from api.notes import NotFound
 from api.profiles import Invalid, Profiles
-from api.schemas import errors
+from api.schemas import CommunicationIn, CommunicationOut, NoteAccepted, communication_out, errors
 from projections.commands import MAX_FIELDS, MAX_TAGS, FieldDefinition, check_definitions
 
 router = APIRouter(tags=["custom fields, tags, archive"])
@@ -97,3 +98,34 @@ async def archive(customer_id: str, principal: PrincipalDep, service: ProfilesDe
 async def unarchive(customer_id: str, principal: PrincipalDep, service: ProfilesDep, now: NowDep) -> Response:
     return await _write(service.set_archived(principal.expert_id, customer_id, False, now),
                         f"/api/customers/{customer_id}")
+
+
+@router.post("/api/customers/{customer_id}/communications", status_code=201, response_model=CommunicationOut,
+             responses={202: {"model": NoteAccepted, "description": "accepted, not visible yet"},
+                        **errors(404, 503)})
+async def log_communication(customer_id: str, payload: CommunicationIn, principal: PrincipalDep,
+                            service: ProfilesDep, now: NowDep, response: Response):
+    """Record a contact with the customer (a call, an email or message sent outside the platform, a
+    meeting in person); it joins the platform's messages in the detail's `communications`."""
+    try:
+        cid, row = await service.log_communication(principal.expert_id, customer_id, payload.channel,
+                                                   payload.summary, payload.at, now)
+    except NotFound as exc:
+        raise HTTPException(404, "customer not found") from exc
+    except CommandsUnavailable as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from exc
+    location = f"/api/customers/{customer_id}/communications/{cid}"
+    if row is None:
+        return JSONResponse(NoteAccepted(id=cid).model_dump(), status_code=202, headers={"Location": location})
+    response.headers["Location"] = location
+    return communication_out(row)
+
+
+@router.get("/api/customers/{customer_id}/communications/{communication_id}", response_model=CommunicationOut,
+            responses=errors(404))
+async def get_communication(customer_id: str, communication_id: str, principal: PrincipalDep,
+                            service: ProfilesDep) -> CommunicationOut:
+    try:
+        return communication_out(await service.communication(principal.expert_id, customer_id, communication_id))
+    except NotFound as exc:
+        raise HTTPException(404, "not found") from exc

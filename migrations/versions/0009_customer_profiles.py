@@ -1,4 +1,4 @@
-"""What the expert keeps on a customer: custom field definitions, field values, tags, archive.
+"""The relationship: custom field definitions, field values, tags, archive, communications.
 
 `field_definitions` (one row per expert), `customer_profiles` (one row per customer the expert
 wrote something on) and the two look-up tables the list's filters use, `customer_tags` and
@@ -10,7 +10,11 @@ after the expert: `(version, expert_id, archived, <sort key>, customer_id)`, so 
 (archived=false) and the archive are each one range of the sort's index; the email's index ends
 with it, so a page's count stays an index-only scan. Each index is rebuilt
 under its new name where the old one exists (a version still being replayed has none yet: its
-readers' indexes are built when it catches up).
+readers' indexes are built when it catches up). `customers` also gains `last_contact_at` (the
+newest communication, from the profile) and its sort index.
+
+`communications` holds what the platform sent a customer and what the expert logged;
+`email_reports` the email provider's delivery reports by its email id.
 
 Revision ID: 0009
 Revises: 0008
@@ -35,7 +39,7 @@ _TABLES = (
      [("version", sa.Integer(), False), ("expert_id", sa.String(200), False),
       ("customer_id", sa.String(64), False), ("email_hash", sa.String(64), False),
       ("tags", sa.JSON(), False), ("fields", sa.JSON(), False), ("archived", sa.Boolean(), False),
-      ("updated_at", _TIME, False)],
+      ("last_contact_at", _TIME, True), ("updated_at", _TIME, False)],
      ("version", "expert_id", "customer_id"),
      (("ix_customer_profiles_email_hash", ("version", "email_hash")),)),
     ("customer_tags",
@@ -46,6 +50,20 @@ _TABLES = (
      [("version", sa.Integer(), False), ("expert_id", sa.String(200), False), ("key", sa.String(40), False),
       ("value", sa.String(500), False), ("customer_id", sa.String(64), False)],
      ("version", "expert_id", "key", "value", "customer_id"), ()),
+    ("communications",
+     [("version", sa.Integer(), False), ("communication_id", sa.String(64), False),
+      ("expert_id", sa.String(200), False), ("customer_id", sa.String(64), False),
+      ("email_hash", sa.String(64), False), ("source", sa.String(10), False), ("channel", sa.String(20), False),
+      ("kind", sa.String(20), True), ("subject", sa.String(300), True), ("summary", sa.Text(), True),
+      ("at", _TIME, False), ("meeting_id", sa.String(200), True), ("provider_message_id", sa.String(200), True),
+      ("status", sa.String(20), True)],
+     ("version", "communication_id"),
+     (("ix_communications_customer", ("version", "expert_id", "customer_id", "at")),
+      ("ix_communications_provider", ("version", "provider_message_id")),
+      ("ix_communications_email_hash", ("version", "email_hash")))),
+    ("email_reports",
+     [("version", sa.Integer(), False), ("email_id", sa.String(200), False), ("reports", sa.JSON(), False)],
+     ("version", "email_id"), ()),
 )
 
 
@@ -63,14 +81,20 @@ _SORTS = {
     "ix_customers_latest": ("ix_customers_latest_a", "archived, {latest}, customer_id", "{latest}, customer_id"),
     "ix_customers_email": ("ix_customers_email_a", "email, archived", "email"),
 }
+# new beside the others, where the readers' indexes are: (name, columns after version and expert)
+_CONTACT = ("ix_customers_contact_a", "archived, {contact}, customer_id")
 _LATEST = {"postgresql": "coalesce(last_appointment_at, '-infinity'::timestamptz)",
            "sqlite": "coalesce(last_appointment_at, '')"}
+_CONTACT_KEY = {"postgresql": "coalesce(last_contact_at, '-infinity'::timestamptz)",
+                "sqlite": "coalesce(last_contact_at, '')"}
 
 
-def _archived_column(bind) -> None:
+def _new_columns(bind) -> None:
     have = {c["name"] for c in sa.inspect(bind).get_columns("customers")}
     if "archived" not in have:
         op.add_column("customers", sa.Column("archived", sa.Boolean(), nullable=False, server_default=sa.false()))
+    if "last_contact_at" not in have:
+        op.add_column("customers", sa.Column("last_contact_at", _TIME))
 
 
 def _indexes(bind, table: str) -> set[str]:
@@ -84,18 +108,24 @@ def _resort(bind, table: str, suffix: str) -> None:
     """On one table (a partition, or SQLite's table): each old sort index replaced by the new one."""
     have = _indexes(bind, table)
     latest = _LATEST[bind.dialect.name]
+    readers = False
     for old, (new, columns, _before) in _SORTS.items():
         if old + suffix not in have:
             continue
+        readers = True
         op.execute(f"DROP INDEX IF EXISTS {_q(old + suffix)}")
         op.execute(f"CREATE INDEX IF NOT EXISTS {_q(new + suffix)} ON {_q(table)} "
                    f"(version, expert_id, {columns.format(latest=latest)})")
+    if readers:
+        name, columns = _CONTACT
+        op.execute(f"CREATE INDEX IF NOT EXISTS {_q(name + suffix)} ON {_q(table)} "
+                   f"(version, expert_id, {columns.format(contact=_CONTACT_KEY[bind.dialect.name])})")
 
 
 def upgrade() -> None:
     bind = op.get_bind()
     postgres = bind.dialect.name == "postgresql"
-    _archived_column(bind)
+    _new_columns(bind)
     for name, columns, key, indexes in _TABLES:
         op.create_table(name, *(sa.Column(c, kind, nullable=null) for c, kind, null in columns),
                         sa.PrimaryKeyConstraint(*key, name=f"{name}_pkey"),
@@ -134,6 +164,7 @@ def downgrade() -> None:
     latest = _LATEST[bind.dialect.name]
     for table in tables:
         suffix = table.removeprefix("customers")
+        op.execute(f"DROP INDEX IF EXISTS {_q(_CONTACT[0] + suffix)}")
         have = _indexes(bind, table)
         for old, (new, _columns, before) in _SORTS.items():
             if new + suffix in have:
@@ -141,3 +172,4 @@ def downgrade() -> None:
                 op.execute(f"CREATE INDEX IF NOT EXISTS {_q(old + suffix)} ON {_q(table)} "
                            f"(version, expert_id, {before.format(latest=latest)})")
     op.drop_column("customers", "archived")
+    op.drop_column("customers", "last_contact_at")

@@ -8,8 +8,8 @@ state can only be loaded once earlier rules have run (which payments a new booki
 
 1. `apply_items`: booking events and payment facts, in arrival order (`BEFORE_LINKING`);
 2. `linking.link`: payments tied to meetings by the contract's evidence;
-3. `apply_items`: commands (notes, field definitions and values, tags, archive, erasures), in
-   arrival order;
+3. `apply_items`: commands and communications (notes, field definitions and values, tags,
+   archive, messages and their delivery reports, logged contacts, erasures), in arrival order;
 4. `summaries.update_summaries`: each changed meeting and payment folded into its customer.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 from projections.rules.bookings import booking
+from projections.rules.communications import communication_logged, email_report, message_sent
 from projections.rules.erasure import customer_erased
 from projections.rules.model import Changes, View
 from projections.rules.notes import note_added, note_deleted
@@ -41,6 +42,9 @@ RULES: dict[str, Rule] = {
     "customer.tags_set": tags_set,
     "customer.archived": archived,
     "customer.unarchived": archived,
+    "message.sent": message_sent,
+    "email.report": email_report,
+    "communication.logged": communication_logged,
 }
 
 BEFORE_LINKING = frozenset({"booking.created", "booking.rescheduled", "booking.cancelled", "booking.no_show",

@@ -4,7 +4,8 @@ The store loads what the version holds for the email's hash (customers, meetings
 every id they are known by, the notes of those customers); the batch's own rows with that email
 are found in the view. Everything goes; the ledger (`erasures`, `erased_refs`) keeps later
 events and replays from bringing any of it back. A note written after the erasure is kept.
-The expert's profile of the person (field values, tags, archive) goes too.
+The expert's profile of the person (field values, tags, archive) goes too, and every
+communication with them, with the delivery reports of the platform's messages.
 """
 
 from __future__ import annotations
@@ -61,6 +62,19 @@ def customer_erased(view: View, changes: Changes, cmd) -> None:
         view.profiles.pop(key, None)
         changes.profiles.discard(key)
         changes.profiles_removed.add(key)
+    messages = {c.communication_id: c for c in loaded.communications}
+    messages.update({i: c for i, c in view.communications.items()
+                     if c.email_hash == h or (c.expert_id, c.customer_id) in victims})
+    for mid, message in messages.items():  # what was sent or logged, and the delivery reports of it
+        view.communications.pop(mid, None)
+        changes.communications.discard(mid)
+        changes.communications_removed.add(mid)
+        if message.provider_message_id:  # and later reports of it stay out
+            changes.erased_refs[("email", ref_of(message.provider_message_id))] = when
+            view.erased_refs[("email", ref_of(message.provider_message_id))] = when
+            view.reports.pop(message.provider_message_id, None)
+            changes.reports.discard(message.provider_message_id)
+            changes.reports_removed.add(message.provider_message_id)
     notes = {n.note_id: n for n in loaded.notes}
     notes.update({i: n for i, n in view.notes.items() if (n.expert_id, n.customer_id) in victims})
     for note_id, note in notes.items():

@@ -99,6 +99,7 @@ class Summary:
     profile_version: str | None = None
     phone_version: str | None = None
     archived: bool = False  # the expert's profile says so (`projections.rules.profiles.onto_summaries`)
+    last_contact_at: datetime | None = None  # the profile's: the newest communication
 
     @property
     def search_text(self) -> str:
@@ -136,7 +137,30 @@ class Profile:
     tags: list[str] = field(default_factory=list)
     fields: dict[str, Any] = field(default_factory=dict)
     archived: bool = False
+    last_contact_at: datetime | None = None
     updated_at: datetime | None = None
+
+
+@dataclass
+class Communication:
+    """One message the platform sent a customer, or one contact the expert logged."""
+
+    communication_id: str
+    expert_id: str
+    customer_id: str
+    email_hash: str
+    source: str  # platform | expert
+    channel: str
+    at: datetime
+    kind: str | None = None
+    subject: str | None = None
+    summary: str | None = None
+    meeting_id: str | None = None
+    provider_message_id: str | None = None
+    status: str | None = None
+
+
+COMMUNICATION_FIELDS = tuple(f.name for f in fields(Communication))
 
 
 @dataclass
@@ -149,6 +173,7 @@ class Erasure:
     payments: dict[str, set[str]] = field(default_factory=dict)  # payment id -> every id it is known by
     notes: list[Note] = field(default_factory=list)  # notes of those customers
     profiles: list[Key] = field(default_factory=list)  # (expert, customer) profiles with that email hash
+    communications: list[Communication] = field(default_factory=list)  # with that email hash
 
 
 @dataclass
@@ -171,6 +196,8 @@ class View:
     definitions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # expert -> field definitions
     definitions_at: dict[str, datetime] = field(default_factory=dict)  # expert -> when they were defined
     profiles: dict[Key, Profile] = field(default_factory=dict)  # (expert, customer) -> profile
+    communications: dict[str, Communication] = field(default_factory=dict)  # by id
+    reports: dict[str, list[list]] = field(default_factory=dict)  # provider email id -> [[status, at iso], ...]
 
     def keep_payment(self, p: Payment) -> None:
         """Hold a payment, findable by every id Stripe may name it by."""
@@ -203,6 +230,10 @@ class Changes:
     definitions: set[str] = field(default_factory=set)  # experts whose field definitions to write
     profiles: set[Key] = field(default_factory=set)  # profiles to write (from the view)
     profiles_removed: set[Key] = field(default_factory=set)
+    communications: set[str] = field(default_factory=set)  # to write (from the view)
+    communications_removed: set[str] = field(default_factory=set)
+    reports: set[str] = field(default_factory=set)  # provider email ids whose reports to write
+    reports_removed: set[str] = field(default_factory=set)
     # what the batch had when it started, for the summary deltas
     meetings_before: dict[Key, Meeting | None] = field(default_factory=dict)
     payments_before: dict[str, Payment | None] = field(default_factory=dict)

@@ -74,6 +74,7 @@ def onto_summaries(view: View, changes: Changes) -> None:
             continue
         profile = view.profiles.get(key)
         archived = profile.archived if profile is not None else False
-        if summary.archived != archived:
-            summary.archived = archived
+        contact = profile.last_contact_at if profile is not None else None
+        if (summary.archived, summary.last_contact_at) != (archived, contact):
+            summary.archived, summary.last_contact_at = archived, contact
             changes.summaries.add(key)
