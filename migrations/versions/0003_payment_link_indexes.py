@@ -12,7 +12,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # 0001 builds its tables from the current models, so a fresh database already has these
+    # a database made by 0001 as it stands has these already; older ones get them here
     op.create_index("ix_payments_meeting", "payments", ["version", "expert_id", "meeting_id"], if_not_exists=True)
     op.create_index("ix_payments_booking_hint", "payments", ["version", "hint_expert", "hint_email", "hint_start"],
                     if_not_exists=True)

@@ -9,19 +9,27 @@ collide with an erased one's stays out too).
 Revision ID: 0004
 Revises: 0003
 """
+import hashlib
+import json
+
 import sqlalchemy as sa
 from alembic import op
-
-from projections.forgetting import ref_of
-from projections.tables import UTC
 
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
 
+
+# erased_at is read and written back as stored (compared only with the other rows')
 refs = sa.table("erased_refs", sa.column("kind", sa.String), sa.column("ref", sa.String),
-                sa.column("erased_at", UTC))
+                sa.column("erased_at", sa.DateTime(timezone=True)))
+
+
+def ref_of(*ids: str) -> str:
+    """The ref of a thing named by these ids: SHA-256 of their JSON array (what the service's
+    `projections.forgetting.ref_of` computes, and must keep computing for the refs stored)."""
+    return hashlib.sha256(json.dumps(list(ids)).encode()).hexdigest()
 
 
 def readings(kind: str, old: str) -> list[str]:

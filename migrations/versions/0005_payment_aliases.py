@@ -18,7 +18,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # 0001 builds its tables from the current models, so a fresh database already has these
+    # a database made by 0001 as it stands has these already; older ones get them here
     bind = op.get_bind()
     have = {c["name"] for c in sa.inspect(bind).get_columns("payments")}
     if "undecided" not in have:

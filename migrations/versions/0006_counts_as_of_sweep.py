@@ -16,8 +16,6 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from alembic import op
 
-from projections import tables as t
-
 revision = "0006"
 down_revision = "0005"
 branch_labels = None
@@ -25,6 +23,38 @@ depends_on = None
 
 KEY = ("version", "expert_id", "customer_id")
 CHUNK = 2000
+
+
+class _UTC(sa.TypeDecorator):
+    """Aware UTC datetimes in and out, stored as the service stores them (naive UTC text on SQLite)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+UTC = _UTC()
+
+
+def _latest_index() -> None:
+    """`ix_customers_latest` on `last_appointment_at`, NULL below every time (the list's sort)."""
+    if op.get_bind().dialect.name == "postgresql":
+        latest = sa.text("coalesce(last_appointment_at, '-infinity'::timestamptz)")
+    else:  # SQLite stores times as text: '' sorts below every one
+        latest = sa.text("coalesce(last_appointment_at, '')")
+    op.create_index("ix_customers_latest", "customers", ["version", "expert_id", latest, "customer_id"])
 
 
 def _customers(*extra: sa.Column) -> sa.TableClause:
@@ -53,7 +83,7 @@ def _counts(schedule: list, now: datetime) -> dict:
 def _backfill(bind, now: datetime) -> None:
     old = _customers(sa.column("schedule", sa.JSON))
     new = _customers(sa.column("upcoming", sa.Integer), sa.column("past", sa.Integer),
-                     sa.column("last_appointment_at", t.UTC), sa.column("next_appointment_at", t.UTC),
+                     sa.column("last_appointment_at", UTC), sa.column("next_appointment_at", UTC),
                      sa.column("session_minutes", sa.Integer))
     keys = [old.c[k] for k in KEY]
     statement = new.update().where(*[new.c[k] == sa.bindparam(f"k_{k}") for k in KEY])
@@ -71,23 +101,23 @@ def _backfill(bind, now: datetime) -> None:
 
 
 def upgrade() -> None:
-    # 0001 builds its tables from the current models, so a fresh database already has these
+    # a database made by 0001 as it stands has these already; older ones get them here
     bind = op.get_bind()
     inspector = sa.inspect(bind)
     if "swept_until" not in {c["name"] for c in inspector.get_columns("projection_versions")}:
-        op.add_column("projection_versions", sa.Column("swept_until", t.UTC))
+        op.add_column("projection_versions", sa.Column("swept_until", sa.DateTime(timezone=True)))
     if "latest_start" in {c["name"] for c in inspector.get_columns("customers")}:
         now = datetime.now(timezone.utc)
         for name in ("upcoming", "past", "session_minutes"):
             op.add_column("customers", sa.Column(name, sa.Integer, nullable=False, server_default="0"))
         for name in ("last_appointment_at", "next_appointment_at"):
-            op.add_column("customers", sa.Column(name, t.UTC))
+            op.add_column("customers", sa.Column(name, sa.DateTime(timezone=True)))
         _backfill(bind, now)
         op.drop_index("ix_customers_latest", "customers")
         op.drop_column("customers", "latest_start")
         op.drop_column("customers", "schedule")
-        next(i for i in t.customers.indexes if i.name == "ix_customers_latest").create(bind)
-        pv = sa.table("projection_versions", sa.column("swept_until", t.UTC))
+        _latest_index()
+        pv = sa.table("projection_versions", sa.column("swept_until", UTC))
         bind.execute(pv.update().where(pv.c.swept_until.is_(None)).values(swept_until=now))
     op.create_index("ix_meetings_start", "meetings", ["version", "start_time"], if_not_exists=True)
     op.create_index("ix_meetings_end", "meetings", ["version", "end_time"], if_not_exists=True)
@@ -98,15 +128,18 @@ def downgrade() -> None:
     bind = op.get_bind()
     op.drop_index("ix_meetings_end", "meetings")
     op.drop_index("ix_meetings_start", "meetings")
-    op.add_column("customers", sa.Column("latest_start", t.UTC))
+    op.add_column("customers", sa.Column("latest_start", sa.DateTime(timezone=True)))
     op.add_column("customers", sa.Column("schedule", sa.JSON, nullable=False, server_default="[]"))
-    m = t.meetings.c
+    m = sa.table("meetings", sa.column("version", sa.Integer), sa.column("expert_id", sa.String),
+                 sa.column("customer_id", sa.String), sa.column("created_version", sa.String),
+                 sa.column("start_time", UTC), sa.column("end_time", UTC), sa.column("cancelled_at", UTC),
+                 sa.column("no_show_at", UTC)).c
     found: dict[tuple, list] = {}
     for r in bind.execute(sa.select(m.version, m.expert_id, m.customer_id, m.start_time, m.end_time,
                                     m.cancelled_at, m.no_show_at)
                           .where(m.customer_id.is_not(None), m.created_version.is_not(None))):
         found.setdefault((r.version, r.expert_id, r.customer_id), []).append(r)
-    rows = _customers(sa.column("latest_start", t.UTC), sa.column("schedule", sa.JSON))
+    rows = _customers(sa.column("latest_start", UTC), sa.column("schedule", sa.JSON))
     statement = rows.update().where(*[rows.c[k] == sa.bindparam(f"k_{k}") for k in KEY])
     values = []
     for key, meetings in found.items():

@@ -20,7 +20,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # 0001 builds its tables from the current models, so a fresh database already has these
+    # a database made by 0001 as it stands has these already; older ones get them here
     have = {c["name"] for c in sa.inspect(op.get_bind()).get_columns("customers")}
     for name in ("profile_version", "phone_version"):
         if name not in have:
