@@ -114,12 +114,15 @@ def _resort(bind, table: str, suffix: str) -> None:
             continue
         readers = True
         op.execute(f"DROP INDEX IF EXISTS {_q(old + suffix)}")
-        op.execute(f"CREATE INDEX IF NOT EXISTS {_q(new + suffix)} ON {_q(table)} "
-                   f"(version, expert_id, {columns.format(latest=latest)})")
+        _create(new + suffix, table, f"version, expert_id, {columns.format(latest=latest)}")
     if readers:
         name, columns = _CONTACT
-        op.execute(f"CREATE INDEX IF NOT EXISTS {_q(name + suffix)} ON {_q(table)} "
-                   f"(version, expert_id, {columns.format(contact=_CONTACT_KEY[bind.dialect.name])})")
+        _create(name + suffix, table, f"version, expert_id, {columns.format(contact=_CONTACT_KEY[bind.dialect.name])}")
+
+
+def _create(name: str, table: str, columns: str) -> None:
+    """CREATE INDEX in the form SQLAlchemy writes it (SQLite keeps the statement's text as given)."""
+    op.execute(f"CREATE INDEX {name} ON {table} ({columns})")
 
 
 def upgrade() -> None:
@@ -169,7 +172,6 @@ def downgrade() -> None:
         for old, (new, _columns, before) in _SORTS.items():
             if new + suffix in have:
                 op.execute(f"DROP INDEX IF EXISTS {_q(new + suffix)}")
-                op.execute(f"CREATE INDEX IF NOT EXISTS {_q(old + suffix)} ON {_q(table)} "
-                           f"(version, expert_id, {before.format(latest=latest)})")
+                _create(old + suffix, table, f"version, expert_id, {before.format(latest=latest)}")
     op.drop_column("customers", "archived")
     op.drop_column("customers", "last_contact_at")

@@ -78,11 +78,11 @@ async def test_a_migrated_database_is_what_the_models_describe(backend):
 
 
 async def test_expression_indexes_are_the_models():
-    """The index on an expression (`ix_customers_latest`) as SQLite stores it is the models' own,
+    """The indexes on an expression (the sorts on a time that may be NULL) as SQLite stores them are the models' own,
     compiled for SQLite; on PostgreSQL it is built per partition from the models themselves."""
     engine = await migrated("sqlite")
     indexes = expression_indexes()
-    assert [ix.name for ix in indexes] == ["ix_customers_latest"]
+    assert sorted(ix.name for ix in indexes) == ["ix_customers_contact_a", "ix_customers_latest_a"]
     async with engine.connect() as conn:
         stored = {name: sql for name, sql in (await conn.execute(text(
             "SELECT name, sql FROM sqlite_master WHERE type = 'index'"))).all()}
