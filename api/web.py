@@ -75,9 +75,9 @@ def label(value: str) -> str:
 
 
 def list_url(**params) -> str:
-    """A link to the customers list; empty parameters left out."""
-    kept = {k: v for k, v in params.items() if v not in (None, "")}
-    return "/customers" + (f"?{urlencode(kept)}" if kept else "")
+    """A link to the customers list; empty parameters left out, a list one parameter per value."""
+    kept = {k: v for k, v in params.items() if v not in (None, "", [], ())}
+    return "/customers" + (f"?{urlencode(kept, doseq=True)}" if kept else "")
 
 
 templates.env.globals["list_url"] = list_url

@@ -7,12 +7,15 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
+from urllib.parse import urlencode
 
 from api.auth import Principal
 from api.commands import CommandsUnavailable
 from api.deps import ConnDep, NotesDep, NowDep
 from api.notes import NotFound, valid_customer_id
+from api.profiles import Invalid
 from api.routes.customers import TEXT, Sort, list_query
+from api.routes.profiles import ProfilesDep
 from api.schemas import detail, summary
 from api.web import page_principal, templates
 from projections import queries
@@ -21,7 +24,7 @@ router = APIRouter(tags=["pages"], include_in_schema=False)
 PageUser = Annotated[Principal, Depends(page_principal)]
 
 SORT_LABELS = {"name": "Name", "appointments": "Appointments", "total_spend": "Total spend",
-               "last_appointment": "Last appointment", "first_seen": "First seen"}
+               "last_appointment": "Last appointment", "first_seen": "First seen", "last_contact": "Last contact"}
 NOTICES = {
     "added": "Note added.",
     "pending": "Note saved. It will appear here in a moment.",
@@ -30,7 +33,15 @@ NOTICES = {
     "empty": "A note cannot be empty.",
     "unavailable": "Notes cannot be saved right now. Please try again in a minute.",
     "gone": "That note no longer exists.",
+    "tags": "Tags saved.",
+    "fields": "Fields saved.",
+    "archived": "Customer archived. They are left out of your list; “Archived” lists them.",
+    "unarchived": "Customer back in your list.",
+    "logged": "Contact logged.",
+    "saved-pending": "Saved. It will show here in a moment.",
+    "invalid": "That could not be saved: ",
 }
+ERRORS = ("empty", "unavailable", "gone", "invalid")
 
 
 @router.get("/customers", response_class=HTMLResponse)
@@ -41,14 +52,19 @@ async def customers_page(
     order: Literal["asc", "desc"] | None = None,
     cursor: str | None = Query(default=None, max_length=2000),
     limit: int = Query(default=25, ge=1, le=100),
+    tag: list[str] = Query(default=[], max_length=20),
+    archived: bool = False,
 ):
-    query = list_query(user.expert_id, q, None, sort, order, limit, cursor)
+    tags = [t for t in tag if 1 <= len(t.strip()) <= 40 and "\x00" not in t]
+    query = list_query(user.expert_id, q, None, sort, order, limit, cursor, tags, (), archived)
     try:
         page = await queries.list_customers(conn, query)
     except queries.BadCursor:  # a stale link: start from the first page
         return RedirectResponse(request.url.remove_query_params("cursor"), status_code=303)
+    filters = {"q": q or "", "tag": list(query.tags), "archived": "true" if archived else ""}
     return templates.TemplateResponse(request, "customers.html", {
         "user": user, "q": q or "", "sort": sort, "order": query.direction, "limit": limit,
+        "filters": filters, "tags": list(query.tags), "archived": archived,
         "customers": [summary(r, page["profiles"].get(r.customer_id)) for r in page["rows"]],
         "total": page["total"],
         "next_cursor": page["next_cursor"], "prev_cursor": page["prev_cursor"], "as_of": page["as_of"],
@@ -58,23 +74,28 @@ async def customers_page(
 
 @router.get("/customers/{customer_id}", response_class=HTMLResponse)
 async def customer_page(request: Request, customer_id: str, user: PageUser, conn: ConnDep, now: NowDep,
-                        notice: str | None = None):
+                        notice: str | None = None, problem: str | None = Query(default=None, max_length=300)):
     found = await queries.customer_detail(conn, user.expert_id, customer_id) \
         if valid_customer_id(customer_id) else None
     if found is None:
         return templates.TemplateResponse(request, "not_found.html", {"user": user}, status_code=404)
     customer = detail(found, now, request.app.state.settings.livemode)
     upcoming = [a for a in customer.appointments if a.status in ("upcoming", "in_progress")]
+    text = NOTICES.get(notice or "")
+    if notice == "invalid" and problem:
+        text = f"{text}{problem[:200]}"
+    stored = dict(found["profile"].fields) if found.get("profile") is not None else {}
     return templates.TemplateResponse(request, "customer.html", {
         "user": user, "c": customer, "upcoming": list(reversed(upcoming)),
         "past": [a for a in customer.appointments if a not in upcoming],
-        "notice": NOTICES.get(notice or ""), "notice_kind": "error" if notice in ("empty", "unavailable", "gone")
-        else "ok",
+        "definitions": found.get("definitions", []), "values": stored, "now": now,
+        "notice": text, "notice_kind": "error" if notice in ERRORS else "ok",
     })
 
 
-def _back(customer_id: str, notice: str) -> RedirectResponse:
-    return RedirectResponse(f"/customers/{customer_id}?notice={notice}#notes", status_code=303)
+def _back(customer_id: str, notice: str, anchor: str = "notes", problem: str | None = None) -> RedirectResponse:
+    extra = f"&{urlencode({'problem': problem})}" if problem else ""
+    return RedirectResponse(f"/customers/{customer_id}?notice={notice}{extra}#{anchor}", status_code=303)
 
 
 @router.post("/customers/{customer_id}/notes")
@@ -101,3 +122,86 @@ async def delete_note_form(customer_id: str, note_id: str, user: PageUser, notes
     except CommandsUnavailable:
         return _back(customer_id, "unavailable")
     return _back(customer_id, "deleted" if done else "delete-pending")
+
+
+async def _saved(request: Request, user, customer_id: str, action, done: str, anchor: str):
+    """Run a profile write from a form, and go back to the customer with what became of it."""
+    try:
+        visible = await action
+    except NotFound:
+        return templates.TemplateResponse(request, "not_found.html", {"user": user}, status_code=404)
+    except Invalid as exc:
+        return _back(customer_id, "invalid", anchor, problem=f"{exc.field.split('.')[-1]}: {exc.message}")
+    except CommandsUnavailable:
+        return _back(customer_id, "unavailable", anchor)
+    return _back(customer_id, done if visible else "saved-pending", anchor)
+
+
+@router.post("/customers/{customer_id}/tags")
+async def tags_form(request: Request, customer_id: str, user: PageUser, service: ProfilesDep, now: NowDep,
+                    tags: Annotated[str, Form(max_length=1000)] = ""):
+    """Tags as typed, separated by commas."""
+    wanted = [t for t in (part.strip() for part in tags.replace("\x00", "").split(",")) if t]
+    return await _saved(request, user, customer_id, service.set_tags(user.expert_id, customer_id, wanted, now),
+                        "tags", "relationship")
+
+
+@router.post("/customers/{customer_id}/fields")
+async def fields_form(request: Request, customer_id: str, user: PageUser, service: ProfilesDep, now: NowDep):
+    """One input per defined field (`field.KEY`); an empty one clears the value."""
+    form = await request.form()
+    definitions = {d["key"]: d for d in await service.definitions(user.expert_id)}
+    values: dict = {}
+    for key, definition in definitions.items():
+        raw = form.get(f"field.{key}")
+        if raw is None:
+            continue
+        raw = str(raw).replace("\x00", "").strip()
+        if raw == "":
+            values[key] = None
+        elif definition["type"] == "boolean":
+            values[key] = raw == "true"
+        elif definition["type"] == "number":
+            try:
+                values[key] = float(raw) if any(ch in raw for ch in ".eE") else int(raw)
+            except ValueError:
+                values[key] = raw  # refused by the check, naming the field
+        else:
+            values[key] = raw
+    return await _saved(request, user, customer_id, service.set_fields(user.expert_id, customer_id, values, now),
+                        "fields", "relationship")
+
+
+@router.post("/customers/{customer_id}/archive")
+async def archive_form(request: Request, customer_id: str, user: PageUser, service: ProfilesDep, now: NowDep):
+    return await _saved(request, user, customer_id, service.set_archived(user.expert_id, customer_id, True, now),
+                        "archived", "person")
+
+
+@router.post("/customers/{customer_id}/unarchive")
+async def unarchive_form(request: Request, customer_id: str, user: PageUser, service: ProfilesDep, now: NowDep):
+    return await _saved(request, user, customer_id, service.set_archived(user.expert_id, customer_id, False, now),
+                        "unarchived", "person")
+
+
+@router.post("/customers/{customer_id}/communications")
+async def log_form(request: Request, customer_id: str, user: PageUser, service: ProfilesDep, now: NowDep,
+                   channel: Annotated[str, Form(max_length=20)] = "phone",
+                   summary: Annotated[str, Form(max_length=2000)] = "",
+                   at: Annotated[str, Form(max_length=40)] = ""):
+    """A contact the expert had; `at` as the browser's datetime-local, in UTC (the form says so)."""
+    from datetime import datetime, timezone
+
+    text = summary.replace("\x00", "").strip()
+    if not text or channel not in ("phone", "email", "message", "in_person"):
+        return _back(customer_id, "invalid", "communications", problem="a channel and a summary are needed")
+    try:
+        when = datetime.fromisoformat(at) if at else now
+        when = when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+    except ValueError:
+        return _back(customer_id, "invalid", "communications", problem="the time is not a date and time")
+
+    async def logged() -> bool:
+        _cid, row = await service.log_communication(user.expert_id, customer_id, channel, text, when, now)
+        return row is not None
+    return await _saved(request, user, customer_id, logged(), "logged", "communications")

@@ -119,3 +119,76 @@ async def test_sign_in_search_open_a_customer_and_add_a_note(site, browser):
     assert elsewhere == []  # nothing fetched from anywhere but this server
     await phone.close()
     await context.close()
+
+
+async def test_tags_fields_archive_and_contacts_round_trip_through_the_pages(site, browser):
+    """Fields defined through the API, then on the detail page: tags and field values saved,
+    a contact logged into the timeline, the customer archived and back; the list filters by tag."""
+    import httpx
+
+    from api.auth import COOKIE
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    await page.goto(f"{site}/customers")
+    await page.get_by_label("Expert id").fill(EXPERT)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page).to_have_url(f"{site}/customers")
+    token = {c["name"]: c["value"] for c in await context.cookies()}[COOKIE]  # the session is a bearer token
+    async with httpx.AsyncClient(base_url=site) as client:
+        r = await client.put("/api/custom-fields", headers={"Authorization": f"Bearer {token}"}, json=[
+            {"key": "goal", "label": "Goal", "type": "choice", "choices": ["Sleep", "Stress"]},
+            {"key": "referred", "label": "Referred by a friend", "type": "boolean"}])
+        assert r.status_code in (202, 204), r.text
+
+    await page.goto(f"{site}/customers?sort=name&order=asc")
+    await page.get_by_role("link", name="Ana Silva").click()
+    await expect(page.get_by_role("heading", name="Ana Silva", level=1)).to_be_visible()
+    await page.get_by_role("textbox", name="Tags").fill("VIP, sleep clinic")
+    await page.get_by_role("button", name="Save tags").click()
+    await expect(page.get_by_role("status")).to_have_text("Tags saved.")
+    await expect(page.get_by_role("list", name="Tags")).to_contain_text("vip")
+    await page.get_by_label("Goal").select_option("Sleep")
+    await page.get_by_label("Referred by a friend").select_option("true")
+    await page.get_by_role("button", name="Save fields").click()
+    await expect(page.get_by_role("status")).to_have_text("Fields saved.")
+    await expect(page.locator("dl.facts")).to_contain_text("Sleep")
+    await expect(page.locator("dl.facts")).to_contain_text("Yes")
+    await page.get_by_label("How").select_option("phone")
+    await page.get_by_label("What was said").fill("Called to move next week's session.")
+    await page.get_by_role("button", name="Log contact").click()
+    await expect(page.get_by_role("status")).to_have_text("Contact logged.")
+    await expect(page.locator(".events .event").first).to_contain_text("Called to move next week's session.")
+    await expect(page.locator("section[aria-labelledby=payments-title]").get_by_role(
+        "link", name=re.compile("View in Stripe")).first).to_have_attribute("href", re.compile(
+            r"^https://dashboard\.stripe\.com/test/payments/"))
+    await page.screenshot(path=SHOTS / "customer-relationship-desktop.png", full_page=True)
+
+    phone = await browser.new_context(**PHONE, storage_state=await context.storage_state())
+    mobile = await phone.new_page()
+    await mobile.goto(page.url.split("?")[0])
+    assert await mobile.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    await mobile.screenshot(path=SHOTS / "customer-relationship-phone.png", full_page=True)
+    await phone.close()
+
+    # the list, filtered by the tag: only Ana; then the archive
+    await page.goto(f"{site}/customers")
+    await page.get_by_label("Filter by tag").fill("vip")
+    await page.get_by_role("button", name="Add filter").click()
+    await expect(page.locator("table.customers tbody tr")).to_have_count(1)
+    await expect(page.locator("table.customers tbody tr").first).to_contain_text("Ana Silva")
+    await page.screenshot(path=SHOTS / "customers-tag-filter-desktop.png", full_page=True)
+    await page.get_by_role("link", name="Ana Silva").click()
+    await page.get_by_role("button", name="Archive").click()
+    await expect(page.get_by_role("status")).to_contain_text("Customer archived.")
+    await page.goto(f"{site}/customers")
+    await expect(page.locator("table.customers tbody tr")).to_have_count(len(PEOPLE) - 1)
+    await page.get_by_role("link", name="Archived customers").click()
+    await expect(page.locator("table.customers tbody tr")).to_have_count(1)
+    await page.get_by_role("link", name="Ana Silva").click()
+    await page.get_by_role("button", name="Move back to the list").click()
+    await expect(page.get_by_role("status")).to_contain_text("Customer back in your list.")
+    await page.goto(f"{site}/customers")
+    await expect(page.locator("table.customers tbody tr")).to_have_count(len(PEOPLE))
+    await context.close()
