@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 
 from customers.kafka import COMMANDS, ensure_topics, new_producer, publish
 from customers.settings import Settings
-from projections.commands import CustomerErased, NoteAdded, NoteDeleted
+from customers.commands import CustomerErased, NoteAdded, NoteDeleted
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ from customers import kafka as names
 from customers.facts import PaymentObserved
 from customers.settings import Settings
 from projections.projector import Applied, Projector, VersionChanged
-from streams import stripe_api, stripe_facts
+from customers import stripe_facts
+from streams import stripe_api
 from streams.app import restart_process
 from streams.batching import batches
 from streams.metrics import WorkerMetrics

@@ -10,7 +10,7 @@ from customers.events import parse_booking_event
 from customers.facts import activity_adapter
 from customers.kafka import ACTIVITY, BOOKINGS, COMMANDS
 from customers.cards import mask_card_numbers
-from projections.commands import command_adapter
+from customers.commands import command_adapter
 
 DECODERS: dict[str, Callable[[bytes], Any]] = {
     BOOKINGS: parse_booking_event,

@@ -19,7 +19,7 @@ import stripe
 
 from customers.facts import ChargeSeen, PaymentObserved
 from customers.settings import Settings
-from streams.stripe_facts import _from_charge, _from_intent, to_fact
+from customers.stripe_facts import _from_charge, _from_intent, to_fact
 
 log = logging.getLogger("customers.stripe")
 

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from customers import kafka as names
 from customers.events import parse_booking_event
 from customers.settings import Settings
-from streams.stripe_facts import NotAStripeEvent, check_event, object_key, to_fact
+from customers.stripe_facts import NotAStripeEvent, check_event, object_key, to_fact
 from webhooks.guards import BodyLimit, TooDeep, bearer_matches, check_record_sizes, parse_json, stripe_refusal
 from webhooks.openapi import BOOKINGS_DOC, STRIPE_DOC, describe
 

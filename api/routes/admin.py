@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field, field_validator
 from api.auth import AdminDep
 from api.commands import CommandsUnavailable
 from api.schemas import errors
-from customers.erasure import erase
+from ops.erasure import erase
 from customers.events import normalise_email
 from projections.versions import versions
 

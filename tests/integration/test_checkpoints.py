@@ -7,13 +7,13 @@ import httpx
 import pytest
 from sqlalchemy import delete
 
-from customers import samples as s
+from testing import samples as s
 from customers.kafka import BOOKINGS
 from projections import tables as t
 from projections.db import make_engine
 from projections.versions import group_for
 from streams.agents import committed_offsets
-from tests.harness import WorkerProcess, eventually, free_port, metric, unique
+from testing.harness import WorkerProcess, eventually, free_port, metric, unique
 from tests.integration.conftest import open_stack
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)

@@ -13,7 +13,7 @@ import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 from sqlalchemy import String
 
-from customers import samples as s
+from testing import samples as s
 from customers.kafka import MAX_RECORD_BYTES
 from customers.settings import Settings
 from projections import tables as t

@@ -11,7 +11,7 @@ from typing import Awaitable, Callable
 
 from customers.ids import email_hash
 from customers.settings import Settings
-from projections.commands import CustomerErased
+from customers.commands import CustomerErased
 from projections.db import upsert
 from projections.tables import erasures
 

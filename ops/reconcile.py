@@ -17,7 +17,7 @@ from projections.tables import payments
 from projections.tables import stripe_events_applied as applied
 from projections.versions import live_version
 from streams.stripe_api import charge_snapshot, client_for, events_since
-from streams.stripe_facts import object_key
+from customers.stripe_facts import object_key
 
 
 async def reconcile(settings: Settings, since: datetime) -> dict[str, int]:

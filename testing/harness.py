@@ -75,7 +75,7 @@ class WorkerProcess:
 
     def start(self) -> "WorkerProcess":
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "customers", "worker", "--metrics-port", str(self.metrics_port)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "ops", "worker", "--metrics-port", str(self.metrics_port)],
                                      env=env_for(self.settings), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         return self
 
