@@ -1,4 +1,6 @@
-"""Dependencies of the read API: one connection per request, the clock, the notes service."""
+"""Dependencies of the read API: the services `create_app` built, one connection per request, the
+clock. Routes take them as `Annotated` parameters and never read `app.state` themselves (the
+token verifier's dependency is `api.auth.VerifierDep`, beside the principal it makes)."""
 
 from __future__ import annotations
 
@@ -6,13 +8,40 @@ from datetime import datetime, timezone
 from typing import Annotated, AsyncIterator
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from api.commands import CommandBus
 from api.notes import Notes
+from api.ops import ApiMetrics, LagProbe
+from customers.settings import Settings
 
 
-async def connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    async with request.app.state.engine.connect() as conn:
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def _engine(request: Request) -> AsyncEngine:
+    return request.app.state.engine
+
+
+def _commands(request: Request) -> CommandBus:
+    return request.app.state.commands
+
+
+def _notes(request: Request) -> Notes:
+    return request.app.state.notes
+
+
+def _lag(request: Request) -> LagProbe:
+    return request.app.state.lag
+
+
+def _metrics(request: Request) -> ApiMetrics:
+    return request.app.state.metrics
+
+
+async def connection(engine: Annotated[AsyncEngine, Depends(_engine)]) -> AsyncIterator[AsyncConnection]:
+    async with engine.connect() as conn:
         yield conn  # begins on first use; closing without a commit rolls back
 
 
@@ -20,10 +49,11 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def notes(request: Request) -> Notes:
-    return request.app.state.notes
-
-
+SettingsDep = Annotated[Settings, Depends(_settings)]
+EngineDep = Annotated[AsyncEngine, Depends(_engine)]
+CommandsDep = Annotated[CommandBus, Depends(_commands)]
+NotesDep = Annotated[Notes, Depends(_notes)]
+LagDep = Annotated[LagProbe, Depends(_lag)]
+MetricsDep = Annotated[ApiMetrics, Depends(_metrics)]
 ConnDep = Annotated[AsyncConnection, Depends(connection)]
 NowDep = Annotated[datetime, Depends(now)]
-NotesDep = Annotated[Notes, Depends(notes)]

@@ -100,24 +100,15 @@ def reconcile(since: datetime = typer.Option(..., formats=["%Y-%m-%d", "%Y-%m-%d
 def erase(email: str) -> None:
     """Erase a person (by email) from every expert's read model, for good."""
     from customers import kafka as names
-    from ops.erasure import erase as run
-    from projections.db import make_engine
+    from customers.commands import erasure
 
     async def go():
         settings = get_settings()
-        engine, producer = make_engine(settings.database_url), names.new_producer(settings)
-        await names.ensure_topics(settings)
-        await producer.start()
-
-        async def send(command) -> None:
-            await names.publish(producer, settings.topic(names.COMMANDS),
-                                [(command.email_hash, command.model_dump_json().encode())])
-
-        try:
-            return await run(settings, engine, send, email)
-        finally:
-            await producer.stop()
-            await engine.dispose()
+        command = erasure(settings.customer_id_secret, email)
+        async with names.LazyProducer(settings, timeout=60.0) as producer:  # the worker projects it
+            await producer.publish(settings.topic(names.COMMANDS),
+                                   [(command.kafka_key, command.model_dump_json().encode())])
+        return command
 
     command = asyncio.run(go())
     typer.echo(f"erasure recorded: {command.email_hash[:12]}…")

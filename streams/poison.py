@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
-from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from customers import kafka as names
+from projections.db import reachable
 from projections.projector import Applied, Position, Projector, VersionChanged
 from streams.decode import dead_letter, decoder_for
 
@@ -134,12 +134,7 @@ class Applier:
             return
 
     async def database_reachable(self) -> bool:
-        try:
-            async with self.projector.engine.connect() as conn:
-                await asyncio.wait_for(conn.execute(text("select 1")), 5)
-            return True
-        except Exception:  # noqa: BLE001 - unreachable, whatever the reason
-            return False
+        return await reachable(self.projector.engine)
 
     async def to_dlq(self, record: Source, error: BaseException) -> None:
         value = dead_letter(record.value, error, record.topic, record.partition, record.offset)
