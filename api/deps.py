@@ -16,31 +16,25 @@ from api.ops import ApiMetrics, LagProbe
 from customers.settings import Settings
 
 
-def _settings(request: Request) -> Settings:
-    return request.app.state.settings
+def _built(name: str):
+    """A dependency that hands out one of the services `create_app` built."""
+
+    def service(request: Request):
+        return getattr(request.app.state, name)
+
+    service.__name__ = name
+    return service
 
 
-def _engine(request: Request) -> AsyncEngine:
-    return request.app.state.engine
+SettingsDep = Annotated[Settings, Depends(_built("settings"))]
+EngineDep = Annotated[AsyncEngine, Depends(_built("engine"))]
+CommandsDep = Annotated[CommandBus, Depends(_built("commands"))]
+NotesDep = Annotated[Notes, Depends(_built("notes"))]
+LagDep = Annotated[LagProbe, Depends(_built("lag"))]
+MetricsDep = Annotated[ApiMetrics, Depends(_built("metrics"))]
 
 
-def _commands(request: Request) -> CommandBus:
-    return request.app.state.commands
-
-
-def _notes(request: Request) -> Notes:
-    return request.app.state.notes
-
-
-def _lag(request: Request) -> LagProbe:
-    return request.app.state.lag
-
-
-def _metrics(request: Request) -> ApiMetrics:
-    return request.app.state.metrics
-
-
-async def connection(engine: Annotated[AsyncEngine, Depends(_engine)]) -> AsyncIterator[AsyncConnection]:
+async def connection(engine: EngineDep) -> AsyncIterator[AsyncConnection]:
     async with engine.connect() as conn:
         yield conn  # begins on first use; closing without a commit rolls back
 
@@ -49,11 +43,5 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-SettingsDep = Annotated[Settings, Depends(_settings)]
-EngineDep = Annotated[AsyncEngine, Depends(_engine)]
-CommandsDep = Annotated[CommandBus, Depends(_commands)]
-NotesDep = Annotated[Notes, Depends(_notes)]
-LagDep = Annotated[LagProbe, Depends(_lag)]
-MetricsDep = Annotated[ApiMetrics, Depends(_metrics)]
 ConnDep = Annotated[AsyncConnection, Depends(connection)]
 NowDep = Annotated[datetime, Depends(now)]
