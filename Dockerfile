@@ -6,6 +6,8 @@ COPY streams streams
 COPY projections projections
 COPY api api
 COPY webhooks webhooks
+COPY ops ops
+COPY testing testing
 COPY migrations migrations
 RUN pip install --no-cache-dir .
 ENV PYTHONPATH=/app

@@ -13,7 +13,7 @@ infra-down:
 	bash scripts/infra-down.sh
 
 up: install
-	$(PYTHON) -m customers up
+	$(PYTHON) -m ops up
 
 test: test-unit test-integration test-e2e test-faults
 

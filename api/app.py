@@ -20,7 +20,7 @@ from api.ops import ApiMetrics, LagProbe
 from api.routes import admin, customers, export, metrics, notes, pages, profiles, session
 from api.web import HERE, SignInRequired, sign_in_url, templates
 from customers.settings import Settings
-from projections.db import make_engine
+from projections.queries import make_engine
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -131,14 +131,22 @@ def same_origin(request: Request) -> bool:
     return claimed.lower() == f"{request.url.scheme}://{request.url.netloc}".lower()
 
 
-def principal_from(request: Request, bearer: HTTPAuthorizationCredentials | None) -> Principal:
+def _verifier(request: Request) -> TokenVerifier:
+    return request.app.state.verifier  # built by `api.app.create_app`
+
+
+VerifierDep = Annotated[TokenVerifier, Depends(_verifier)]
+
+
+def principal_from(request: Request, bearer: HTTPAuthorizationCredentials | None,
+                   verifier: TokenVerifier) -> Principal:
     """The caller, from the `Authorization` header or else the session cookie (origin-checked)."""
     if bearer is not None:
-        return request.app.state.verifier.verify(bearer.credentials)
+        return verifier.verify(bearer.credentials)
     token = request.cookies.get(COOKIE)
     if not token:
         raise unauthorized("a bearer token is required")
-    principal = request.app.state.verifier.verify(token)
+    principal = verifier.verify(token)
     if request.method not in SAFE_METHODS and not same_origin(request):
         raise HTTPException(403, "cross-origin request refused")
     return principal
@@ -148,8 +156,9 @@ def current_principal(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     _cookie: Annotated[str | None, Depends(cookie_scheme)],
+    verifier: VerifierDep,
 ) -> Principal:
-    return principal_from(request, bearer)
+    return principal_from(request, bearer, verifier)
 
 
 def admin_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:

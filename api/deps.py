@@ -1,4 +1,6 @@
-"""Dependencies of the read API: one connection per request, the clock, the notes service."""
+"""Dependencies of the read API: the services `create_app` built, one connection per request, the
+clock. Routes take them as `Annotated` parameters and never read `app.state` themselves (the
+token verifier's dependency is `api.auth.VerifierDep`, beside the principal it makes)."""
 
 from __future__ import annotations
 
@@ -6,14 +8,36 @@ from datetime import datetime, timezone
 from typing import Annotated, AsyncIterator
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from api.commands import CommandBus
 from api.notes import Notes
+from api.profiles import Profiles
+from api.ops import ApiMetrics, LagProbe
 from customers.settings import Settings
 
 
-async def connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    async with request.app.state.engine.connect() as conn:
+def _built(name: str):
+    """A dependency that hands out one of the services `create_app` built."""
+
+    def service(request: Request):
+        return getattr(request.app.state, name)
+
+    service.__name__ = name
+    return service
+
+
+SettingsDep = Annotated[Settings, Depends(_built("settings"))]
+EngineDep = Annotated[AsyncEngine, Depends(_built("engine"))]
+CommandsDep = Annotated[CommandBus, Depends(_built("commands"))]
+NotesDep = Annotated[Notes, Depends(_built("notes"))]
+ProfilesDep = Annotated[Profiles, Depends(_built("profiles"))]
+LagDep = Annotated[LagProbe, Depends(_built("lag"))]
+MetricsDep = Annotated[ApiMetrics, Depends(_built("metrics"))]
+
+
+async def connection(engine: EngineDep) -> AsyncIterator[AsyncConnection]:
+    async with engine.connect() as conn:
         yield conn  # begins on first use; closing without a commit rolls back
 
 
@@ -21,15 +45,5 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def notes(request: Request) -> Notes:
-    return request.app.state.notes
-
-
-def settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
 ConnDep = Annotated[AsyncConnection, Depends(connection)]
 NowDep = Annotated[datetime, Depends(now)]
-NotesDep = Annotated[Notes, Depends(notes)]
-SettingsDep = Annotated[Settings, Depends(settings)]

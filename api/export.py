@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, AsyncIterator, Iterable
 
-from projections.commands import canonical
+from customers.commands import canonical
 
 PERSON = ["id", "name", "email", "phone", "first_seen_at", "last_appointment_at", "next_appointment_at",
           "appointments", "upcoming", "past", "cancelled", "no_shows", "session_minutes"]

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.commands import CommandBus
 from projections import queries
-from projections.commands import NoteAdded, NoteDeleted
+from customers.commands import NoteAdded, NoteDeleted
 
 CUSTOMER_ID = re.compile(r"c_[0-9a-f]{32}")
 NOTE_ID = re.compile(r"n_[0-9a-f]{32}")

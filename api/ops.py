@@ -13,13 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
-from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from customers import kafka as names
 from customers.settings import Settings
-from projections import tables as t
-from projections.versions import live_version
+from projections import queries
 
 
 @dataclass
@@ -52,25 +50,13 @@ class LagProbe:
 
     async def measure(self) -> LagReport:
         ends = await self.ends()
-        o = t.projection_offsets.c
         async with self.engine.connect() as conn:
-            version = await live_version(conn)
-            rows = (await conn.execute(select(o.topic, o.partition, o.offset, o.event_time)
-                                       .where(o.version == version))).all()
+            version, rows = await queries.applied_offsets(conn)
         applied = {(r.topic, r.partition): r.offset + 1 for r in rows}
         newest = max((r.event_time for r in rows if r.event_time), default=None)
         parts = {tp: {"end": end, "applied": applied.get(tp, 0), "lag": max(end - applied.get(tp, 0), 0)}
                  for tp, end in ends.items()}
         return LagReport(version, parts, newest)
-
-
-async def database_ok(engine: AsyncEngine) -> bool:
-    try:
-        async with engine.connect() as conn:
-            await asyncio.wait_for(conn.execute(text("select 1")), 5)
-        return True
-    except Exception:  # noqa: BLE001 - any failure means not ready
-        return False
 
 
 class ApiMetrics:

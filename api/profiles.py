@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from api.notes import Notes, NotFound
 from projections import queries
-from projections.commands import (MAX_FIELDS, CommunicationLogged, CustomerArchived, CustomerFieldsSet,
+from customers.commands import (MAX_FIELDS, CommunicationLogged, CustomerArchived, CustomerFieldsSet,
                                   CustomerTagsSet, CustomerUnarchived, FieldDefinition, FieldsDefined, field_value,
                                   normalise_tags)
 

@@ -8,9 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from customers.events import as_utc
-
-from projections import payments as money
-from projections.meetings import Meeting, appointment_status, meeting_from_row
+from projections.queries import Meeting, appointment_status, meeting_from_row, money
 
 
 class Amount(BaseModel):

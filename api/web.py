@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fastapi import HTTPException, Request
 from fastapi.templating import Jinja2Templates
 
-from api.auth import COOKIE, SAFE_METHODS, Principal, same_origin
+from api.auth import COOKIE, SAFE_METHODS, Principal, VerifierDep, same_origin
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -85,13 +85,13 @@ templates.env.filters.update(money=money, amounts=amounts, day=day, when=when, m
                              label=label)
 
 
-def page_principal(request: Request) -> Principal:
+def page_principal(request: Request, verifier: VerifierDep) -> Principal:
     """The signed-in expert of a page (session cookie), else `SignInRequired`."""
     token = request.cookies.get(COOKIE)
     if not token:
         raise SignInRequired()
     try:
-        principal = request.app.state.verifier.verify(token)
+        principal = verifier.verify(token)
     except HTTPException as exc:
         raise SignInRequired() from exc
     if request.method not in SAFE_METHODS and not same_origin(request):

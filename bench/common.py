@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator
 import httpx
 
 from customers.settings import Settings
-from tests.harness import ARTIFACTS, KAFKA, ROOT, WorkerProcess, env_for, settings_for
+from testing.harness import ARTIFACTS, KAFKA, ROOT, WorkerProcess, env_for, settings_for
 
 PG_ADMIN = os.environ.get("TEST_PG_URL", "postgresql://customers:customers@127.0.0.1:5432/customers")
 RESULTS = ROOT / "bench" / "results"
@@ -139,7 +139,7 @@ class ServiceProcess:
         self.settings, self.command, self.port = settings, command, free_port()
         self.extra_env = extra_env or {}
         self.argv = [a.replace("{port}", str(self.port)) for a in argv] if argv else \
-            ["-m", "customers", command, "--port", str(self.port)]
+            ["-m", "ops", command, "--port", str(self.port)]
         ARTIFACTS.mkdir(exist_ok=True)
         self.log_path = ARTIFACTS / f"bench-{command}-{settings.topic_prefix.strip('.')}.log"
         self.proc: subprocess.Popen | None = None
@@ -314,7 +314,7 @@ class Profiler:
 
 IDLE = ("select (selectors.py)", "Runner.run (asyncio/runners.py)", "Condition.wait (threading.py)",
         "_wait (asyncio/tasks.py)", "run_forever (asyncio/base_events.py)")
-ENTRY = ("(customers/cli.py)", "(customers/__main__.py)", "run (streams/worker.py)")
+ENTRY = ("(ops/cli.py)", "(ops/__main__.py)", "run (streams/worker.py)")
 OURS = ("(projections/", "(streams/", "(api/", "(webhooks/", "(customers/")
 
 

@@ -30,7 +30,7 @@ from bench.common import (MachineBusy, Profiler, Result, Row, ServiceProcess, as
                           env_float, env_int, run_async, start_worker, stop_worker, summary_ms)
 from bench.rawhttp import Pool, request_bytes
 from customers import kafka as names
-from customers import samples as s
+from testing import samples as s
 from customers.settings import Settings
 from webhooks.signing import signature_header
 

@@ -20,7 +20,7 @@ from bench.common import (Profiler, Result, Row, ServiceProcess, bench_settings,
                           env_int, run_async, summary_ms)
 from bench.rawhttp import closed_loop, request_bytes
 from customers import kafka as names
-from customers import samples as s
+from testing import samples as s
 from customers.settings import Settings
 from webhooks.signing import signature_header
 

@@ -21,7 +21,7 @@ from bench.projection import applied
 from bench.workload import marketplace, preload
 from customers import kafka as names
 from customers.settings import Settings
-from tests.harness import WorkerProcess
+from testing.harness import WorkerProcess
 
 PARTITIONS = 12
 GOAL_SPEED_UP = 1.3

@@ -1,4 +1,4 @@
-"""Kafka plumbing shared by the intake and the worker: topic names, topic creation, a producer."""
+"""Kafka plumbing shared by every process: topic names, topic creation, the lazy producer, reads to the end."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Iterable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import MessageSizeTooLargeError, TopicAlreadyExistsError
 
+from customers.events import parse_booking_event
 from customers.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -84,24 +85,79 @@ def new_producer(settings: Settings, **kw) -> AIOKafkaProducer:
     )
 
 
-async def publish(producer: AIOKafkaProducer, topic: str, items: Iterable[tuple[str, bytes]]) -> None:
+async def publish(producer: AIOKafkaProducer, topic: str, items: Iterable[tuple[str | bytes | None, bytes]]) -> None:
     """Send (key, value) pairs and return only when Kafka acknowledged every one of them."""
-    futures = [await producer.send(topic, key=key.encode(), value=value) for key, value in items]
+    futures = [await producer.send(topic, key=key.encode() if isinstance(key, str) else key, value=value)
+               for key, value in items]
     await asyncio.gather(*futures)
+
+
+class LazyProducer:
+    """The one producer of the intake, the API and the command line (acks=all, idempotent).
+
+    It starts on the first publish (the topics are created then too), so a process comes up and
+    serves while Kafka is away. The reconnect rule: a publish that Kafka does not acknowledge
+    stops the producer, and the next publish starts a fresh one, because an idempotent producer
+    that lost its sequence (a broker restart) never recovers. A record too large for Kafka is
+    refused without that: the producer is fine, retrying cannot help. Every wait is bounded by
+    `timeout` seconds; failures are raised as they come (KafkaError, TimeoutError, OSError).
+    """
+
+    def __init__(self, settings: Settings, *, timeout: float = 10.0) -> None:
+        self.settings, self.timeout = settings, timeout
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _started(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is None:
+                await asyncio.wait_for(ensure_topics(self.settings, timeout=self.timeout), self.timeout)
+                producer = new_producer(self.settings, request_timeout_ms=int(self.timeout * 1000))
+                try:
+                    await asyncio.wait_for(producer.start(), self.timeout)
+                except BaseException:
+                    await _quietly_stop(producer)
+                    raise
+                self._producer = producer
+            return self._producer
+
+    async def publish(self, topic: str, items: Iterable[tuple[str | bytes | None, bytes]]) -> None:
+        """Publish to `topic` (the full name) and return once Kafka acknowledged every record."""
+        producer = await self._started()
+        try:
+            await asyncio.wait_for(publish(producer, topic, items), self.timeout)
+        except MessageSizeTooLargeError:
+            raise
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        async with self._lock:
+            producer, self._producer = self._producer, None
+            if producer is not None:
+                await _quietly_stop(producer, self.timeout)
+
+    async def __aenter__(self) -> "LazyProducer":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+
+async def _quietly_stop(producer: AIOKafkaProducer, timeout: float = 10.0) -> None:
+    try:
+        await asyncio.wait_for(producer.stop(), timeout)
+    except Exception:  # noqa: BLE001 - a producer that never started or broke has nothing left to flush
+        pass
 
 
 async def produce_booking_events(settings: Settings, events: Iterable[dict]) -> None:
     """For systems that write to Kafka directly: publish validated booking events on `bookings`."""
-    from customers.events import parse_booking_event
-
     parsed = [parse_booking_event(e) for e in events]  # raises before anything is sent
-    producer = new_producer(settings)
-    await producer.start()
-    try:
-        await publish(producer, settings.topic(BOOKINGS),
-                      [(e.expert_id, json.dumps(e.model_dump(mode="json")).encode()) for e in parsed])
-    finally:
-        await producer.stop()
+    async with LazyProducer(settings, timeout=60.0) as producer:
+        await producer.publish(settings.topic(BOOKINGS),
+                               [(e.expert_id, json.dumps(e.model_dump(mode="json")).encode()) for e in parsed])
 
 
 async def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[tuple[str, int], int]:

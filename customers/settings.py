@@ -61,7 +61,6 @@ class Settings(BaseSettings):
     # how often the worker applies the passing of time (appointments becoming past): at least once a minute
     sweep_interval_seconds: float = Field(default=30.0, gt=0, le=60)
     dlq_max_attempts: int = 3
-    fault_kill_after_batches: int = 0  # tests only: SIGKILL after the Nth committed batch
 
     @field_validator("stripe_webhook_secret")
     @classmethod
@@ -90,8 +89,6 @@ class Settings(BaseSettings):
         problems = []
         if self.dev_sign_in:
             problems.append("DEV_SIGN_IN works only when ENVIRONMENT is local or test")
-        if self.fault_kill_after_batches:
-            problems.append("FAULT_KILL_AFTER_BATCHES is for tests only")
         if not self.auth_jwt_audience:
             problems.append("AUTH_JWT_AUDIENCE is required (tokens meant for another service must not work here)")
         required = {"customer_id_secret"} | ({"auth_jwt_secret"} if not self.auth_jwks_url else set())  # else JWKS

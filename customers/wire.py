@@ -1,5 +1,5 @@
 """The worker's decoding of records: the shapes of `customers.events`, `customers.facts` and
-`projections.commands` as frozen msgspec structs, validated alike, decoded several times faster.
+`customers.commands` as frozen msgspec structs, validated alike, decoded several times faster.
 
 Attribute names, types, properties and values are those of the pydantic models, so the
 projection reads either; each `type` is a class attribute holding the tag.
@@ -27,7 +27,7 @@ from msgspec.structs import force_setattr
 from customers import events, facts
 from customers.cards import mask_card_numbers
 from customers.events import as_utc, check_email, check_order, check_tz
-from projections import commands
+from customers import commands
 
 # pydantic's patterns run on Rust's regex, where `$` is only the end and `\d` any script's digit:
 # here `\Z`, and ASCII digits only (a digit of another script takes the slow path). A pattern is

@@ -38,6 +38,16 @@ def make_engine(url: str, **kw: Any) -> AsyncEngine:
     return create_async_engine(url, **kw)
 
 
+async def reachable(engine: AsyncEngine, timeout: float = 5.0) -> bool:
+    """Whether the database answers `select 1` within `timeout` seconds, whatever the failure."""
+    try:
+        async with engine.connect() as conn:
+            await asyncio.wait_for(conn.execute(text("select 1")), timeout)
+        return True
+    except Exception:  # noqa: BLE001 - unreachable, whatever the reason
+        return False
+
+
 def alembic_config(url: str):
     from alembic.config import Config
 

@@ -1,5 +1,9 @@
 """Read helpers over the live projection version. They read; they never commit.
 
+This module is the API's one door into the read model (the import contracts in pyproject.toml
+hold it to that): the engine and its probe, the queries, and the pure readings of a stored row
+(a payment's figures, a meeting's status) come from here.
+
 Every helper runs on one connection: the live version is read first, in the same
 transaction as the rows, so a replay's switch-over is seen whole or not at all.
 
@@ -24,8 +28,11 @@ from typing import Any, AsyncIterator
 from sqlalchemy import Select, and_, exists, func, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from projections import payments as money  # noqa: F401 - the figures of a stored payment state
 from projections import tables as t
-from projections.versions import live_version
+from projections.db import make_engine, reachable  # noqa: F401 - the API's engine and its probe
+from projections.meetings import Meeting, appointment_status, meeting_from_row  # noqa: F401 - a stored meeting
+from projections.versions import live_version, versions  # noqa: F401 - the versions, for operators
 
 SORTS = {
     "last_appointment": t.earliest_if_null(t.customers.c.last_appointment_at),
@@ -326,3 +333,12 @@ async def stream_customers(conn: AsyncConnection, expert_id: str, chunk: int = 5
         for row in rows:
             yield row, found.get(row.customer_id)
         after = rows[-1].customer_id
+
+
+async def applied_offsets(conn: AsyncConnection) -> tuple[int | None, list]:
+    """The live version and the position it has applied on each partition (with its newest event time)."""
+    o = t.projection_offsets.c
+    version = await live_version(conn)
+    rows = (await conn.execute(select(o.topic, o.partition, o.offset, o.event_time)
+                               .where(o.version == version))).all()
+    return version, rows

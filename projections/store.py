@@ -20,7 +20,7 @@ from projections import tables as t
 from projections.db import any_of, bulk_upsert, in_tuples
 from projections.forgetting import payment_refs, ref_of
 from projections.meetings import MEETING_FIELDS, Meeting, meeting_from_row
-from projections.commands import canonical
+from customers.commands import canonical
 from projections.rules.communications import message_id
 from projections.rules.model import (COMMUNICATION_FIELDS, PAYMENT_FIELDS, SUMMARY_FIELDS, Changes, Communication,
                                      Erasure, Key, Note, Payment, Profile, Summary, View, from_row)

@@ -320,7 +320,7 @@ customer_field_values = Table(
     Column("version", Integer, primary_key=True),
     Column("expert_id", String(200), primary_key=True),
     Column("key", String(40), primary_key=True),
-    Column("value", String(500), primary_key=True),  # `projections.commands.canonical`
+    Column("value", String(500), primary_key=True),  # `customers.commands.canonical`
     Column("customer_id", String(64), primary_key=True),
 )
 

@@ -14,8 +14,9 @@ from customers.settings import Settings
 
 
 def restart_process() -> NoReturn:
-    """Start this `customers` command again in the same process (same pid, fresh state)."""
-    os.execv(sys.executable, [sys.executable, "-m", "customers", *sys.argv[1:]])
+    """Start this command again in the same process (same pid, fresh state), exactly as it was
+    started (`customers worker`, `python -m ops worker`, or a wrapper the tests run)."""
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
 def data_dir(settings: Settings, app_id: str) -> Path:

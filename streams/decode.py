@@ -11,7 +11,7 @@ from customers.facts import activity_adapter
 from customers.kafka import ACTIVITY, BOOKINGS, COMMANDS, COMMUNICATIONS, EMAIL_EVENTS
 from customers.messages import email_event, parse_message_event
 from customers.cards import mask_card_numbers
-from projections.commands import command_adapter
+from customers.commands import command_adapter
 
 DECODERS: dict[str, Callable[[bytes], Any]] = {
     BOOKINGS: parse_booking_event,

@@ -7,7 +7,8 @@ One record that cannot be decoded or applied must never stop a stream:
 * a batch that fails for another reason than a database outage is applied again one record at
   a time; a record failing `max_attempts` times goes to `<topic>.dlq` with the error and its
   origin, then its position alone is recorded;
-* while the database is unreachable nothing is dead-lettered: the outage is waited out.
+* while the database is unreachable nothing is dead-lettered: the outage is waited out
+  (the retry policy is `streams.retry`).
 
 The letter is sent (and acknowledged by Kafka) before the position that skips the record is
 committed, so a crash in between sends the letter again rather than losing the record.
@@ -15,24 +16,17 @@ committed, so a crash in between sends the letter again rather than losing the r
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
-from sqlalchemy import text
-from sqlalchemy.exc import InterfaceError, OperationalError
-
 from customers import kafka as names
 from projections.projector import Applied, Position, Projector, VersionChanged
 from streams.decode import dead_letter, decoder_for
+from streams.retry import apply_with_retry
 
 log = logging.getLogger("customers.poison")
-
-TRANSIENT = (OperationalError, InterfaceError, ConnectionError, OSError, asyncio.TimeoutError)
-
 
 @dataclass(frozen=True)
 class Source:
@@ -105,41 +99,7 @@ class Applier:
                 await self.apply_with_retry([(record.position, None)], attempts=self.max_attempts)
 
     async def apply_with_retry(self, batch: list[tuple[Position, Any]], *, attempts: int) -> None:
-        """Outages (database away) are retried until they end; other failures `attempts` times."""
-        failures = outages = 0
-        while True:
-            started = time.perf_counter()
-            try:
-                result = await self.projector.apply(batch)
-            except VersionChanged:
-                raise
-            except TRANSIENT as exc:
-                outages += 1
-                log.warning("database unavailable (%s), retrying", type(exc).__name__)
-                await asyncio.sleep(min(5.0, 0.2 * outages))
-                continue
-            except Exception as exc:
-                if not await self.database_reachable():
-                    # an outage that surfaced as another error: wait for the database, lose nothing
-                    outages += 1
-                    log.warning("database unreachable (%s), retrying", type(exc).__name__)
-                    await asyncio.sleep(min(5.0, 0.2 * outages))
-                    continue
-                failures += 1
-                if failures >= attempts:
-                    raise
-                await asyncio.sleep(0.1 * failures)
-                continue
-            self.applied(result, time.perf_counter() - started, len(batch))
-            return
-
-    async def database_reachable(self) -> bool:
-        try:
-            async with self.projector.engine.connect() as conn:
-                await asyncio.wait_for(conn.execute(text("select 1")), 5)
-            return True
-        except Exception:  # noqa: BLE001 - unreachable, whatever the reason
-            return False
+        await apply_with_retry(self.projector, batch, attempts=attempts, applied=self.applied)
 
     async def to_dlq(self, record: Source, error: BaseException) -> None:
         value = dead_letter(record.value, error, record.topic, record.partition, record.offset)

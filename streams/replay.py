@@ -72,10 +72,9 @@ async def replay(settings: Settings, *, on_progress: Callable[[Progress], None] 
     topics = [settings.topic(n) for n in names.PROJECTED]
     consumer = AIOKafkaConsumer(*topics, bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
                                 group_id=None, auto_offset_reset="earliest", max_partition_fetch_bytes=4 << 20)
-    producer = names.new_producer(settings)  # dead letters
+    producer = names.LazyProducer(settings, timeout=60.0)  # dead letters
     await consumer.start()
-    await producer.start()
-    applier = Applier(projector, lambda topic, key, value: producer.send_and_wait(topic, value, key=key),
+    applier = Applier(projector, lambda topic, key, value: producer.publish(topic, [(key, value)]),
                       prefix=settings.topic_prefix, max_attempts=settings.dlq_max_attempts)
     started, applied_here = time.monotonic(), 0
     try:
@@ -113,7 +112,7 @@ async def replay(settings: Settings, *, on_progress: Callable[[Progress], None] 
             on_progress(progress)
     finally:
         await consumer.stop()
-        await producer.stop()
+        await producer.close()
     await asyncio.sleep(settings.kafka_session_timeout + 5 if grace is None else grace)
     if old != version:
         await drop_version(engine, old)

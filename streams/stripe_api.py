@@ -12,14 +12,14 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import AsyncIterator
 
 import stripe
 
 from customers.facts import ChargeSeen, PaymentObserved
 from customers.settings import Settings
-from streams.stripe_facts import _from_charge, _from_intent, to_fact
+from customers.stripe_facts import _from_charge, _from_intent, to_fact
 
 log = logging.getLogger("customers.stripe")
 
@@ -96,3 +96,28 @@ async def events_since(client: stripe.StripeClient, since: datetime) -> AsyncIte
         data = event.to_dict()  # decimal strings come back as Decimal: publish them with default=str
         to_fact(data)  # raises on anything that is not a well-formed event
         yield data
+
+
+class Lookups:
+    """What the worker asks Stripe beside an event: the payment's missing card or hints, and a
+    refunded charge's own figures once per charge (later refunds are itemised)."""
+
+    def __init__(self, client: stripe.StripeClient | None, remembered: int = 10_000) -> None:
+        self.client, self.remembered = client, remembered
+        self.charges_fetched: dict[str, None] = {}  # charges already asked of Stripe, oldest first
+
+    async def with_lookup(self, fact) -> list:
+        """The fact, plus what Stripe's API says of the payment when the event lacks something."""
+        if self.client is None or not isinstance(fact, PaymentObserved):
+            return [fact]
+        found = [fact]
+        if needs_lookup(fact):
+            found.append(await lookup(self.client, fact))
+        charge_id = needs_charge(fact)
+        if charge_id and charge_id not in self.charges_fetched:
+            self.charges_fetched[charge_id] = None
+            while len(self.charges_fetched) > self.remembered:
+                self.charges_fetched.pop(next(iter(self.charges_fetched)))
+            found.append(await charge_snapshot(self.client, charge_id, source_event=fact.stripe_event_id,
+                                               at=datetime.now(timezone.utc)))
+        return [f for f in found if f is not None]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Callable
 
 import faust
 from aiokafka.errors import KafkaConnectionError
@@ -60,12 +61,16 @@ def build(settings: Settings, version: int, metrics: WorkerMetrics | None = None
     return app, agents
 
 
-def run(settings: Settings, *, metrics_port: int | None = None, loglevel: str = "warning") -> None:
+def run(settings: Settings, *, metrics_port: int | None = None, loglevel: str = "warning",
+        on_built: Callable[[Agents], None] | None = None) -> None:
+    """Prepare, build and run the worker; `on_built` sees the agents before Faust starts them."""
     version = asyncio.run(prepare(settings))
     metrics = WorkerMetrics()
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
-    app, _agents = build(settings, version, metrics)
+    app, agents = build(settings, version, metrics)
+    if on_built:
+        on_built(agents)
     log.info("projecting into version %s", version)
     try:
         faust.Worker(app, loglevel=loglevel, quiet=True, logging_config=logging_config(settings),

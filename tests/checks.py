@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.harness import eventually
+from testing.harness import eventually
 from tests.scenario import Scenario, amounts
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from customers import samples as s
+from testing import samples as s
 from tests import stripe_histories as histories
 
 STRIPE_KINDS = {

@@ -11,7 +11,7 @@ import time
 import httpx
 
 from customers.settings import Settings
-from tests.harness import ARTIFACTS, ROOT, env_for
+from testing.harness import ARTIFACTS, ROOT, env_for
 
 
 def free_port() -> int:
@@ -35,7 +35,7 @@ class ApiProcess:
 
     def __enter__(self) -> "ApiProcess":
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "customers", self.command, "--port", str(self.port)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "ops", self.command, "--port", str(self.port)],
                                      env=env_for(self.settings), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

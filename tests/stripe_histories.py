@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from customers import samples as s
+from testing import samples as s
 
 T0 = 1_767_000_000  # seconds; each step of a history is a minute after the one before
 VOID = {"failed", "canceled"}

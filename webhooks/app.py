@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import stripe
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from fastapi import FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
@@ -24,7 +23,7 @@ from customers import kafka as names
 from customers.events import parse_booking_event
 from customers.messages import DELIVERY, email_event_adapter, parse_message_event, provider_type
 from customers.settings import Settings
-from streams.stripe_facts import NotAStripeEvent, check_event, object_key, to_fact
+from customers.stripe_facts import NotAStripeEvent, check_event, object_key, to_fact
 from webhooks.guards import BodyLimit, TooDeep, bearer_matches, check_record_sizes, parse_json, stripe_refusal
 from webhooks.openapi import BOOKINGS_DOC, MESSAGES_DOC, RESEND_DOC, STRIPE_DOC, describe
 from webhooks.svix import verify_svix
@@ -35,54 +34,31 @@ ENDPOINTS = ("/webhooks/stripe", "/webhooks/resend", "/events/bookings", "/event
 
 
 class Intake:
-    """The intake's producer, started lazily so the process comes up even while Kafka is away."""
+    """The intake's producer (`customers.kafka.LazyProducer`: the process comes up even while Kafka
+    is away) and its metrics."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.producer: AIOKafkaProducer | None = None
-        self._lock = asyncio.Lock()
+        self.producer = names.LazyProducer(settings, timeout=PUBLISH_TIMEOUT)
         self.registry = CollectorRegistry()
         self.outcomes = Counter("customers_webhook_requests", "Intake requests by endpoint and status",
                                 ["endpoint", "status"], registry=self.registry)
         self.refused = Counter("customers_stripe_events_refused", "Verified Stripe events refused, by reason",
                                ["reason"], registry=self.registry)
 
-    async def _producer(self) -> AIOKafkaProducer:
-        async with self._lock:
-            if self.producer is None:
-                await asyncio.wait_for(names.ensure_topics(self.settings, timeout=PUBLISH_TIMEOUT), PUBLISH_TIMEOUT)
-                producer = names.new_producer(self.settings)
-                try:
-                    await asyncio.wait_for(producer.start(), PUBLISH_TIMEOUT)
-                except BaseException:
-                    await producer.stop()
-                    raise
-                self.producer = producer
-            return self.producer
-
     async def publish(self, topic: str, items: list[tuple[str, bytes]]) -> None:
         """Publish and wait for Kafka's acknowledgement; a record too large is a 413, any other failure a 503."""
         check_record_sizes(items)
         try:
-            producer = await self._producer()
-            await asyncio.wait_for(names.publish(producer, self.settings.topic(topic), items), PUBLISH_TIMEOUT)
+            await self.producer.publish(self.settings.topic(topic), items)
         except MessageSizeTooLargeError as exc:  # retrying cannot help: not a 503
             raise HTTPException(413, "the event is larger than the event store takes") from exc
         except (KafkaError, asyncio.TimeoutError, OSError) as exc:
             log.warning("kafka unavailable: %s", type(exc).__name__)
-            # an idempotent producer that lost its sequence (a broker restart) never recovers:
-            # the next request starts a fresh one
-            await self.close()
             raise HTTPException(503, "event store unavailable, retry later", headers={"Retry-After": "5"})
 
     async def close(self) -> None:
-        async with self._lock:
-            producer, self.producer = self.producer, None
-            if producer is not None:
-                try:
-                    await asyncio.wait_for(producer.stop(), PUBLISH_TIMEOUT)
-                except Exception:  # noqa: BLE001 - a broken producer has nothing left to flush
-                    pass
+        await self.producer.close()
 
 
 def verify_stripe(payload: bytes, signature: str | None, secrets: list[str]) -> dict:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field, field_validator
 
 from api.auth import AdminDep
 from api.commands import CommandsUnavailable
+from api.deps import CommandsDep, EngineDep, LagDep, SettingsDep
 from api.schemas import errors
-from customers.erasure import erase
+from customers.commands import erasure
 from customers.events import normalise_email
-from projections.versions import versions
+from projections import queries
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -33,25 +34,27 @@ class ErasureOut(BaseModel):
 
 
 @router.post("/erasures", status_code=202, response_model=ErasureOut, responses=errors(400, 403, 503))
-async def create_erasure(body: ErasureIn, request: Request, _admin: AdminDep) -> ErasureOut:
-    """Erase a person from every expert's read model and notes, and keep them out of replays."""
-    state = request.app.state
+async def create_erasure(body: ErasureIn, _admin: AdminDep, settings: SettingsDep,
+                         commands: CommandsDep) -> ErasureOut:
+    """Erase a person from every expert's read model and notes, and keep them out of replays.
+
+    The command is published; the worker projects it, the `erasures` ledger included."""
+    command = erasure(settings.customer_id_secret, body.email)
     try:
-        command = await erase(state.settings, state.engine, state.commands.send, body.email)
+        await commands.send(command)
     except CommandsUnavailable as exc:
-        raise HTTPException(503, "Kafka is unavailable; the erasure is in the ledger, retry to publish it",
+        raise HTTPException(503, "Kafka is unavailable; nothing was erased yet, retry",
                             headers={"Retry-After": "5"}) from exc
     return ErasureOut(status="accepted", email_hash=command.email_hash)
 
 
 @router.get("/status", responses=errors(403))
-async def status(request: Request, _admin: AdminDep) -> dict:
+async def status(_admin: AdminDep, engine: EngineDep, lag: LagDep) -> dict:
     """Versions, lag per partition against the broker's high watermarks, newest applied event."""
-    state = request.app.state
-    async with state.engine.connect() as conn:
-        known = await versions(conn)
+    async with engine.connect() as conn:
+        known = await queries.versions(conn)
     try:
-        report = await state.lag.measure()
+        report = await lag.measure()
     except Exception as exc:  # noqa: BLE001
         return {"versions": known, "kafka": f"unavailable: {type(exc).__name__}"}
     return {

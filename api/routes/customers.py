@@ -13,7 +13,7 @@ from api.notes import valid_customer_id
 from api.schemas import CustomerDetail, CustomerList, detail, errors, summary
 from customers.events import normalise_email
 from projections import queries
-from projections.commands import FIELD_KEY, FieldDefinition, canonical, field_value
+from customers.commands import FIELD_KEY, FieldDefinition, canonical, field_value
 
 router = APIRouter(prefix="/api/customers", tags=["customers"])
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import AsyncIterator
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from api.auth import PrincipalDep
+from api.deps import EngineDep
 from api.export import Currencies, Layout, csv_chunks
 from api.schemas import errors
 from projections import queries
@@ -21,8 +22,7 @@ CSV = "text/csv; charset=utf-8"
             responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
                              "description": "RFC 4180 CSV, one line per customer, money in columns per currency"},
                        **errors()})
-async def export_csv(request: Request, principal: PrincipalDep) -> StreamingResponse:
-    engine = request.app.state.engine
+async def export_csv(principal: PrincipalDep, engine: EngineDep) -> StreamingResponse:
 
     async def body() -> AsyncIterator[bytes]:
         # its own connection: the response outlives the request's dependencies

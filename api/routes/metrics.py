@@ -5,28 +5,29 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timezone
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.ops import database_ok
+from api.deps import EngineDep, LagDep, MetricsDep, SettingsDep
+from api.ops import LagProbe
 from customers import kafka as names
+from projections.queries import reachable
 
 router = APIRouter(include_in_schema=False)
 
 
-async def _kafka_lag(request: Request):
+async def _kafka_lag(lag: LagProbe):
     try:
-        return await request.app.state.lag.measure()
+        return await lag.measure()
     except Exception:  # noqa: BLE001 - Kafka or the database is away
         return None
 
 
 @router.get("/readyz")
-async def readyz(request: Request) -> JSONResponse:
-    settings = request.app.state.settings
-    db = await database_ok(request.app.state.engine)
-    report = await _kafka_lag(request) if db else None
+async def readyz(settings: SettingsDep, engine: EngineDep, lag: LagDep) -> JSONResponse:
+    db = await reachable(engine)
+    report = await _kafka_lag(lag) if db else None
     checks = {
         "database": db,
         "kafka": report is not None,
@@ -38,11 +39,10 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def metrics(request: Request) -> Response:
-    m, settings = request.app.state.metrics, request.app.state.settings
-    db = await database_ok(request.app.state.engine)
+async def metrics(m: MetricsDep, settings: SettingsDep, engine: EngineDep, lag: LagDep) -> Response:
+    db = await reachable(engine)
     m.up.labels("database").set(1 if db else 0)
-    report = await _kafka_lag(request) if db else None
+    report = await _kafka_lag(lag) if db else None
     m.up.labels("kafka").set(1 if report else 0)
     if report:
         for (topic, partition), p in report.partitions.items():

@@ -11,11 +11,10 @@ from urllib.parse import urlencode
 
 from api.auth import Principal
 from api.commands import CommandsUnavailable
-from api.deps import ConnDep, NotesDep, NowDep
+from api.deps import ConnDep, NotesDep, NowDep, ProfilesDep, SettingsDep
 from api.notes import NotFound, valid_customer_id
 from api.profiles import Invalid
 from api.routes.customers import TEXT, Sort, list_query
-from api.routes.profiles import ProfilesDep
 from api.schemas import detail, summary
 from api.web import page_principal, templates
 from projections import queries
@@ -74,12 +73,13 @@ async def customers_page(
 
 @router.get("/customers/{customer_id}", response_class=HTMLResponse)
 async def customer_page(request: Request, customer_id: str, user: PageUser, conn: ConnDep, now: NowDep,
+                        settings: SettingsDep,
                         notice: str | None = None, problem: str | None = Query(default=None, max_length=300)):
     found = await queries.customer_detail(conn, user.expert_id, customer_id) \
         if valid_customer_id(customer_id) else None
     if found is None:
         return templates.TemplateResponse(request, "not_found.html", {"user": user}, status_code=404)
-    customer = detail(found, now, request.app.state.settings.livemode)
+    customer = detail(found, now, settings.livemode)
     upcoming = [a for a in customer.appointments if a.status in ("upcoming", "in_progress")]
     text = NOTICES.get(notice or "")
     if notice == "invalid" and problem:

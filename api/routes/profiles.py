@@ -10,25 +10,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Body, HTTPException, Response
 from fastapi.responses import JSONResponse
 
 from api.auth import PrincipalDep
 from api.commands import CommandsUnavailable
-from api.deps import NowDep
+from api.deps import NowDep, ProfilesDep
 from api.notes import NotFound
-from api.profiles import Invalid, Profiles
+from api.profiles import Invalid
 from api.schemas import CommunicationIn, CommunicationOut, NoteAccepted, communication_out, errors
-from projections.commands import MAX_FIELDS, MAX_TAGS, FieldDefinition, check_definitions
+from customers.commands import MAX_FIELDS, MAX_TAGS, FieldDefinition, check_definitions
 
 router = APIRouter(tags=["custom fields, tags, archive"])
 
 
-def profiles(request: Request) -> Profiles:
-    return request.app.state.profiles
-
-
-ProfilesDep = Annotated[Profiles, Depends(profiles)]
 WRITTEN = {202: {"description": "accepted, not visible yet"}, **errors(404, 503)}
 
 

@@ -7,8 +7,8 @@ import socket
 import subprocess
 from datetime import datetime, timedelta, timezone
 
-from customers import samples as s
-from tests.harness import ROOT, WorkerProcess, eventually, unique
+from testing import samples as s
+from testing.harness import ROOT, WorkerProcess, eventually, unique
 
 
 def kafka(action: str) -> None:

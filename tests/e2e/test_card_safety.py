@@ -6,9 +6,9 @@ import re
 
 from sqlalchemy import text
 
-from customers import samples as s
+from testing import samples as s
 from customers.kafka import STRIPE_EVENTS
-from tests.harness import ARTIFACTS, eventually, unique
+from testing.harness import ARTIFACTS, eventually, unique
 from tests.integration.test_operations import produce_raw
 from tests.kafka_read import read_all, topic_names
 

@@ -10,8 +10,8 @@ import re
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from customers.demo import EXPERT, PEOPLE, demo_stream
-from tests.harness import ARTIFACTS, eventually
+from ops.demo import EXPERT, PEOPLE, demo_stream
+from testing.harness import ARTIFACTS, eventually
 from tests.integration.conftest import open_stack
 from tests.servers import ApiProcess
 from webhooks.signing import signature_header

@@ -8,7 +8,7 @@ import os
 import time
 
 
-from tests.harness import ARTIFACTS, unique
+from testing.harness import ARTIFACTS, unique
 from tests.checks import assert_matches
 from tests.scenario import deliveries, generate, stripe_templates
 

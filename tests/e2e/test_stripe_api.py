@@ -9,10 +9,10 @@ from aiokafka import AIOKafkaConsumer
 
 from api.app import create_app as create_api
 from api.auth import issue_token
-from customers import samples as s
-from customers.reconcile import reconcile
+from testing import samples as s
+from ops.reconcile import reconcile
 from projections.db import migrate
-from tests.harness import WorkerProcess, asgi_client, eventually, fresh_pg_database, settings_for, unique
+from testing.harness import WorkerProcess, asgi_client, eventually, fresh_pg_database, settings_for, unique
 from webhooks.app import create_app as create_intake
 from webhooks.signing import signature_header
 
@@ -124,7 +124,7 @@ async def test_reconcile_settles_payments_the_events_could_not(stripe_stack):
     from projections.db import make_engine
     from projections.projector import Position, Projector
     from projections.versions import live_version
-    from streams.stripe_facts import to_fact
+    from customers.stripe_facts import to_fact
 
     settings, _intake, _api = stripe_stack
     pi, ch = unique("pi_"), unique("ch_")

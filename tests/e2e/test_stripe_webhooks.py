@@ -4,8 +4,8 @@ import json
 import time
 from datetime import datetime, timedelta, timezone
 
-from customers import samples as s
-from tests.harness import eventually, unique
+from testing import samples as s
+from testing.harness import eventually, unique
 from tests.kafka_read import read_all
 from webhooks.signing import signature_header
 

@@ -22,7 +22,7 @@ import time
 import pytest
 
 
-from tests.harness import ARTIFACTS, ROOT, WorkerProcess, unique
+from testing.harness import ARTIFACTS, ROOT, WorkerProcess, unique
 from tests.checks import assert_matches
 from tests.integration.conftest import open_stack
 from tests.scenario import deliveries, generate, stripe_templates

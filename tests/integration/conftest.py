@@ -7,7 +7,7 @@ import pytest
 from api.app import create_app as create_api
 from api.auth import issue_token
 from projections.db import migrate
-from tests.harness import WorkerProcess, asgi_client, fresh_pg_database, settings_for
+from testing.harness import WorkerProcess, asgi_client, fresh_pg_database, settings_for
 from webhooks.app import create_app as create_intake
 
 

@@ -11,8 +11,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from customers import samples as s
-from tests.harness import eventually, unique
+from testing import samples as s
+from testing.harness import eventually, unique
 from webhooks.signing import signature_header
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)

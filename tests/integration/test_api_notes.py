@@ -10,8 +10,8 @@ import pytest
 
 from api.app import create_app
 from api.auth import COOKIE
-from customers import samples as s
-from tests.harness import asgi_client, eventually, unique
+from testing import samples as s
+from testing.harness import asgi_client, eventually, unique
 from tests.servers import free_port
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)

@@ -11,8 +11,8 @@ from urllib.parse import unquote
 import pytest
 
 from api.auth import COOKIE
-from customers import samples as s
-from tests.harness import eventually, unique
+from testing import samples as s
+from testing.harness import eventually, unique
 from tests.integration.test_api_notes import Api
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)

@@ -10,11 +10,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, select
 
-from customers import samples as s
+from testing import samples as s
 from customers.ids import email_hash
 from projections import tables as t
 from projections.db import make_engine
-from tests.harness import eventually, unique
+from testing.harness import eventually, unique
 from tests.integration.test_api_notes import Api
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)

@@ -17,7 +17,7 @@ from api.auth import issue_token
 from bench.api_latency import SECRET, Served, load
 from projections import queries
 from projections.db import make_engine, migrate
-from tests.harness import ARTIFACTS, fresh_pg_database, settings_for
+from testing.harness import ARTIFACTS, fresh_pg_database, settings_for
 
 EXPERT, OTHER, N = "ex_big", "ex_small", 10_000
 ARCHIVED = N // 20  # `_profiles` archives one customer in twenty

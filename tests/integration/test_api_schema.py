@@ -12,9 +12,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
-from customers import samples as s
+from testing import samples as s
 from customers.settings import Settings
-from tests.harness import eventually, unique
+from testing.harness import eventually, unique
 from tests.integration.conftest import open_stack
 from tests.servers import ApiProcess, IntakeProcess
 

@@ -2,8 +2,8 @@
 
 from datetime import datetime, timedelta, timezone
 
-from customers import samples as s
-from tests.harness import eventually, unique
+from testing import samples as s
+from testing.harness import eventually, unique
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 

@@ -7,13 +7,13 @@ import httpx
 import pytest
 from sqlalchemy import delete
 
-from customers import samples as s
+from testing import samples as s
 from customers.kafka import BOOKINGS
 from projections import tables as t
 from projections.db import make_engine
 from projections.versions import group_for
-from streams.agents import committed_offsets
-from tests.harness import WorkerProcess, eventually, free_port, metric, unique
+from streams.rebalance import committed_offsets
+from testing.harness import WorkerProcess, eventually, free_port, metric, unique
 from tests.integration.conftest import open_stack
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -49,8 +49,7 @@ async def test_crash_between_database_and_kafka_commits_changes_no_figure(pg_sta
                                             NOW - timedelta(days=i + 1)))
             expected[email] = expected.get(email, 0) + 1
         assert (await stack.post_bookings(events)).status_code == 202
-        doomed = WorkerProcess(settings.model_copy(update={"fault_kill_after_batches": 1}),
-                               name=f"worker-doomed-{round_}").start()
+        doomed = WorkerProcess(settings, name=f"worker-doomed-{round_}", kill_after_batches=1).start()
         await eventually(lambda: not doomed.alive(), timeout=60)
         assert doomed.proc.returncode == -9
 

@@ -15,10 +15,10 @@ from sqlalchemy import func, select
 from svix.webhooks import Webhook
 
 from customers import kafka as names
-from customers import samples as s
+from testing import samples as s
 from projections import tables as t
 from projections.db import make_engine
-from tests.harness import RESEND_SECRET, eventually, unique
+from testing.harness import RESEND_SECRET, eventually, unique
 from tests.integration.test_api_notes import Api
 from tests.kafka_read import read_all
 

@@ -8,15 +8,15 @@ import pytest
 from alembic import command
 from sqlalchemy import insert, select
 
-from customers import samples as s
+from testing import samples as s
 from customers.events import parse_booking_event
 from customers.ids import customer_id, email_hash
 from projections import tables as t
-from projections.commands import CustomerErased, NoteAdded
+from customers.commands import CustomerErased, NoteAdded
 from projections.db import alembic_config, make_engine, migrate
 from projections.forgetting import ref_of
 from projections.projector import Position
-from tests.harness import fresh_pg_database
+from testing.harness import fresh_pg_database
 from tests.integration.test_projector_replay import fresh_projector
 
 T0 = datetime(2026, 6, 1, 9, tzinfo=timezone.utc)

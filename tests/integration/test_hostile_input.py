@@ -16,11 +16,11 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlalchemy import select
 
 from customers import kafka as names
-from customers import samples as s
+from testing import samples as s
 from projections import tables as t
 from projections.db import make_engine
 from projections.queries import ListQuery
-from tests.harness import eventually, unique
+from testing.harness import eventually, unique
 from tests.integration.conftest import open_stack
 from tests.servers import ApiProcess, IntakeProcess
 from webhooks.signing import signature_header

@@ -21,7 +21,7 @@ from sqlalchemy.schema import CreateIndex
 from projections import physical
 from projections.db import make_engine, migrate
 from projections.tables import metadata
-from tests.harness import fresh_pg_database
+from testing.harness import fresh_pg_database
 
 VERSIONED = {table.name for table in physical.VERSIONED}
 

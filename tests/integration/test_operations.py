@@ -11,9 +11,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from customers import kafka as names
-from customers import samples as s
-from customers.dlq import letters
-from tests.harness import ROOT, env_for, eventually, metric, unique
+from testing import samples as s
+from ops.dlq import letters
+from testing.harness import ROOT, env_for, eventually, metric, unique
 from tests.integration.conftest import open_stack
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -66,15 +66,15 @@ async def test_poison_goes_to_the_dlq_and_the_partition_keeps_flowing(pg_stack):
     activity = dead["customer-activity"]
     assert activity and activity[0]["origin"]["topic"] == stack.settings.topic(names.ACTIVITY)
 
-    listed = subprocess.run([sys.executable, "-m", "customers", "dlq", "list", "--topic", "bookings"],
+    listed = subprocess.run([sys.executable, "-m", "ops", "dlq", "list", "--topic", "bookings"],
                             env=env_for(stack.settings), cwd=ROOT, capture_output=True, text=True, check=True)
     assert "bookings.dlq: 2" in listed.stdout and "ValidationError" in listed.stdout
-    retried = subprocess.run([sys.executable, "-m", "customers", "dlq", "retry", "--topic", "bookings"],
+    retried = subprocess.run([sys.executable, "-m", "ops", "dlq", "retry", "--topic", "bookings"],
                              env=env_for(stack.settings), cwd=ROOT, capture_output=True, text=True, check=True)
     assert "bookings=2" in retried.stdout
     # still poison: they come back as new letters; a second retry sends only those
     await eventually(lambda: _dead_count(stack, "bookings", 4), timeout=60)
-    again = subprocess.run([sys.executable, "-m", "customers", "dlq", "retry", "--topic", "bookings"],
+    again = subprocess.run([sys.executable, "-m", "ops", "dlq", "retry", "--topic", "bookings"],
                            env=env_for(stack.settings), cwd=ROOT, capture_output=True, text=True, check=True)
     assert "bookings=2" in again.stdout
 

@@ -9,13 +9,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from customers import samples as s
+from testing import samples as s
 from customers.events import parse_booking_event
 from customers.facts import PaymentObserved
 from projections import payments as money
 from projections import tables as t
 from projections.projector import Position
-from streams.stripe_facts import to_fact
+from customers.stripe_facts import to_fact
 from tests import stripe_histories as histories
 from tests.integration.test_projector_replay import fresh_projector
 

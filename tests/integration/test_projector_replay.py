@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from customers import samples as s
+from testing import samples as s
 from customers.events import parse_booking_event
 from projections import tables as t
 from projections.db import make_engine, migrate
 from projections.projector import Position, Projector
 from projections.versions import ensure_live
-from tests.harness import fresh_pg_database
+from testing.harness import fresh_pg_database
 
 T0 = datetime(2026, 6, 1, 9, tzinfo=timezone.utc)
 
@@ -54,7 +54,7 @@ async def test_replaying_applied_records_changes_nothing(backend):
 
 
 async def test_note_commands_in_any_order():
-    from projections.commands import NoteAdded, NoteDeleted
+    from customers.commands import NoteAdded, NoteDeleted
 
     engine, projector = await fresh_projector("sqlite")
     add = NoteAdded(command_id="a", occurred_at=T0, note_id="n1", expert_id="ex", customer_id="c1", body="likes mornings",
@@ -79,7 +79,7 @@ async def test_note_commands_in_any_order():
 
 @pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
 async def test_payment_parked_under_its_charge_joins_its_intent(backend):
-    from streams.stripe_facts import to_fact
+    from customers.stripe_facts import to_fact
 
     engine, projector = await fresh_projector(backend)
     meta = s.meeting_metadata("ex", "ana@example.com", "Ana", T0)

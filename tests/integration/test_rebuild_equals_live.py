@@ -19,8 +19,8 @@ from sqlalchemy import select
 
 from customers.ids import customer_id, email_hash
 from projections import tables as t
-from projections.commands import (CustomerArchived, CustomerErased, CustomerFieldsSet, CustomerTagsSet,
-                                  FieldDefinition, FieldsDefined, NoteAdded, NoteDeleted)
+from customers.commands import (CustomerArchived, CustomerErased, CustomerFieldsSet, CustomerTagsSet,
+                                FieldDefinition, FieldsDefined, NoteAdded, NoteDeleted)
 from projections.db import make_engine, migrate
 from projections.meetings import meeting_from_row
 from projections.physical import index_version
@@ -29,9 +29,9 @@ from projections.summary import summarise
 from projections.sweep import watermark as watermark_of
 from projections.versions import begin_replay, ensure_live
 from streams.decode import decoder_for
-from streams.stripe_facts import to_fact
+from customers.stripe_facts import to_fact
 from tests import scenario as sc
-from tests.harness import fresh_pg_database
+from testing.harness import fresh_pg_database
 
 SECRET = "k" * 32
 TABLES = (t.customers, t.meetings, t.payments, t.payment_aliases, t.notes, t.stripe_events_applied,

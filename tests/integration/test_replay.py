@@ -12,7 +12,7 @@ from sqlalchemy import select
 from projections import tables as t
 from projections.db import make_engine
 from projections.versions import versions
-from tests.harness import ARTIFACTS, ROOT, env_for, eventually, unique
+from testing.harness import ARTIFACTS, ROOT, env_for, eventually, unique
 from tests.checks import list_matches
 from tests.scenario import deliveries, generate, stripe_templates
 
@@ -22,7 +22,7 @@ STRIPE_BASE = os.environ.get("STRIPE_API_BASE", "http://127.0.0.1:12111")
 
 def customers_cmd(stack, *args, log: str) -> subprocess.Popen:
     out = open(ARTIFACTS / f"{log}-{stack.settings.topic_prefix.strip('.')}.log", "ab")
-    return subprocess.Popen([sys.executable, "-m", "customers", *args], env=env_for(stack.settings), cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "ops", *args], env=env_for(stack.settings), cwd=ROOT,
                             stdout=out, stderr=subprocess.STDOUT)
 
 
@@ -135,7 +135,7 @@ async def test_replay_while_reading(pg_stack):
     assert await answers(stack, scenario.experts) == before
 
     # the worker followed the switch and keeps the new version fresh
-    from customers import samples as s
+    from testing import samples as s
     from datetime import datetime, timezone
 
     fresh = s.booking_created(scenario.experts[0], unique("m_"), "late@example.com", "Late", datetime.now(timezone.utc))

@@ -6,13 +6,13 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import select
 
 from customers import kafka as names
-from customers import samples as s
-from customers.dlq import letters
+from testing import samples as s
+from ops.dlq import letters
 from projections import tables as t
 from projections.db import make_engine, migrate
 from projections.versions import versions
 from streams.replay import replay
-from tests.harness import fresh_pg_database, settings_for, unique
+from testing.harness import fresh_pg_database, settings_for, unique
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 

@@ -16,7 +16,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from customers import samples as s
+from testing import samples as s
 from customers.events import parse_booking_event
 from projections import claims
 from projections import store as store_module
@@ -24,9 +24,9 @@ from projections import tables as t
 from projections.db import make_engine
 from streams.worker import prepare
 from projections.projector import Position, Projector
-from streams.stripe_facts import to_fact
+from customers.stripe_facts import to_fact
 from tests.integration.test_payment_histories import world
-from tests.harness import fresh_pg_database, settings_for
+from testing.harness import fresh_pg_database, settings_for
 from tests.integration.test_projector_replay import T0, fresh_projector
 
 PARTITIONS = 12

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select, update
 
-from customers import samples as s
+from testing import samples as s
 from customers.events import parse_booking_event
 from projections import queries
 from projections.db import make_engine, migrate
@@ -24,7 +24,7 @@ from projections import tables as t
 from projections.projector import Position, Projector
 from projections.versions import begin_replay, ensure_live, live_version
 from streams.replay import _hand_over
-from tests.harness import eventually, fresh_pg_database, settings_for, unique
+from testing.harness import eventually, fresh_pg_database, settings_for, unique
 from tests.integration.conftest import open_stack
 from tests.integration.test_projector_replay import fresh_projector
 

@@ -20,7 +20,7 @@ from projections import physical
 from projections import tables as t
 from projections.db import alembic_config, make_engine, migrate
 from projections.versions import begin_replay, drop_version, ensure_live, switch_to
-from tests.harness import fresh_pg_database
+from testing.harness import fresh_pg_database
 
 T0 = datetime(2026, 6, 1, 9, tzinfo=timezone.utc)
 

@@ -2,15 +2,15 @@
 
 from datetime import datetime, timezone
 
-from customers import samples as s
+from testing import samples as s
 from customers.events import parse_booking_event
 from projections import claims
 from projections.claims import MAX_CLAIMS, Claim, lock_id, named_by
-from projections.commands import CustomerErased, NoteAdded
+from customers.commands import CustomerErased, NoteAdded
 from projections.projector import Applied, Position
 from streams.metrics import WorkerMetrics
-from streams.stripe_facts import to_fact
-from tests.harness import metric
+from customers.stripe_facts import to_fact
+from testing.harness import metric
 
 T0 = datetime(2026, 6, 1, 9, tzinfo=timezone.utc)
 

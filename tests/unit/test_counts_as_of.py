@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 from hypothesis import given, settings, strategies as st
 
-from customers import samples as s
+from testing import samples as s
 from customers.events import parse_booking_event
 from projections.meetings import apply_booking
 from projections.summary import summarise

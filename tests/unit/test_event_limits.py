@@ -13,7 +13,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import BigInteger, String
 
-from customers import samples as s
+from testing import samples as s
 from customers.events import BookingCancelled, BookingCreated, BookingRescheduled, parse_booking_event
 from projections import tables as t
 from projections.meetings import stamp

@@ -13,7 +13,7 @@ import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 from sqlalchemy import String
 
-from customers import samples as s
+from testing import samples as s
 from customers.kafka import MAX_RECORD_BYTES
 from customers.settings import Settings
 from projections import tables as t
@@ -52,7 +52,7 @@ class Intake:
                                  kafka_bootstrap_servers="127.0.0.1:9", **overrides)
         self.app = create_app(self.settings)
         self.producer = RecordingProducer()
-        self.app.state.intake.producer = self.producer
+        self.app.state.intake.producer._producer = self.producer  # as if started
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://intake")

@@ -8,12 +8,12 @@ from datetime import datetime, timezone
 
 import pytest
 
-from customers import samples as s
+from testing import samples as s
 from customers.cards import MASK, mask_card_numbers
 from customers.events import parse_booking_event
 from customers.ids import email_hash
 from customers.logs import JsonFormatter, scrub
-from projections.commands import NoteAdded, command_adapter
+from customers.commands import NoteAdded, command_adapter
 
 NOW = datetime(2026, 6, 1, 9, tzinfo=timezone.utc)
 

@@ -3,7 +3,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from customers import samples as s
+from testing import samples as s
 from customers.events import parse_booking_event
 from projections.meetings import apply_booking, appointment_status
 

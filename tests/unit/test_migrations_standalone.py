@@ -5,7 +5,7 @@ SQLAlchemy, never the service's packages, whose tables and helpers change after 
 import ast
 import sys
 
-from tests.harness import ROOT
+from testing.harness import ROOT
 
 VERSIONS = ROOT / "migrations" / "versions"
 ALLOWED = {"alembic", "sqlalchemy"} | set(sys.stdlib_module_names)

@@ -7,10 +7,10 @@ from datetime import datetime, timezone
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from customers import samples as s
+from testing import samples as s
 from customers.facts import PaymentObserved
 from projections import payments as money
-from streams.stripe_facts import correlation, to_fact
+from customers.stripe_facts import correlation, to_fact
 from tests import stripe_histories as histories
 
 PI, CH = "pi_1", "ch_1"

@@ -9,7 +9,7 @@ import pytest
 
 from api.profiles import Invalid, checked_tags, checked_values
 from projections import rules
-from projections.commands import (CustomerArchived, CustomerErased, CustomerFieldsSet, CustomerTagsSet,
+from customers.commands import (CustomerArchived, CustomerErased, CustomerFieldsSet, CustomerTagsSet,
                                   CustomerUnarchived, FieldDefinition, FieldsDefined, canonical, command_adapter)
 from projections.forgetting import ref_of
 from projections.rules import profiles

@@ -9,12 +9,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from customers import samples as s
+from testing import samples as s
 from customers.events import parse_booking_event
 from customers.facts import ChargeSeen, IntentSeen, PaymentObserved, RefundSeen
 from customers.ids import customer_id, email_hash
 from projections import rules
-from projections.commands import CustomerErased, NoteAdded, NoteDeleted
+from customers.commands import CustomerErased, NoteAdded, NoteDeleted
 from projections.forgetting import ref_of
 from projections.rules import linking, summaries
 from projections.rules.model import Changes, Payment, View

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from customers.cli import DEV_DEFAULTS
+from ops.cli import DEV_DEFAULTS
 from customers.settings import DEVELOPMENT_SECRETS, SECRETS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from customers import samples as s
+from testing import samples as s
 from customers.settings import Settings
 from tests.unit.test_intake_guards import Intake, intent_event
 

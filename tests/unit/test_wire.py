@@ -13,11 +13,12 @@ from hypothesis import HealthCheck, event, given, settings, strategies as st
 from pydantic import BaseModel
 
 from bench.workload import Mix, marketplace
-from customers import kafka as names, samples as s, wire
+from customers import kafka as names, wire
+from testing import samples as s
 from customers.events import parse_booking_event
-from projections.commands import CustomerErased, NoteAdded, NoteDeleted
+from customers.commands import CustomerErased, NoteAdded, NoteDeleted
 from streams.decode import DECODERS, FAST_DECODERS, decoder_for
-from streams.stripe_facts import _from_charge, _from_intent, to_fact
+from customers.stripe_facts import _from_charge, _from_intent, to_fact
 from tests import scenario, stripe_histories as histories
 
 BOOKINGS, ACTIVITY, COMMANDS = names.BOOKINGS, names.ACTIVITY, names.COMMANDS

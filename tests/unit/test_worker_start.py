@@ -5,7 +5,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.harness import ROOT, free_port
+from testing.harness import ROOT, free_port
 
 SCRIPT = textwrap.dedent("""
     import sys

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import date, datetime
+import uuid
+from datetime import date, datetime, timezone
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from customers.cards import mask_card_numbers
 from customers.events import as_utc
+from customers.ids import email_hash
 
 
 class _Command(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
     command_id: str
     occurred_at: datetime
+
+    @property
+    def kafka_key(self) -> str:
+        """Commands of one expert stay in order on one partition."""
+        return self.expert_id
 
 
 class NoteAdded(_Command):
@@ -43,6 +50,16 @@ class CustomerErased(_Command):
 
     type: Literal["customer.erased"] = "customer.erased"
     email_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @property
+    def kafka_key(self) -> str:
+        return self.email_hash  # one person, every expert: keyed by the person
+
+
+def erasure(secret: str, email: str, at: datetime | None = None) -> CustomerErased:
+    """The command that erases the person with this email (only its keyed hash travels)."""
+    return CustomerErased(command_id=uuid.uuid4().hex, occurred_at=at or datetime.now(timezone.utc),
+                          email_hash=email_hash(secret, email))
 
 
 # --- the relationship: custom fields, tags, archive (CONTRACT v1.1) -------------------------------

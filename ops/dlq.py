@@ -36,9 +36,7 @@ async def retry(settings: Settings, topic: str | None = None) -> dict[str, int]:
     """Publish every letter not retried before back to its origin topic, then remember it."""
     group = f"{settings.topic_prefix}customers-dlq-retry"
     sent: dict[str, int] = {}
-    producer = names.new_producer(settings)
-    await producer.start()
-    try:
+    async with names.LazyProducer(settings, timeout=60.0) as producer:
         for name in ([topic] if topic else DEAD_LETTERED):
             dlq_topic = settings.topic(names.dlq(name))
             committed = await _committed(settings, group, dlq_topic)
@@ -47,12 +45,10 @@ async def retry(settings: Settings, topic: str | None = None) -> dict[str, int]:
                 letter = _letter(r)
                 value = letter["value"]
                 raw = value.encode() if isinstance(value, str) else json.dumps(value).encode()
-                await producer.send_and_wait(letter["origin"]["topic"], key=r.key, value=raw)
+                await producer.publish(letter["origin"]["topic"], [(r.key, raw)])
             if records:
                 await _commit(settings, group, {TopicPartition(dlq_topic, r.partition): r.offset + 1 for r in records})
             sent[name] = len(records)
-    finally:
-        await producer.stop()
     return sent
 
 

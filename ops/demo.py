@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 
-from customers import samples as s
+from testing import samples as s
 from customers.settings import Settings
 from webhooks.signing import signature_header
 

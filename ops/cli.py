@@ -90,7 +90,7 @@ def token(expert_id: str, admin: bool = typer.Option(False, help="add the admin 
 def reconcile(since: datetime = typer.Option(..., formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"],
                                               help="UTC date or time to list Stripe events from")) -> None:
     """List Stripe's events since DATE and feed the ones never applied through the webhook path."""
-    from customers.reconcile import reconcile as run
+    from ops.reconcile import reconcile as run
 
     counts = asyncio.run(run(get_settings(), since.replace(tzinfo=timezone.utc)))
     typer.echo(" ".join(f"{k}={v}" for k, v in counts.items()))
@@ -100,24 +100,15 @@ def reconcile(since: datetime = typer.Option(..., formats=["%Y-%m-%d", "%Y-%m-%d
 def erase(email: str) -> None:
     """Erase a person (by email) from every expert's read model, for good."""
     from customers import kafka as names
-    from customers.erasure import erase as run
-    from projections.db import make_engine
+    from customers.commands import erasure
 
     async def go():
         settings = get_settings()
-        engine, producer = make_engine(settings.database_url), names.new_producer(settings)
-        await names.ensure_topics(settings)
-        await producer.start()
-
-        async def send(command) -> None:
-            await names.publish(producer, settings.topic(names.COMMANDS),
-                                [(command.email_hash, command.model_dump_json().encode())])
-
-        try:
-            return await run(settings, engine, send, email)
-        finally:
-            await producer.stop()
-            await engine.dispose()
+        command = erasure(settings.customer_id_secret, email)
+        async with names.LazyProducer(settings, timeout=60.0) as producer:  # the worker projects it
+            await producer.publish(settings.topic(names.COMMANDS),
+                                   [(command.kafka_key, command.model_dump_json().encode())])
+        return command
 
     command = asyncio.run(go())
     typer.echo(f"erasure recorded: {command.email_hash[:12]}…")
@@ -133,7 +124,7 @@ def dlq_list(topic: str = typer.Option(None, help="bookings | stripe-events | cu
     """List dead letters with their origin and error."""
     import json
 
-    from customers.dlq import letters
+    from ops.dlq import letters
 
     for name, items in asyncio.run(letters(get_settings(), topic)).items():
         typer.echo(f"{name}.dlq: {len(items)}")
@@ -148,7 +139,7 @@ def dlq_list(topic: str = typer.Option(None, help="bookings | stripe-events | cu
 @dlq_cli.command("retry")
 def dlq_retry(topic: str = typer.Option(None, help="only this source topic's letters")) -> None:
     """Send dead letters not retried before back to their origin topic."""
-    from customers.dlq import retry
+    from ops.dlq import retry
 
     sent = asyncio.run(retry(get_settings(), topic))
     typer.echo(" ".join(f"{k}={v}" for k, v in sent.items()))
@@ -215,7 +206,7 @@ def up(api_port: int = 8000, webhooks_port: int = 8001, demo: bool = True,
                        env={**env, "INFRA_SKIP_PG": "1", "INFRA_SKIP_STRIPE": "1"})
     logs = ROOT / "data" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    exe = [sys.executable, "-m", "customers"]
+    exe = [sys.executable, "-m", "ops"]
     procs = []
     workers_args = [(f"worker-{n}" if workers > 1 else "worker", ["worker", "--metrics-port", str(8001 + n)])
                     for n in range(1, workers + 1)]
@@ -230,7 +221,7 @@ def up(api_port: int = 8000, webhooks_port: int = 8001, demo: bool = True,
         from api.auth import issue_token
 
         if demo:
-            from customers.demo import load_demo
+            from ops.demo import load_demo
 
             expert = asyncio.run(load_demo(settings, f"http://127.0.0.1:{webhooks_port}", f"http://127.0.0.1:{api_port}"))
         else:

@@ -71,17 +71,24 @@ def env_for(settings: Settings) -> dict[str, str]:
 
 
 class WorkerProcess:
-    """`customers worker` as a real child process, so tests can kill it like an operator would."""
+    """`customers worker` as a real child process, so tests can kill it like an operator would.
 
-    def __init__(self, settings: Settings, name: str = "worker", metrics_port: int = 0) -> None:
+    With `kill_after_batches`, the worker kills itself by SIGKILL after that many database
+    commits (`testing.faulty_worker`)."""
+
+    def __init__(self, settings: Settings, name: str = "worker", metrics_port: int = 0,
+                 kill_after_batches: int = 0) -> None:
         self.settings, self.name, self.metrics_port = settings, name, metrics_port
+        self.kill_after_batches = kill_after_batches
         ARTIFACTS.mkdir(exist_ok=True)
         self.log_path = ARTIFACTS / f"{name}-{settings.topic_prefix.strip('.')}.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "WorkerProcess":
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "customers", "worker", "--metrics-port", str(self.metrics_port)],
+        command = (["-m", "testing.faulty_worker", "--kill-after-batches", str(self.kill_after_batches)]
+                   if self.kill_after_batches else ["-m", "ops", "worker"])
+        self.proc = subprocess.Popen([sys.executable, *command, "--metrics-port", str(self.metrics_port)],
                                      env=env_for(self.settings), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         return self
 

@@ -17,7 +17,7 @@ from projections.tables import payments
 from projections.tables import stripe_events_applied as applied
 from projections.versions import live_version
 from streams.stripe_api import charge_snapshot, client_for, events_since
-from streams.stripe_facts import object_key
+from customers.stripe_facts import object_key
 
 
 async def reconcile(settings: Settings, since: datetime) -> dict[str, int]:
@@ -39,16 +39,11 @@ async def reconcile(settings: Settings, since: datetime) -> dict[str, int]:
                                                  at=datetime.now(timezone.utc))
                            for cid in await undecided_charges(settings)] if f is not None]
     if missing or settled:
-        await names.ensure_topics(settings)
-        producer = names.new_producer(settings)
-        await producer.start()
-        try:
-            await names.publish(producer, settings.topic(names.STRIPE_EVENTS),
-                                [(object_key(e), json.dumps(e, default=str).encode()) for e in missing])
-            await names.publish(producer, settings.topic(names.ACTIVITY),
-                                [(f.kafka_key, f.model_dump_json(exclude_none=True).encode()) for f in settled])
-        finally:
-            await producer.stop()
+        async with names.LazyProducer(settings, timeout=60.0) as producer:
+            await producer.publish(settings.topic(names.STRIPE_EVENTS),
+                                   [(object_key(e), json.dumps(e, default=str).encode()) for e in missing])
+            await producer.publish(settings.topic(names.ACTIVITY),
+                                   [(f.kafka_key, f.model_dump_json(exclude_none=True).encode()) for f in settled])
     return {"listed": len(listed), "already_applied": len(known), "published": len(missing),
             "charges_settled": len(settled)}
 

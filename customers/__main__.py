@@ -1,3 +1,0 @@
-from customers.cli import main
-
-main()
