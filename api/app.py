@@ -17,7 +17,7 @@ from api.middleware import AccessLog, SecurityHeaders
 from api.notes import Notes
 from api.profiles import Profiles
 from api.ops import ApiMetrics, LagProbe
-from api.routes import admin, customers, export, metrics, notes, pages, profiles, session
+from api.routes import admin, customers, export, insights, metrics, notes, pages, profiles, session
 from api.web import HERE, SignInRequired, sign_in_url, templates
 from customers.settings import Settings
 from projections.queries import make_engine
@@ -71,6 +71,7 @@ def _include_api(app: FastAPI) -> None:
     app.include_router(customers.router)
     app.include_router(notes.router)
     app.include_router(profiles.router)
+    app.include_router(insights.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict:

@@ -93,7 +93,8 @@ class Settings(BaseSettings):
             problems.append("AUTH_JWT_AUDIENCE is required (tokens meant for another service must not work here)")
         required = {"customer_id_secret"} | ({"auth_jwt_secret"} if not self.auth_jwks_url else set())  # else JWKS
         for name in SECRETS:
-            values = self.webhook_secrets if name == "stripe_webhook_secret" else [getattr(self, name)]
+            values = (self.webhook_secrets if name == "stripe_webhook_secret" else
+                      self.resend_secrets if name == "resend_webhook_secret" else [getattr(self, name)])
             for value in values:
                 weak = _weak_secret(value, required=name in required)
                 if weak:

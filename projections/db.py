@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterable, Sequence
 
-from sqlalchemy import JSON, BigInteger, Boolean, Integer, Table, bindparam, event, func, select, text, tuple_
+from sqlalchemy import JSON, BigInteger, Boolean, Integer, Table, bindparam, delete, event, func, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -206,3 +206,22 @@ async def bulk_upsert(conn: AsyncConnection, table: Table, rows: Sequence[dict],
     else:
         sql += "DO NOTHING"
     await conn.execute(text(sql), params)
+
+
+async def add_counts(conn: AsyncConnection, table: Table, rows: Sequence[dict], keys: Sequence[str]) -> None:
+    """Add each row's `value` to the stored one (a missing row counts as 0), `label` replaced when
+    given; rows that come to 0 (and carry no label) are removed. One statement each, both dialects."""
+    if not rows:
+        return
+    names = list(rows[0].keys())
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table)
+    stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_={
+        "value": table.c.value + stmt.excluded.value,
+        **({"label": func.coalesce(stmt.excluded.label, table.c.label)} if "label" in names else {}),
+    })
+    await conn.execute(stmt, list(rows))
+    key_cols = [table.c[k] for k in keys]
+    await conn.execute(delete(table).where(table.c.value == 0, tuple_(*key_cols).in_(
+        [tuple(r[k] for k in keys) for r in rows]) if conn.dialect.name != "postgresql"
+        else in_tuples("postgresql", key_cols, [tuple(r[k] for k in keys) for r in rows])))

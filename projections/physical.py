@@ -30,7 +30,7 @@ from projections import tables as t
 VERSIONED: tuple[Table, ...] = (t.meetings, t.payments, t.payment_aliases, t.customers, t.notes,
                                 t.stripe_events_applied, t.projection_offsets, t.field_definitions,
                                 t.customer_profiles, t.customer_tags, t.customer_field_values, t.communications,
-                                t.email_reports)
+                                t.email_reports, t.insight_counts, t.customer_insights)
 
 
 # The indexes the projection itself looks rows up by (linking evidence, a customer's history, an

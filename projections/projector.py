@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from projections import claims, physical, rules
 from projections import tables as t
 from projections.db import in_tuples, upsert
-from projections.rules import linking, profiles, summaries
+from projections.rules import insights, linking, profiles, summaries
 from projections.rules.model import Changes, View
 from projections.store import Store
 from projections.sweep import Swept, advance, due, passed_meetings, watermark
@@ -245,7 +245,19 @@ async def run_batch(store: Store, items: list[Any], now: datetime) -> tuple[View
     await store.load_profiles(view, view.summaries.keys() - changes.profiles_removed)
     profiles.onto_summaries(view, changes)
     await store.write_summaries(view, changes)
+    await fold_insights(store, view, changes.summaries | changes.summaries_removed)
     return view, changes
+
+
+async def fold_insights(store: Store, view: View, keys: set) -> None:
+    """The monthly figures of the customers whose summaries changed (`projections.rules.insights`):
+    their histories as now written, their contributions recomputed, the differences added."""
+    if not keys:
+        return
+    inputs = await store.insight_inputs(keys)
+    stored = await store.contributions(keys)
+    rows, gone, deltas, labels = insights.fold(keys, inputs, stored, view.as_of)
+    await store.write_insights(rows, gone, deltas, labels)
 
 
 async def sweep_version(conn: AsyncConnection, version: int, secret: str, now: datetime) -> Swept | None:
@@ -262,6 +274,7 @@ async def sweep_version(conn: AsyncConnection, version: int, secret: str, now: d
     await store.load_profiles(view, view.summaries.keys())
     profiles.onto_summaries(view, changes)
     await store.write_summaries(view, changes)
+    await fold_insights(store, view, set(keys))
     await advance(conn, version, now)
     return Swept(since, now, len(keys))
 

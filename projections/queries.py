@@ -342,3 +342,29 @@ async def applied_offsets(conn: AsyncConnection) -> tuple[int | None, list]:
     rows = (await conn.execute(select(o.topic, o.partition, o.offset, o.event_time)
                                .where(o.version == version))).all()
     return version, rows
+
+
+async def insight_rows(conn: AsyncConnection, expert_id: str, first: str, last: str) -> tuple[list, Any, Any]:
+    """The expert's monthly figures from `first` to `last` (YYYY-MM, inclusive): one range of
+    `insight_counts`' primary key; with the read model's `as_of` and the sweep's watermark."""
+    version = await live_version(conn)
+    if version is None:
+        return [], None, None
+    i = t.insight_counts.c
+    rows = (await conn.execute(select(i.month, i.metric, i.dim, i.value, i.label).where(
+        i.version == version, i.expert_id == expert_id, i.month >= first, i.month <= last))).all()
+    swept = (await conn.execute(select(t.projection_versions.c.swept_until).where(
+        t.projection_versions.c.version == version))).scalar()
+    return rows, await as_of(conn, version), swept
+
+
+async def insight_labels(conn: AsyncConnection, expert_id: str, service_ids: list[str]) -> dict[str, str]:
+    """Names of the expert's services, from any month they were booked in."""
+    version = await live_version(conn)
+    if version is None or not service_ids:
+        return {}
+    i = t.insight_counts.c
+    rows = await conn.execute(select(i.dim, i.label).where(
+        i.version == version, i.expert_id == expert_id, i.metric == "svc_appts", i.dim.in_(service_ids),
+        i.label.is_not(None)))
+    return {r.dim: r.label for r in rows}

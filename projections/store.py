@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from customers.ids import customer_id, email_hash
 from projections import payments as money
 from projections import tables as t
-from projections.db import any_of, bulk_upsert, in_tuples
+from projections.db import add_counts, any_of, bulk_upsert, in_tuples
 from projections.forgetting import payment_refs, ref_of
 from projections.meetings import MEETING_FIELDS, Meeting, meeting_from_row
 from customers.commands import canonical
@@ -317,6 +317,45 @@ class Store:
              "customer_id": p.customer_id}
             for p in profiles for key, value in p.fields.items()],
             ["version", "expert_id", "key", "value", "customer_id"], update=False)
+
+    async def insight_inputs(self, keys: Iterable[Key]) -> dict[Key, tuple[list[Meeting], list[tuple[dict, str | None]]]]:
+        """Every meeting, and every payment (state, meeting id), of these customers as now written."""
+        keys = sorted(set(keys))
+        found: dict[Key, tuple[list[Meeting], list]] = {k: ([], []) for k in keys}
+        if not keys:
+            return found
+        m, p, d = t.meetings.c, t.payments.c, self.dialect
+        for row in await self._rows(select(t.meetings).where(
+                m.version == self.version, in_tuples(d, (m.expert_id, m.customer_id), keys))):
+            found[(row.expert_id, row.customer_id)][0].append(meeting_from_row(row))
+        for row in await self._rows(select(p.expert_id, p.customer_id, p.state, p.meeting_id).where(
+                p.version == self.version, in_tuples(d, (p.expert_id, p.customer_id), keys))):
+            found[(row.expert_id, row.customer_id)][1].append((row.state, row.meeting_id))
+        return found
+
+    async def contributions(self, keys: Iterable[Key]) -> dict[Key, list]:
+        """The stored insight contributions of these customers (absent: none yet)."""
+        keys = sorted(set(keys))
+        if not keys:
+            return {}
+        c = t.customer_insights.c
+        return {(r.expert_id, r.customer_id): r.contribution for r in await self._rows(
+            select(c.expert_id, c.customer_id, c.contribution).where(
+                c.version == self.version, in_tuples(self.dialect, (c.expert_id, c.customer_id), keys)))}
+
+    async def write_insights(self, contributions: dict[Key, list], gone: set[Key],
+                             deltas: dict[tuple[str, str, str, str], int], labels: dict[tuple[str, str], str]) -> None:
+        """Each customer's new contribution, and the differences added to their expert's monthly sums."""
+        v = self.version
+        await self._delete(t.customer_insights, ("expert_id", "customer_id"), gone)
+        await bulk_upsert(self.conn, t.customer_insights, [
+            {"version": v, "expert_id": e, "customer_id": c, "contribution": rows}
+            for (e, c), rows in sorted(contributions.items())], ["version", "expert_id", "customer_id"])
+        if deltas:
+            await add_counts(self.conn, t.insight_counts, [
+                {"version": v, "expert_id": e, "month": m, "metric": k, "dim": d, "value": value,
+                 "label": labels.get((e, d)) if k == "svc_appts" else None}
+                for (e, m, k, d), value in sorted(deltas.items())], ["version", "expert_id", "month", "metric", "dim"])
 
     async def write_summaries(self, view: View, changes: Changes) -> None:
         await self._delete(t.customers, ("expert_id", "customer_id"), changes.summaries_removed)

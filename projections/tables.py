@@ -356,3 +356,29 @@ email_reports = Table(
     Column("email_id", String(200), primary_key=True),
     Column("reports", JSON, nullable=False),  # [[status, at], ...], each once, in order
 )
+
+# --- insights: the expert's figures by month, kept by the worker ----------------------------------
+
+# Sums of the customers' contributions (`projections.rules.insights`): one row per (month, metric,
+# dimension); the insights page reads a range of months of one expert.
+insight_counts = Table(
+    "insight_counts",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("expert_id", String(200), primary_key=True),
+    Column("month", String(7), primary_key=True),  # YYYY-MM, UTC
+    Column("metric", String(16), primary_key=True),
+    Column("dim", String(250), primary_key=True),  # a currency, a service id, days of a gap, or ""
+    Column("value", BigInteger, nullable=False),
+    Column("label", String(200)),  # a service's name
+)
+
+# What each customer adds to those sums now, so that a change adds only the difference.
+customer_insights = Table(
+    "customer_insights",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("expert_id", String(200), primary_key=True),
+    Column("customer_id", String(64), primary_key=True),
+    Column("contribution", JSON, nullable=False),  # [[month, metric, dim, value], ...]
+)

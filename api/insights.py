@@ -1,0 +1,129 @@
+"""Insights of one expert: monthly figures and the period's rates, assembled from the stored
+monthly sums (`insight_counts`, kept by the worker: `projections.rules.insights`); nothing is
+counted from meetings or payments on read."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+MAX_MONTHS = 36
+DEFAULT_MONTHS = 12
+TOP = 10
+
+
+class BadRange(ValueError):
+    pass
+
+
+def _index(month: str) -> int:
+    y, m = month.split("-")
+    return int(y) * 12 + int(m) - 1
+
+
+def _month(index: int) -> str:
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def months_between(first: str | None, last: str | None, now: datetime) -> list[str]:
+    """The months asked for: default the last 12 up to this one (UTC), at most 36."""
+    for name, value in (("from", first), ("to", last)):
+        if value is not None and not MONTH.fullmatch(value):
+            raise BadRange(f"{name}: a month is YYYY-MM")
+    end = _index(last) if last else _index(now.strftime("%Y-%m"))
+    start = _index(first) if first else end - DEFAULT_MONTHS + 1
+    if first and not last:
+        end = min(start + DEFAULT_MONTHS - 1, _index(now.strftime("%Y-%m")))
+        end = max(end, start)
+    if start > end:
+        raise BadRange("from: after to")
+    if end - start + 1 > MAX_MONTHS:
+        raise BadRange(f"from, to: at most {MAX_MONTHS} months")
+    return [_month(i) for i in range(start, end + 1)]
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def median_days(gaps: dict[int, int]) -> float | None:
+    """The median of a histogram {days: count}: the middle value, or the mean of the two middle ones."""
+    total = sum(gaps.values())
+    if not total:
+        return None
+    wanted = [(total - 1) // 2, total // 2]
+    found, seen = [], 0
+    for days in sorted(gaps):
+        count = gaps[days]
+        for w in wanted:
+            if seen <= w < seen + count:
+                found.append(days)
+        seen += count
+    return sum(found) / len(found)
+
+
+@dataclass
+class Figures:
+    months: list[dict[str, Any]]
+    period: dict[str, Any]
+    currencies: list[str]
+
+
+def figures(months: list[str], rows: list, labels: dict[str, str]) -> Figures:
+    """The response's `months` and `period` from the stored rows (month, metric, dim, value, label)."""
+    per: dict[str, dict[str, int]] = {m: {} for m in months}
+    money: dict[str, dict[str, dict[str, int]]] = {m: {} for m in months}
+    gaps: dict[int, int] = {}
+    services: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r.month not in per:
+            continue
+        if r.metric in ("spend", "revenue", "refunded"):
+            money[r.month].setdefault(r.dim, {"spend": 0, "revenue": 0, "refunded": 0})[r.metric] += r.value
+        elif r.metric == "gap":
+            gaps[int(r.dim)] = gaps.get(int(r.dim), 0) + r.value
+        elif r.metric == "svc_appts":
+            s = services.setdefault(r.dim, {"appointments": 0, "money": {}})
+            s["appointments"] += r.value
+        elif r.metric == "svc_spend":
+            service, _, currency = r.dim.partition("\x1f")
+            s = services.setdefault(service, {"appointments": 0, "money": {}})
+            s["money"][currency] = s["money"].get(currency, 0) + r.value
+        else:
+            per[r.month][r.metric] = per[r.month].get(r.metric, 0) + r.value
+    currencies = sorted({c for m in money.values() for c in m})
+    out = []
+    for m in months:
+        c = per[m]
+        out.append({"month": m, "new_customers": c.get("new", 0), "returning_customers": c.get("returning", 0),
+                    "completed": c.get("completed", 0), "cancelled": c.get("cancelled", 0),
+                    "no_shows": c.get("no_show", 0), "booked": c.get("booked", 0),
+                    "money": [{"currency": cur, "total_spend": v["spend"], "expert_revenue": v["revenue"],
+                               "refunded": v["refunded"]} for cur, v in sorted(money[m].items())]})
+    total = {k: sum(per[m].get(k, 0) for m in months) for k in ("booked", "cancelled", "no_show", "new", "back90")}
+
+    def service_out(sid: str, s: dict) -> dict[str, Any]:
+        return {"service": {"id": sid, "name": labels.get(sid)}, "appointments": s["appointments"],
+                "money": [{"currency": cur, "total_spend": v} for cur, v in sorted(s["money"].items())]}
+
+    by_appts = sorted(services.items(), key=lambda kv: (-kv[1]["appointments"], kv[0]))
+    by_spend = sorted(services.items(), key=lambda kv: (-sum(kv[1]["money"].values()), kv[0]))
+    period = {
+        "booked": total["booked"],
+        "cancellation_rate": _rate(total["cancelled"], total["booked"]),
+        "no_show_rate": _rate(total["no_show"], total["booked"] - total["cancelled"]),
+        "returned_within_90_days": _rate(total["back90"], total["new"]),
+        "median_days_between_appointments": median_days(gaps),
+        "top_services": [service_out(k, v) for k, v in by_appts[:TOP] if v["appointments"]],
+        "top_services_by_spend": [service_out(k, v) for k, v in by_spend[:TOP] if sum(v["money"].values())],
+        "money": [{"currency": cur,
+                   "total_spend": sum(next((x["total_spend"] for x in m["money"] if x["currency"] == cur), 0) for m in out),
+                   "expert_revenue": sum(next((x["expert_revenue"] for x in m["money"] if x["currency"] == cur), 0)
+                                         for m in out),
+                   "refunded": sum(next((x["refunded"] for x in m["money"] if x["currency"] == cur), 0) for m in out)}
+                  for cur in currencies],
+    }
+    return Figures(out, period, currencies)
