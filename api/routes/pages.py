@@ -3,11 +3,12 @@ same queries and response builders as the JSON API. Note forms post back here.""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
-
-from fastapi import APIRouter, Depends, Form, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
 from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
 
 from api.auth import Principal
 from api.commands import CommandsUnavailable
@@ -16,7 +17,9 @@ from api.notes import NotFound, valid_customer_id
 from api.profiles import Invalid
 from api.routes.customers import TEXT, Sort, list_query
 from api.schemas import detail, summary
-from api.web import page_principal, templates
+from api.charts import Series, stacked_bars
+from api.routes.insights import read
+from api.web import money, page_principal, templates
 from projections import queries
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
@@ -205,3 +208,49 @@ async def log_form(request: Request, customer_id: str, user: PageUser, service: 
         _cid, row = await service.log_communication(user.expert_id, customer_id, channel, text, when, now)
         return row is not None
     return await _saved(request, user, customer_id, logged(), "logged", "communications")
+
+
+@router.get("/insights", response_class=HTMLResponse)
+async def insights_page(request: Request, user: PageUser, conn: ConnDep, now: NowDep,
+                        first: str | None = Query(default=None, alias="from", max_length=7),
+                        last: str | None = Query(default=None, alias="to", max_length=7)):
+    """KPI cards and two charts (revenue by month, refunded on net; new and returning customers),
+    each with a text summary and a table of the same numbers."""
+
+    try:
+        months, f, as_of, swept = await read(conn, user.expert_id, first, last, now)
+    except HTTPException:  # a bad range in the address: the last twelve months instead
+        return RedirectResponse("/insights", status_code=303)
+    labels = [m["month"] for m in f.months]
+    short = [datetime.strptime(m, "%Y-%m").strftime("%b %y") for m in labels]
+    totals = {m["currency"]: m for m in f.period["money"]}
+    main = max(totals, key=lambda c: totals[c]["total_spend"] + totals[c]["refunded"], default=None)
+
+    def of(month: dict, name: str) -> int:
+        return next((x[name] for x in month["money"] if x["currency"] == main), 0)
+    net = [max(of(m, "total_spend"), 0) for m in f.months]
+    refunded = [of(m, "refunded") for m in f.months]
+    new = [m["new_customers"] for m in f.months]
+    returning = [m["returning_customers"] for m in f.months]
+    busiest = max(range(len(labels)), key=lambda i: net[i], default=None)
+    revenue_text = (f"Revenue in {main.upper()} from {short[0]} to {short[-1]}: "
+                    f"{money(sum(net), main)} net of refunds, {money(sum(refunded), main)} refunded"
+                    + (f"; the best month was {short[busiest]} with {money(net[busiest], main)}." if busiest is not None
+                       and net[busiest] else ".")) if main else "No payments in these months."
+    people_text = (f"From {short[0]} to {short[-1]}: {sum(new)} new customers and "
+                   f"{sum(returning)} returning customer-months.")
+    charts = {
+        "revenue": stacked_bars("chart-revenue", f"Revenue by month ({main.upper() if main else 'no payments'})",
+                                revenue_text, short,
+                                [Series("net", net, "bar-net"), Series("refunded", refunded, "bar-refunded")],
+                                tick_text=lambda v: money(v, main) if main else str(v)),
+        "people": stacked_bars("chart-people", "New and returning customers by month", people_text, short,
+                               [Series("new", new, "bar-new"), Series("returning", returning, "bar-returning")]),
+    }
+    completed = sum(m["completed"] for m in f.months)
+    return templates.TemplateResponse(request, "insights.html", {
+        "user": user, "f": f, "months": f.months, "short": short, "main": main, "charts": charts,
+        "revenue_text": revenue_text, "people_text": people_text, "first": labels[0], "last": labels[-1],
+        "net": net, "refunded": refunded, "new": new, "returning": returning, "completed": completed,
+        "as_of": as_of, "swept": swept, "totals": f.period["money"],
+    })

@@ -192,3 +192,36 @@ async def test_tags_fields_archive_and_contacts_round_trip_through_the_pages(sit
     await page.goto(f"{site}/customers")
     await expect(page.locator("table.customers tbody tr")).to_have_count(len(PEOPLE))
     await context.close()
+
+
+async def test_insights_page_shows_cards_charts_and_their_tables_on_a_desktop_and_a_phone(site, browser):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    elsewhere: list[str] = []
+    page.on("request", lambda req: None if req.url.startswith(site) else elsewhere.append(req.url))
+    await page.goto(f"{site}/customers")
+    await page.get_by_label("Expert id").fill(EXPERT)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.locator(".page-head").get_by_role("link", name="Insights").click()
+    await expect(page.get_by_role("heading", name="Insights", level=1)).to_be_visible()
+    await expect(page.locator(".kpis li")).not_to_have_count(0)
+    revenue = page.get_by_role("img", name=re.compile("^Revenue by month"))
+    await expect(revenue).to_be_visible()
+    assert await revenue.locator("rect").count() > 0  # the demo's payments are drawn
+    await expect(page.get_by_role("img", name=re.compile("^New and returning customers by month"))).to_be_visible()
+    await expect(page.locator(".chart-summary").first).to_contain_text("net of refunds")
+    await page.get_by_text("Customers as a table").click()
+    await expect(page.get_by_role("table", name="New and returning customers by month")).to_be_visible()
+    await page.screenshot(path=SHOTS / "insights-desktop.png", full_page=True)
+    phone = await browser.new_context(**PHONE, storage_state=await context.storage_state())
+    mobile = await phone.new_page()
+    await mobile.goto(f"{site}/insights")
+    await expect(mobile.get_by_role("img", name=re.compile("^Revenue by month"))).to_be_visible()
+    assert await mobile.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    await mobile.screenshot(path=SHOTS / "insights-phone.png", full_page=True)
+    await mobile.goto(f"{site}/insights?from=2026-13")  # a bad range: the default months instead
+    await expect(mobile).to_have_url(f"{site}/insights")
+    assert elsewhere == []
+    await phone.close()
+    await context.close()
