@@ -19,7 +19,7 @@ from api.schemas import errors
 from projections import queries
 
 router = APIRouter(prefix="/api/insights", tags=["insights"])
-MONTH_PARAM = Query(default=None, max_length=7, description="YYYY-MM (UTC months)")
+MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
 
 
 class MonthMoney(BaseModel):
@@ -91,9 +91,9 @@ async def read(conn, expert_id: str, first: str | None, last: str | None, now: d
 
 @router.get("", response_model=Insights, response_model_by_alias=True, responses=errors(400))
 async def get_insights(principal: PrincipalDep, conn: ConnDep, now: NowDep,
-                       first: str | None = Query(default=None, alias="from", max_length=7,
+                       first: str | None = Query(default=None, alias="from", pattern=MONTH_PATTERN,
                                                  description="first month, YYYY-MM (default: 11 months before `to`)"),
-                       last: str | None = Query(default=None, alias="to", max_length=7,
+                       last: str | None = Query(default=None, alias="to", pattern=MONTH_PATTERN,
                                                 description="last month, YYYY-MM (default: this month, UTC)")) -> dict:
     """Per month: new and returning customers, appointments completed (as of `counted_as_of`, the
     worker's last sweep), cancelled and no-shows, money per currency; over the period: rates,
@@ -107,8 +107,8 @@ async def get_insights(principal: PrincipalDep, conn: ConnDep, now: NowDep,
             responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
                              "description": "one line per month, money in columns per currency"}, **errors(400)})
 async def export_insights(principal: PrincipalDep, conn: ConnDep, now: NowDep,
-                          first: str | None = Query(default=None, alias="from", max_length=7),
-                          last: str | None = Query(default=None, alias="to", max_length=7)) -> Response:
+                          first: str | None = Query(default=None, alias="from", pattern=MONTH_PATTERN),
+                          last: str | None = Query(default=None, alias="to", pattern=MONTH_PATTERN)) -> Response:
     _months, f, _as_of, _swept = await read(conn, principal.expert_id, first, last, now)
     header = ["month", "new_customers", "returning_customers", "completed", "cancelled", "no_shows", "booked"]
     header += [f"{kind}_{cur}" for cur in f.currencies for kind in ("total_spend", "expert_revenue", "refunded")]

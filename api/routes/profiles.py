@@ -24,7 +24,7 @@ from customers.commands import MAX_FIELDS, MAX_TAGS, FieldDefinition, check_defi
 router = APIRouter(tags=["custom fields, tags, archive"])
 
 
-WRITTEN = {202: {"description": "accepted, not visible yet"}, **errors(404, 503)}
+WRITTEN = {202: {"description": "accepted, not visible yet"}, **errors(400, 404, 503)}
 
 
 def _invalid(exc: Invalid) -> JSONResponse:
@@ -97,7 +97,7 @@ async def unarchive(customer_id: str, principal: PrincipalDep, service: Profiles
 
 @router.post("/api/customers/{customer_id}/communications", status_code=201, response_model=CommunicationOut,
              responses={202: {"model": NoteAccepted, "description": "accepted, not visible yet"},
-                        **errors(404, 503)})
+                        **errors(400, 404, 503)})
 async def log_communication(customer_id: str, payload: CommunicationIn, principal: PrincipalDep,
                             service: ProfilesDep, now: NowDep, response: Response):
     """Record a contact with the customer (a call, an email or message sent outside the platform, a

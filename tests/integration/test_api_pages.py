@@ -88,7 +88,7 @@ async def test_list_page_is_accessible_and_searchable(site):
     html = r.text
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
     assert 'class="skip-link" href="#main"' in html and '<main id="main"' in html
-    assert '<label for="q">' in html and "<caption" in html and html.count('<th scope="col"') == 6
+    assert '<label for="q">' in html and "<caption" in html and html.count('<th scope="col"') == 7
     assert 'aria-sort="descending"' in html  # the default sort, newest first
     assert "3 customers" in html and "Ana Silva" in html and "Zoe" not in html
     assert html.count('data-label="Total spend">—</td>') == 3  # prices booked are not spend: nothing paid
