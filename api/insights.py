@@ -72,28 +72,28 @@ class Figures:
     currencies: list[str]
 
 
-def figures(months: list[str], rows: list, labels: dict[str, str]) -> Figures:
-    """The response's `months` and `period` from the stored rows (month, metric, dim, value, label)."""
+def figures(months: list[str], stored: dict, labels: dict[str, str]) -> Figures:
+    """The response's `months` and `period` from the stored sums: `monthly` rows (month, metric,
+    dim, value), and over the months `gaps` (dim = days, value) and `services` (metric, dim, value)."""
     per: dict[str, dict[str, int]] = {m: {} for m in months}
     money: dict[str, dict[str, dict[str, int]]] = {m: {} for m in months}
-    gaps: dict[int, int] = {}
-    services: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        if r.month not in per:
+    for month, metric, dim, value in stored["monthly"]:
+        if month not in per:
             continue
-        if r.metric in ("spend", "revenue", "refunded"):
-            money[r.month].setdefault(r.dim, {"spend": 0, "revenue": 0, "refunded": 0})[r.metric] += r.value
-        elif r.metric == "gap":
-            gaps[int(r.dim)] = gaps.get(int(r.dim), 0) + r.value
-        elif r.metric == "svc_appts":
-            s = services.setdefault(r.dim, {"appointments": 0, "money": {}})
-            s["appointments"] += r.value
-        elif r.metric == "svc_spend":
-            service, _, currency = r.dim.partition("\x1f")
-            s = services.setdefault(service, {"appointments": 0, "money": {}})
-            s["money"][currency] = s["money"].get(currency, 0) + r.value
+        if metric in ("spend", "revenue", "refunded"):
+            money[month].setdefault(dim, {"spend": 0, "revenue": 0, "refunded": 0})[metric] += value
         else:
-            per[r.month][r.metric] = per[r.month].get(r.metric, 0) + r.value
+            per[month][metric] = per[month].get(metric, 0) + value
+    gaps = {int(dim): int(value) for dim, value in stored["gaps"] if value}  # sums may come as decimals
+    services: dict[str, dict[str, Any]] = {}
+    for row in stored["services"]:
+        metric, dim, value = row[0], row[1], int(row[2])
+        if metric == "svc_appts":
+            services.setdefault(dim, {"appointments": 0, "money": {}})["appointments"] += value
+        else:
+            service, _, currency = dim.partition("\x1f")
+            s = services.setdefault(service, {"appointments": 0, "money": {}})
+            s["money"][currency] = s["money"].get(currency, 0) + value
     currencies = sorted({c for m in money.values() for c in m})
     out = []
     for m in months:
@@ -104,6 +104,12 @@ def figures(months: list[str], rows: list, labels: dict[str, str]) -> Figures:
                     "money": [{"currency": cur, "total_spend": v["spend"], "expert_revenue": v["revenue"],
                                "refunded": v["refunded"]} for cur, v in sorted(money[m].items())]})
     total = {k: sum(per[m].get(k, 0) for m in months) for k in ("booked", "cancelled", "no_show", "new", "back90")}
+    summed = {cur: {"total_spend": 0, "expert_revenue": 0, "refunded": 0} for cur in currencies}
+    for m in months:
+        for cur, v in money[m].items():
+            summed[cur]["total_spend"] += v["spend"]
+            summed[cur]["expert_revenue"] += v["revenue"]
+            summed[cur]["refunded"] += v["refunded"]
 
     def service_out(sid: str, s: dict) -> dict[str, Any]:
         return {"service": {"id": sid, "name": labels.get(sid)}, "appointments": s["appointments"],
@@ -119,11 +125,20 @@ def figures(months: list[str], rows: list, labels: dict[str, str]) -> Figures:
         "median_days_between_appointments": median_days(gaps),
         "top_services": [service_out(k, v) for k, v in by_appts[:TOP] if v["appointments"]],
         "top_services_by_spend": [service_out(k, v) for k, v in by_spend[:TOP] if sum(v["money"].values())],
-        "money": [{"currency": cur,
-                   "total_spend": sum(next((x["total_spend"] for x in m["money"] if x["currency"] == cur), 0) for m in out),
-                   "expert_revenue": sum(next((x["expert_revenue"] for x in m["money"] if x["currency"] == cur), 0)
-                                         for m in out),
-                   "refunded": sum(next((x["refunded"] for x in m["money"] if x["currency"] == cur), 0) for m in out)}
-                  for cur in currencies],
+        "money": [{"currency": cur, **summed[cur]} for cur in currencies],
     }
     return Figures(out, period, currencies)
+
+
+def stored_from(rows: list) -> dict:
+    """Rows (month, metric, dim, value, ...) of any origin, arranged as `figures` reads them."""
+    monthly = [(r[0], r[1], r[2], r[3]) for r in rows if r[1] not in ("gap", "svc_appts", "svc_spend")]
+    gaps: dict[str, int] = {}
+    services: dict[tuple[str, str], int] = {}
+    for r in rows:
+        if r[1] == "gap":
+            gaps[r[2]] = gaps.get(r[2], 0) + r[3]
+        elif r[1] in ("svc_appts", "svc_spend"):
+            services[(r[1], r[2])] = services.get((r[1], r[2]), 0) + r[3]
+    return {"monthly": monthly, "gaps": list(gaps.items()),
+            "services": [(metric, dim, value) for (metric, dim), value in services.items()]}

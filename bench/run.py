@@ -12,7 +12,8 @@ environment (defaults: the issue's sizes where they fit the time budget):
 | `BENCH_REPLAY_EVENTS`, `BENCH_REPLAY_TARGET` | 1000000, 1000000 | 2: events replayed; the goal's size |
 | `BENCH_EXPERTS` | 2000 | 1, 2: experts in the generated history |
 | `BENCH_API_MEETINGS`, `BENCH_API_CUSTOMERS`, `BENCH_API_BIG_MEETINGS`, `BENCH_API_EXPERTS` | 1000000, 10000, 50000, 2000 | 3 |
-| `BENCH_API_REQUESTS` | 200 | 3: requests of each kind |
+| `BENCH_API_REQUESTS` | 200 | 3, 6: requests of each kind |
+| `BENCH_INSIGHTS_CUSTOMERS` | 10000 | 6: customers of the big expert of `GET /api/insights` |
 | `BENCH_FRESHNESS_RATE`, `BENCH_FRESHNESS_SECONDS` | 1000, 40 | 4: the goal's steady rate and run |
 | `BENCH_FRESHNESS_LOW_RATE`, `BENCH_FRESHNESS_LOW_SECONDS` | 100, 15 | 4: the low-rate reference phase |
 | `BENCH_FRESHNESS_SAMPLES` | 300 | 4: tracked changes at the goal's rate (half as many at the low rate) |
@@ -34,7 +35,7 @@ from bench.common import (RESULTS, ROOT, Profiler, Result, env_float, env_int, i
                           run_async)
 from bench.report import markdown, plot
 
-ORDER = ["projection", "scale_out", "replay", "api", "freshness", "intake"]
+ORDER = ["projection", "scale_out", "replay", "api", "insights", "freshness", "intake"]
 
 
 async def one(name: str) -> Result:
@@ -52,6 +53,10 @@ async def one(name: str) -> Result:
 
         return await replay.run(env_int("BENCH_REPLAY_EVENTS", 1_000_000), env_int("BENCH_REPLAY_TARGET", 1_000_000),
                                 env_int("BENCH_EXPERTS", 2000), profile_seconds=20 if Profiler.available() else 0)
+    if name == "insights":
+        from bench import insights
+
+        return await insights.compare(env_int("BENCH_INSIGHTS_CUSTOMERS", 10_000), env_int("BENCH_API_REQUESTS", 200))
     if name == "api":
         from bench import api_latency
 

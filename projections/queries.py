@@ -344,27 +344,23 @@ async def applied_offsets(conn: AsyncConnection) -> tuple[int | None, list]:
     return version, rows
 
 
-async def insight_rows(conn: AsyncConnection, expert_id: str, first: str, last: str) -> tuple[list, Any, Any]:
-    """The expert's monthly figures from `first` to `last` (YYYY-MM, inclusive): one range of
-    `insight_counts`' primary key; with the read model's `as_of` and the sweep's watermark."""
+async def insight_rows(conn: AsyncConnection, expert_id: str, first: str, last: str) -> tuple[dict, Any, Any]:
+    """The expert's monthly figures from `first` to `last` (YYYY-MM, inclusive), read from one
+    range of `insight_counts`' primary key: the per-month rows as they are, the gaps between
+    appointments and the services summed over the months; with `as_of` and the sweep's watermark."""
     version = await live_version(conn)
     if version is None:
-        return [], None, None
+        return {"monthly": [], "gaps": [], "services": []}, None, None
     i = t.insight_counts.c
-    rows = (await conn.execute(select(i.month, i.metric, i.dim, i.value, i.label).where(
-        i.version == version, i.expert_id == expert_id, i.month >= first, i.month <= last))).all()
+    mine = (i.version == version, i.expert_id == expert_id, i.month >= first, i.month <= last)
+    period = ("gap", "svc_appts", "svc_spend")
+    monthly = (await conn.execute(select(i.month, i.metric, i.dim, i.value).where(
+        *mine, i.metric.not_in(period)))).all()
+    gaps = (await conn.execute(select(i.dim, func.sum(i.value).label("value")).where(*mine, i.metric == "gap")
+                               .group_by(i.dim))).all()
+    services = (await conn.execute(select(i.metric, i.dim, func.sum(i.value).label("value"),
+                                          func.max(i.label).label("label")).where(
+        *mine, i.metric.in_(("svc_appts", "svc_spend"))).group_by(i.metric, i.dim))).all()
     swept = (await conn.execute(select(t.projection_versions.c.swept_until).where(
         t.projection_versions.c.version == version))).scalar()
-    return rows, await as_of(conn, version), swept
-
-
-async def insight_labels(conn: AsyncConnection, expert_id: str, service_ids: list[str]) -> dict[str, str]:
-    """Names of the expert's services, from any month they were booked in."""
-    version = await live_version(conn)
-    if version is None or not service_ids:
-        return {}
-    i = t.insight_counts.c
-    rows = await conn.execute(select(i.dim, i.label).where(
-        i.version == version, i.expert_id == expert_id, i.metric == "svc_appts", i.dim.in_(service_ids),
-        i.label.is_not(None)))
-    return {r.dim: r.label for r in rows}
+    return {"monthly": monthly, "gaps": gaps, "services": services}, await as_of(conn, version), swept

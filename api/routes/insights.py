@@ -83,10 +83,9 @@ async def read(conn, expert_id: str, first: str | None, last: str | None, now: d
         months = months_between(first, last, now)
     except BadRange as exc:
         raise HTTPException(400, str(exc)) from exc
-    rows, as_of, swept = await queries.insight_rows(conn, expert_id, months[0], months[-1])
-    services = sorted({r.dim.partition("\x1f")[0] for r in rows if r.metric in ("svc_appts", "svc_spend")})
-    labels = await queries.insight_labels(conn, expert_id, services)
-    return months, figures(months, rows, labels), as_of, swept
+    stored, as_of, swept = await queries.insight_rows(conn, expert_id, months[0], months[-1])
+    labels = {r.dim: r.label for r in stored["services"] if r.metric == "svc_appts" and r.label}
+    return months, figures(months, stored, labels), as_of, swept
 
 
 @router.get("", response_model=Insights, response_model_by_alias=True, responses=errors(400))

@@ -135,8 +135,10 @@ async def test_every_figure_equals_an_independent_reading_of_the_same_events(sta
     other = (await stack.api.get("/api/insights", params={"from": first, "to": last},
                                  headers=stack.auth(unique("ex_")))).json()
     assert all(m["booked"] == 0 and not m["money"] for m in other["months"])
-    for params in ({"from": "2026-13"}, {"from": "2026-05", "to": "2026-01"}, {"from": "2020-01", "to": "2026-01"}):
-        assert (await stack.api.get("/api/insights", params=params, headers=stack.auth(unique("ex_")))).status_code == 400
+    for params, status in (({"from": "2026-13"}, 422), ({"to": "26-01"}, 422), ({"from": "2026-05", "to": "2026-01"}, 400),
+                           ({"from": "2020-01", "to": "2026-01"}, 400)):
+        r = await stack.api.get("/api/insights", params=params, headers=stack.auth(unique("ex_")))
+        assert r.status_code == status, (params, r.text)
 
     # an erasure takes the person's appointments out of the monthly figures
     expert = scenario.experts[0]

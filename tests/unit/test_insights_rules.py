@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from api.insights import figures, median_days, months_between
+from api.insights import figures, median_days, months_between, stored_from
 from customers.facts import ChargeSeen, IntentSeen, PaymentObserved, RefundSeen
 from projections import payments as money
 from projections.meetings import Meeting
@@ -123,7 +123,7 @@ def test_the_period_figures_from_stored_rows():
             R(month="2026-02", metric="spend", dim="eur", value=900, label=None),
             R(month="2026-02", metric="svc_appts", dim="s1", value=7, label=None),
             R(month="2026-09", metric="booked", dim="", value=99, label=None)]  # outside the range
-    f = figures(["2026-01", "2026-02"], rows, {"s1": "Yoga"})
+    f = figures(["2026-01", "2026-02"], stored_from([(r.month, r.metric, r.dim, r.value) for r in rows]), {"s1": "Yoga"})
     assert f.period["cancellation_rate"] == 0.2 and f.period["no_show_rate"] == 0.125
     assert f.period["returned_within_90_days"] == 0.75 and f.period["median_days_between_appointments"] == 20
     assert f.period["top_services"][0]["service"] == {"id": "s1", "name": "Yoga"}
