@@ -209,19 +209,25 @@ async def bulk_upsert(conn: AsyncConnection, table: Table, rows: Sequence[dict],
 
 
 async def add_counts(conn: AsyncConnection, table: Table, rows: Sequence[dict], keys: Sequence[str]) -> None:
-    """Add each row's `value` to the stored one (a missing row counts as 0), `label` replaced when
-    given; rows that come to 0 (and carry no label) are removed. One statement each, both dialects."""
+    """Add each row's `value` to the stored one (a missing row counts as 0); `label` replaced when
+    given. One statement: on PostgreSQL the rows travel as one array per column, zipped by
+    `unnest`, as in `bulk_upsert`. A sum that comes back to 0 stays as a row of 0 (readers skip
+    it), so that no second statement has to look for them."""
     if not rows:
         return
+    if conn.dialect.name != "postgresql":
+        stmt = sqlite.insert(table)
+        stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_={
+            "value": table.c.value + stmt.excluded.value,
+            "label": func.coalesce(stmt.excluded.label, table.c.label)})
+        await conn.execute(stmt, list(rows))
+        return
     names = list(rows[0].keys())
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table)
-    stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_={
-        "value": table.c.value + stmt.excluded.value,
-        **({"label": func.coalesce(stmt.excluded.label, table.c.label)} if "label" in names else {}),
-    })
-    await conn.execute(stmt, list(rows))
-    key_cols = [table.c[k] for k in keys]
-    await conn.execute(delete(table).where(table.c.value == 0, tuple_(*key_cols).in_(
-        [tuple(r[k] for k in keys) for r in rows]) if conn.dialect.name != "postgresql"
-        else in_tuples("postgresql", key_cols, [tuple(r[k] for k in keys) for r in rows])))
+    params = {f"c{i}": [r[n] for r in rows] for i, n in enumerate(names)}
+    arrays = ", ".join(f"CAST(:c{i} AS {_pg_array_type(table.c[n])}[])" for i, n in enumerate(names))
+    quoted = ", ".join(f'"{n}"' for n in names)
+    aliases = ", ".join(f"c{i}" for i in range(len(names)))
+    sql = (f"INSERT INTO {table.name} ({quoted}) SELECT {aliases} FROM unnest({arrays}) AS u({aliases}) "
+           f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET value = {table.name}.value + EXCLUDED.value, "
+           f"label = coalesce(EXCLUDED.label, {table.name}.label)")
+    await conn.execute(text(sql), params)
