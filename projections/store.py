@@ -129,23 +129,21 @@ class Store:
                     r.version == v, any_of(d, r.email_id, sorted(provider_ids)))):
                 view.reports.setdefault(row.email_id, [list(x) for x in row.reports])
 
-    async def load_profiles(self, view: View, keys: Iterable[Key]) -> None:
-        keys = set(keys) - view.profiles.keys()
+    async def _by_keys(self, table, second: str, keys: Iterable[Key], into: dict, make) -> None:
+        """Rows of `table` keyed (expert_id, `second`) that `into` lacks, made into values by `make`."""
+        keys = set(keys) - into.keys()
         if not keys:
             return
-        c = t.customer_profiles.c
-        for row in await self._rows(select(t.customer_profiles).where(
-                c.version == self.version, in_tuples(self.dialect, (c.expert_id, c.customer_id), sorted(keys)))):
-            view.profiles[(row.expert_id, row.customer_id)] = from_row(Profile, row)
+        c = table.c
+        for row in await self._rows(select(table).where(
+                c.version == self.version, in_tuples(self.dialect, (c.expert_id, c[second]), sorted(keys)))):
+            into[(row.expert_id, row._mapping[second])] = make(row)
+
+    async def load_profiles(self, view: View, keys: Iterable[Key]) -> None:
+        await self._by_keys(t.customer_profiles, "customer_id", keys, view.profiles, lambda r: from_row(Profile, r))
 
     async def load_meetings(self, view: View, keys: Iterable[Key]) -> None:
-        keys = set(keys) - view.meetings.keys()
-        if not keys:
-            return
-        m = t.meetings.c
-        for row in await self._rows(select(t.meetings).where(
-                m.version == self.version, in_tuples(self.dialect, (m.expert_id, m.meeting_id), sorted(keys)))):
-            view.meetings[(row.expert_id, row.meeting_id)] = meeting_from_row(row)
+        await self._by_keys(t.meetings, "meeting_id", keys, view.meetings, meeting_from_row)
 
     async def _erasure(self, h: str) -> Erasure:
         """What this version holds of the person with email hash `h`."""

@@ -54,6 +54,19 @@ async def browser():
         await chromium.close()
 
 
+async def signed_in(browser, site: str, viewport: dict) -> tuple:
+    """A browser context signed in as the demo's expert, its page, and the requests made elsewhere."""
+    context = await browser.new_context(viewport=viewport)
+    page = await context.new_page()
+    elsewhere: list[str] = []
+    page.on("request", lambda req: None if req.url.startswith(site) else elsewhere.append(req.url))
+    await page.goto(f"{site}/customers")
+    await page.get_by_label("Expert id").fill(EXPERT)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page).to_have_url(f"{site}/customers")
+    return context, page, elsewhere
+
+
 async def test_sign_in_search_open_a_customer_and_add_a_note(site, browser):
     SHOTS.mkdir(parents=True, exist_ok=True)
     context = await browser.new_context(viewport={"width": 1280, "height": 860})
@@ -129,12 +142,7 @@ async def test_tags_fields_archive_and_contacts_round_trip_through_the_pages(sit
     from api.auth import COOKIE
 
     SHOTS.mkdir(parents=True, exist_ok=True)
-    context = await browser.new_context(viewport={"width": 1280, "height": 900})
-    page = await context.new_page()
-    await page.goto(f"{site}/customers")
-    await page.get_by_label("Expert id").fill(EXPERT)
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page).to_have_url(f"{site}/customers")
+    context, page, _elsewhere = await signed_in(browser, site, {"width": 1280, "height": 900})
     token = {c["name"]: c["value"] for c in await context.cookies()}[COOKIE]  # the session is a bearer token
     async with httpx.AsyncClient(base_url=site) as client:
         r = await client.put("/api/custom-fields", headers={"Authorization": f"Bearer {token}"}, json=[
@@ -196,13 +204,7 @@ async def test_tags_fields_archive_and_contacts_round_trip_through_the_pages(sit
 
 async def test_insights_page_shows_cards_charts_and_their_tables_on_a_desktop_and_a_phone(site, browser):
     SHOTS.mkdir(parents=True, exist_ok=True)
-    context = await browser.new_context(viewport={"width": 1280, "height": 900})
-    page = await context.new_page()
-    elsewhere: list[str] = []
-    page.on("request", lambda req: None if req.url.startswith(site) else elsewhere.append(req.url))
-    await page.goto(f"{site}/customers")
-    await page.get_by_label("Expert id").fill(EXPERT)
-    await page.get_by_role("button", name="Sign in").click()
+    context, page, elsewhere = await signed_in(browser, site, {"width": 1280, "height": 900})
     await page.locator(".page-head").get_by_role("link", name="Insights").click()
     await expect(page.get_by_role("heading", name="Insights", level=1)).to_be_visible()
     await expect(page.locator(".kpis li")).not_to_have_count(0)
