@@ -36,7 +36,10 @@ from testing.harness import fresh_pg_database
 SECRET = "k" * 32
 TABLES = (t.customers, t.meetings, t.payments, t.payment_aliases, t.notes, t.stripe_events_applied,
           t.field_definitions, t.customer_profiles, t.customer_tags, t.customer_field_values, t.insight_counts,
-          t.customer_insights)
+          t.customer_insights, t.communications, t.email_reports)
+
+
+ERASED_AND_MESSAGED: dict[int, str] = {}  # seed -> the email of a messaged person the stream erases
 
 
 def stream(seed: int) -> list[tuple[str, bytes]]:
@@ -74,7 +77,18 @@ def stream(seed: int) -> list[tuple[str, bytes]]:
                     CustomerFieldsSet(command_id=f"v{n}", values={"goal": f"goal {n % 2}"}, **on),
                     *([CustomerArchived(command_id=f"a{n}", **on)] if n % 4 == 0 else [])):
             records.insert(rng.randrange(len(records)), ("customer-commands", cmd.model_dump_json().encode()))
-    for n, (_expert, email, _at) in enumerate(rng.sample(people, 3)):
+    statuses = ["email.sent", "email.delivered", "email.opened", "email.bounced"]
+    messaged = rng.sample(people, 20)
+    ERASED_AND_MESSAGED[seed] = messaged[0][1]
+    for n, (expert, email, _at) in enumerate(messaged):  # what the platform sent, and reports
+        sent = {"type": "message.sent", "event_id": f"msg{n}", "schema_version": 1, "expert_id": expert,
+                "customer": {"email": email}, "channel": "email", "kind": "reminder", "subject": f"Reminder {n}",
+                "provider_message_id": f"re_{seed}_{n}", "occurred_at": last}
+        records.insert(rng.randrange(len(records)), ("communications", json.dumps(sent).encode()))
+        for k, kind in enumerate(statuses[: 1 + n % 4]):
+            report = {"type": kind, "created_at": last, "data": {"email_id": f"re_{seed}_{n}", "n": k}}
+            records.insert(rng.randrange(len(records)), ("email-events", json.dumps(report).encode()))
+    for n, (_expert, email, _at) in enumerate(rng.sample(people, 3) + messaged[:1]):  # one of them was messaged
         erased = CustomerErased(command_id=f"e{n}", occurred_at=sc.datetime.fromisoformat(last.replace("Z", "+00:00"))
                                 + timedelta(hours=1), email_hash=email_hash(SECRET, email))
         records.append(("customer-commands", erased.model_dump_json().encode()))
@@ -150,6 +164,10 @@ async def test_a_rebuild_equals_the_live_read_model(seed):
         assert want["notes"] and want["payments"] and want["payment_aliases"]
         assert want["customer_profiles"] and want["customer_tags"] and want["customer_field_values"]
         assert want["insight_counts"] and want["customer_insights"]
+        assert want["communications"] and want["email_reports"]
+        gone = email_hash(SECRET, ERASED_AND_MESSAGED[seed])
+        for version_rows in (got, want):  # the erased person's messages stay out, live and rebuilt
+            assert all(gone not in row for row in version_rows["communications"])
         archived = [c.name for c in t.customers.columns if c.name != "version"].index("archived")
         assert any(row[archived] for row in want["customers"])  # a profile's archive reached its summary
         await summaries_recount(engine, live.version)
