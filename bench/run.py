@@ -78,7 +78,7 @@ async def one(name: str) -> Result:
     raise ValueError(name)
 
 
-SERVICE = ("customers/", "streams/", "projections/", "api/", "webhooks/", "migrations/")
+SERVICE = ("customers/", "streams/", "projections/", "api/", "webhooks/", "ops/", "migrations/")
 
 
 def git_state() -> dict:
