@@ -81,7 +81,7 @@ def _months_around(now: datetime) -> tuple[str, str]:
 
 async def test_every_figure_equals_an_independent_reading_of_the_same_events(stack):
     prefix = unique("in") + "_"
-    scenario = generate(260, seed=41, templates=stripe_templates(STRIPE_BASE), prefix=prefix, experts=2,
+    scenario = generate(160, seed=41, templates=stripe_templates(STRIPE_BASE), prefix=prefix, experts=2,
                         customers_per_expert=30)
     for kind, event in deliveries(scenario, seed=5, max_copies=2):
         r = await (stack.post_bookings([event]) if kind == "booking" else stack.post_stripe(event))
