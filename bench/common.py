@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -19,10 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-import httpx
-
 from customers.settings import Settings
-from testing.harness import ARTIFACTS, KAFKA, ROOT, WorkerProcess, env_for, settings_for
+from testing.harness import (ARTIFACTS, KAFKA, ROOT, ServiceProcess, WorkerProcess, create_pg_database,  # noqa: F401
+                             env_for, free_port, settings_for, stop_process)
 
 PG_ADMIN = os.environ.get("TEST_PG_URL", "postgresql://customers:customers@127.0.0.1:5432/customers")
 RESULTS = ROOT / "bench" / "results"
@@ -52,15 +49,7 @@ def asyncpg_url(name: str) -> str:
 
 
 async def create_database() -> str:
-    import asyncpg
-
-    name = unique("customers_bench_")
-    conn = await asyncpg.connect(PG_ADMIN)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return name
+    return await create_pg_database("customers_bench_")
 
 
 async def drop_database(name: str, attempts: int = 30) -> None:
@@ -122,73 +111,6 @@ async def bench_database(**overrides: Any) -> AsyncIterator[tuple[str, Settings]
         yield name, bench_settings(url, **overrides)
     finally:
         await drop_database(name)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServiceProcess:
-    """`customers <command> --port N` (or `argv`, where `{port}` is replaced) as a child process,
-    up once `/healthz` answers."""
-
-    def __init__(self, settings: Settings, command: str, *, extra_env: dict[str, str] | None = None,
-                 argv: list[str] | None = None) -> None:
-        self.settings, self.command, self.port = settings, command, free_port()
-        self.extra_env = extra_env or {}
-        self.argv = [a.replace("{port}", str(self.port)) for a in argv] if argv else \
-            ["-m", "ops", command, "--port", str(self.port)]
-        ARTIFACTS.mkdir(exist_ok=True)
-        self.log_path = ARTIFACTS / f"bench-{command}-{settings.topic_prefix.strip('.')}.log"
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self, timeout: float = 60.0) -> "ServiceProcess":
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, *self.argv],
-                                     env={**env_for(self.settings), **self.extra_env}, stdout=log,
-                                     stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.command} exited; see {self.log_path}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.command} did not come up; see {self.log_path}")
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-
-    def __enter__(self) -> "ServiceProcess":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-
-def stop_process(proc: subprocess.Popen | None, timeout: float = 20.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
 
 
 def start_worker(settings: Settings, name: str = "bench-worker") -> WorkerProcess:

@@ -20,7 +20,7 @@ import random
 import time
 from datetime import datetime, timedelta, timezone
 
-from bench.common import free_port, run_async, summary_ms  # noqa: F401 - free_port for callers
+from bench.common import run_async, summary_ms
 from customers.facts import ChargeSeen, IntentSeen, PaymentObserved, RefundSeen
 from projections import payments as money
 from projections.meetings import Meeting

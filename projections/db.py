@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterable, Sequence
 
-from sqlalchemy import JSON, BigInteger, Boolean, Integer, Table, bindparam, delete, event, func, select, text, tuple_
+from sqlalchemy import JSON, BigInteger, Boolean, Integer, Table, bindparam, event, func, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 

@@ -26,16 +26,22 @@ def unique(prefix: str = "t") -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
 
 
-async def fresh_pg_database() -> str:
-    """A new, empty PostgreSQL database for one test module; returns its SQLAlchemy URL."""
+async def create_pg_database(prefix: str = "customers_it_") -> str:
+    """A new, empty PostgreSQL database; returns its name."""
     import asyncpg
 
-    name = unique("customers_it_")
+    name = unique(prefix)
     conn = await asyncpg.connect(PG_ADMIN)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
+    return name
+
+
+async def fresh_pg_database() -> str:
+    """A new, empty PostgreSQL database for one test module; returns its SQLAlchemy URL."""
+    name = await create_pg_database()
     return PG_ADMIN.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + f"/{name}"
 
 
@@ -152,3 +158,64 @@ def metric(text: str, name: str, **labels) -> float:
 
 def asgi_client(app, base: str = "http://test") -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base, timeout=30)
+
+
+class ServiceProcess:
+    """`customers <command> --port N` (or `argv`, where `{port}` is replaced) as a child process on
+    a free loopback port, up once `/healthz` answers; a context manager that stops it."""
+
+    def __init__(self, settings: Settings, command: str, *, name: str | None = None,
+                 extra_env: dict[str, str] | None = None, argv: list[str] | None = None) -> None:
+        self.settings, self.command, self.port = settings, command, free_port()
+        self.extra_env = extra_env or {}
+        self.argv = [a.replace("{port}", str(self.port)) for a in argv] if argv else \
+            ["-m", "ops", command, "--port", str(self.port)]
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.log_path = ARTIFACTS / f"{name or command}-{settings.topic_prefix.strip('.')}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 60.0) -> "ServiceProcess":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, *self.argv],
+                                     env={**env_for(self.settings), **self.extra_env}, stdout=log,
+                                     stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.command} exited; see {self.log_path}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.command} did not come up; see {self.log_path}")
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+    def __enter__(self) -> "ServiceProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def stop_process(proc: subprocess.Popen | None, timeout: float = 20.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
