@@ -151,7 +151,8 @@ def meeting_row(m: dict[str, Any], secret: str, version: int, ids: dict[tuple[st
 
 
 class Copier:
-    """COPY of dict rows into a table, by the table's actual columns (others stay NULL)."""
+    """COPY of dict rows into a table, by the table's actual columns the rows name (the others take
+    their defaults)."""
 
     def __init__(self, conn, table: str) -> None:
         self.conn, self.table = conn, table
@@ -168,8 +169,9 @@ class Copier:
     async def copy(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
-        records = [tuple(json.dumps(r.get(c)) if c in self.json else r.get(c) for c in self.columns) for r in rows]
-        await self.conn.copy_records_to_table(self.table, records=records, columns=self.columns)
+        columns = [c for c in self.columns if c in rows[0]]
+        records = [tuple(json.dumps(r.get(c)) if c in self.json else r.get(c) for c in columns) for r in rows]
+        await self.conn.copy_records_to_table(self.table, records=records, columns=columns)
 
 
 async def load(conn, *, secret: str, now: datetime, meetings: int, big_customers: int, big_meetings: int,

@@ -348,19 +348,19 @@ async def insight_rows(conn: AsyncConnection, expert_id: str, first: str, last: 
     """The expert's monthly figures from `first` to `last` (YYYY-MM, inclusive), read from one
     range of `insight_counts`' primary key: the per-month rows as they are, the gaps between
     appointments and the services summed over the months; with `as_of` and the sweep's watermark."""
-    version = await live_version(conn)
-    if version is None:
+    pv = t.projection_versions.c
+    live = (await conn.execute(select(pv.version, pv.swept_until).where(pv.state == "live"))).first()
+    if live is None:
         return {"monthly": [], "gaps": [], "services": []}, None, None
+    version, swept = live
     i = t.insight_counts.c
     mine = (i.version == version, i.expert_id == expert_id, i.month >= first, i.month <= last)
     period = ("gap", "svc_appts", "svc_spend")
     monthly = (await conn.execute(select(i.month, i.metric, i.dim, i.value).where(
         *mine, i.metric.not_in(period)))).all()
-    gaps = (await conn.execute(select(i.dim, func.sum(i.value).label("value")).where(*mine, i.metric == "gap")
-                               .group_by(i.dim))).all()
-    services = (await conn.execute(select(i.metric, i.dim, func.sum(i.value).label("value"),
-                                          func.max(i.label).label("label")).where(
-        *mine, i.metric.in_(("svc_appts", "svc_spend"))).group_by(i.metric, i.dim))).all()
-    swept = (await conn.execute(select(t.projection_versions.c.swept_until).where(
-        t.projection_versions.c.version == version))).scalar()
+    summed = (await conn.execute(select(i.metric, i.dim, func.sum(i.value).label("value"),
+                                        func.max(i.label).label("label")).where(
+        *mine, i.metric.in_(period)).group_by(i.metric, i.dim))).all()
+    gaps = [(r.dim, r.value) for r in summed if r.metric == "gap"]
+    services = [r for r in summed if r.metric != "gap"]
     return {"monthly": monthly, "gaps": gaps, "services": services}, await as_of(conn, version), swept
