@@ -39,16 +39,16 @@ class Notes:
     def __init__(self, engine: AsyncEngine, bus: CommandBus, wait_seconds: float) -> None:
         self.engine, self.bus, self.wait_seconds = engine, bus, wait_seconds
 
-    async def _read(self, fn: Callable[[AsyncConnection], Awaitable[Any]]) -> Any:
+    async def read(self, fn: Callable[[AsyncConnection], Awaitable[Any]]) -> Any:
         async with self.engine.connect() as conn:  # a fresh snapshot each time; rolled back on exit
             return await fn(conn)
 
-    async def _until(self, fn: Callable[[AsyncConnection], Awaitable[Any]], accept) -> Any:
+    async def until(self, fn: Callable[[AsyncConnection], Awaitable[Any]], accept) -> Any:
         """Poll the read model until `accept(result)` or the wait runs out; the last result."""
         deadline = time.monotonic() + self.wait_seconds
         delay = 0.02
         while True:
-            result = await self._read(fn)
+            result = await self.read(fn)
             if accept(result) or time.monotonic() >= deadline:
                 return result
             await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
@@ -58,7 +58,7 @@ class Notes:
         """The expert's customer's summary row, or None (unknown, someone else's, or a bad id)."""
         if not valid_customer_id(customer_id):
             return None
-        return await self._read(lambda c: queries.customer_row(c, expert_id, customer_id))
+        return await self.read(lambda c: queries.customer_row(c, expert_id, customer_id))
 
     async def require_customer(self, expert_id: str, customer_id: str) -> None:
         if await self.customer(expert_id, customer_id) is None:
@@ -68,7 +68,7 @@ class Notes:
         """A live (not deleted) note of this expert on this customer."""
         if not valid_customer_id(customer_id) or NOTE_ID.fullmatch(note_id) is None:
             raise NotFound(note_id)
-        row = await self._read(lambda c: queries.note(c, expert_id, customer_id, note_id))
+        row = await self.read(lambda c: queries.note(c, expert_id, customer_id, note_id))
         if row is None or row.deleted:
             raise NotFound(note_id)
         return row
@@ -78,7 +78,7 @@ class Notes:
         note_id = f"n_{uuid.uuid4().hex}"
         await self.bus.send(NoteAdded(command_id=uuid.uuid4().hex, occurred_at=now, note_id=note_id,
                                       expert_id=expert_id, customer_id=customer_id, body=body, created_at=now))
-        row = await self._until(lambda c: queries.note(c, expert_id, customer_id, note_id),
+        row = await self.until(lambda c: queries.note(c, expert_id, customer_id, note_id),
                                 lambda r: r is not None)
         return Added(note_id, row if row is not None and not row.deleted else None)
 
@@ -87,6 +87,6 @@ class Notes:
         await self.find(expert_id, customer_id, note_id)
         await self.bus.send(NoteDeleted(command_id=uuid.uuid4().hex, occurred_at=now, note_id=note_id,
                                         expert_id=expert_id, customer_id=customer_id))
-        row = await self._until(lambda c: queries.note(c, expert_id, customer_id, note_id),
+        row = await self.until(lambda c: queries.note(c, expert_id, customer_id, note_id),
                                 lambda r: r is None or r.deleted)
         return row is None or row.deleted

@@ -58,7 +58,7 @@ class Profiles:
         self.notes = notes  # the shared read/wait helpers and the command bus
 
     async def definitions(self, expert_id: str) -> list[dict[str, Any]]:
-        return await self.notes._read(lambda c: queries.field_definitions(c, expert_id))
+        return await self.notes.read(lambda c: queries.field_definitions(c, expert_id))
 
     async def define(self, expert_id: str, definitions: list[FieldDefinition], now: datetime) -> bool:
         """Replace the expert's field definitions; whether the read model shows them within the wait."""
@@ -66,7 +66,7 @@ class Profiles:
                             definitions=definitions)
         await self.notes.bus.send(cmd)
         want = [d.model_dump(exclude_none=True) for d in cmd.definitions]
-        found = await self.notes._until(lambda c: queries.field_definitions(c, expert_id), lambda r: r == want)
+        found = await self.notes.until(lambda c: queries.field_definitions(c, expert_id), lambda r: r == want)
         return found == want
 
     async def _customer(self, expert_id: str, customer_id: str):
@@ -76,7 +76,7 @@ class Profiles:
         return row
 
     async def _profile(self, expert_id: str, customer_id: str, accept) -> bool:
-        found = await self.notes._until(
+        found = await self.notes.until(
             lambda c: queries.profiles_of(c, expert_id, [customer_id]), lambda r: accept(r.get(customer_id)))
         return accept(found.get(customer_id))
 
@@ -119,13 +119,13 @@ class Profiles:
         await self.notes.bus.send(CommunicationLogged(
             command_id=uuid.uuid4().hex, occurred_at=now, expert_id=expert_id, customer_id=customer_id,
             email_hash=row.email_hash, communication_id=cid, channel=channel, summary=summary, at=at))
-        found = await self.notes._until(lambda c: queries.communication(c, expert_id, customer_id, cid),
+        found = await self.notes.until(lambda c: queries.communication(c, expert_id, customer_id, cid),
                                         lambda r: r is not None)
         return cid, found
 
     async def communication(self, expert_id: str, customer_id: str, communication_id: str):
         await self._customer(expert_id, customer_id)
-        found = await self.notes._read(lambda c: queries.communication(c, expert_id, customer_id, communication_id))
+        found = await self.notes.read(lambda c: queries.communication(c, expert_id, customer_id, communication_id))
         if found is None:
             raise NotFound(communication_id)
         return found

@@ -232,18 +232,8 @@ class Store:
 
     async def history(self, keys: Iterable[Key]) -> dict[Key, tuple[list[Meeting], list[dict]]]:
         """Every meeting and payment state of these customers, as this transaction sees them."""
-        keys = sorted(set(keys))
-        found: dict[Key, tuple[list[Meeting], list[dict]]] = {k: ([], []) for k in keys}
-        if not keys:
-            return found
-        m, p, d = t.meetings.c, t.payments.c, self.dialect
-        for row in await self._rows(select(t.meetings).where(
-                m.version == self.version, in_tuples(d, (m.expert_id, m.customer_id), keys))):
-            found[(row.expert_id, row.customer_id)][0].append(meeting_from_row(row))
-        for row in await self._rows(select(p.expert_id, p.customer_id, p.state).where(
-                p.version == self.version, in_tuples(d, (p.expert_id, p.customer_id), keys))):
-            found[(row.expert_id, row.customer_id)][1].append(row.state)
-        return found
+        return {k: (meetings, [state for state, _mid in payments])
+                for k, (meetings, payments) in (await self.insight_inputs(keys)).items()}
 
     # --- writes ------------------------------------------------------------------------------
 
