@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator
 
-from sqlalchemy import Select, and_, exists, func, literal, select, tuple_
+from sqlalchemy import BigInteger, Select, and_, case, cast, exists, func, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from projections import payments as money  # noqa: F401 - the figures of a stored payment state
@@ -344,23 +344,44 @@ async def applied_offsets(conn: AsyncConnection) -> tuple[int | None, list]:
     return version, rows
 
 
+PERIOD_METRICS = ("gap", "svc_appts", "svc_spend")
+
+
+def insight_statement(expert_id: str, first: str, last: str) -> Select:
+    """One statement for the whole insights read: the live version's watermarks on every row, and,
+    from one range of `insight_counts`' primary key, the per-month rows as they are and the
+    period's metrics (gaps between appointments, services) summed over the months, their month
+    left blank. An expert without figures still gets the watermarks (the outer join's one row)."""
+    pv, o, i = t.projection_versions.c, t.projection_offsets.c, t.insight_counts.c
+    live_id = select(pv.version).where(pv.state == "live").scalar_subquery()
+    month = case((i.metric.in_(PERIOD_METRICS), literal("")), else_=i.month)
+    rows = (select(month.label("month"), i.metric, i.dim, cast(func.sum(i.value), BigInteger).label("value"),
+                   func.max(i.label).label("label"))
+            .where(i.version == live_id, i.expert_id == expert_id, i.month >= first, i.month <= last)
+            .group_by(month, i.metric, i.dim)).subquery("rows")
+    as_of_time = select(func.max(o.event_time)).where(o.version == live_id).scalar_subquery()  # evaluated once
+    live = select(pv.swept_until, as_of_time.label("as_of")).where(pv.state == "live").subquery("live")
+    return (select(live.c.swept_until, live.c.as_of, rows.c.month, rows.c.metric, rows.c.dim, rows.c.value,
+                   rows.c.label)
+            .select_from(live.outerjoin(rows, literal(True))))
+
+
 async def insight_rows(conn: AsyncConnection, expert_id: str, first: str, last: str) -> tuple[dict, Any, Any]:
-    """The expert's monthly figures from `first` to `last` (YYYY-MM, inclusive), read from one
-    range of `insight_counts`' primary key: the per-month rows as they are, the gaps between
-    appointments and the services summed over the months; with `as_of` and the sweep's watermark."""
-    pv = t.projection_versions.c
-    live = (await conn.execute(select(pv.version, pv.swept_until).where(pv.state == "live"))).first()
-    if live is None:
+    """The expert's monthly figures from `first` to `last` (YYYY-MM, inclusive), read in one round
+    trip (`insight_statement`): `monthly` (month, metric, dim, value), `gaps` (days, count) and
+    `services` (metric, dim, value, label) over the months; with `as_of` and the sweep's watermark."""
+    found = (await conn.execute(insight_statement(expert_id, first, last))).all()
+    if not found:
         return {"monthly": [], "gaps": [], "services": []}, None, None
-    version, swept = live
-    i = t.insight_counts.c
-    mine = (i.version == version, i.expert_id == expert_id, i.month >= first, i.month <= last)
-    period = ("gap", "svc_appts", "svc_spend")
-    monthly = (await conn.execute(select(i.month, i.metric, i.dim, i.value).where(
-        *mine, i.metric.not_in(period)))).all()
-    summed = (await conn.execute(select(i.metric, i.dim, func.sum(i.value).label("value"),
-                                        func.max(i.label).label("label")).where(
-        *mine, i.metric.in_(period)).group_by(i.metric, i.dim))).all()
-    gaps = [(r.dim, r.value) for r in summed if r.metric == "gap"]
-    services = [r for r in summed if r.metric != "gap"]
-    return {"monthly": monthly, "gaps": gaps, "services": services}, await as_of(conn, version), swept
+    monthly, gaps, services = [], [], []
+    for r in found:
+        if r.metric is None:
+            continue
+        if not r.month:
+            if r.metric == "gap":
+                gaps.append((r.dim, r.value))
+            else:
+                services.append((r.metric, r.dim, r.value, r.label))
+        else:
+            monthly.append((r.month, r.metric, r.dim, r.value))
+    return {"monthly": monthly, "gaps": gaps, "services": services}, found[0].as_of, found[0].swept_until

@@ -84,7 +84,7 @@ async def read(conn, expert_id: str, first: str | None, last: str | None, now: d
     except BadRange as exc:
         raise HTTPException(400, str(exc)) from exc
     stored, as_of, swept = await queries.insight_rows(conn, expert_id, months[0], months[-1])
-    labels = {r.dim: r.label for r in stored["services"] if r.metric == "svc_appts" and r.label}
+    labels = {dim: label for metric, dim, _value, label in stored["services"] if metric == "svc_appts" and label}
     return months, figures(months, stored, labels), as_of, swept
 
 
