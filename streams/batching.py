@@ -11,6 +11,9 @@ is read ahead. `batches` reads the agent's channel queue directly instead:
   next batch is whatever arrived meanwhile: small batches when traffic is light, large ones
   when it is heavy, with no tuning.
 
+When the worker stops, Faust ends the stream's waiting getter with `StopAsyncIteration`; the
+batches end there, as the stream does, instead of the agent crashing on its way out.
+
 Each record of a batch is acknowledged (Faust's ack: its offset becomes committable to Kafka)
 only when the caller asks for the next batch, that is after it finished with this one.
 """
@@ -33,7 +36,10 @@ async def batches(channel: Any, max_size: int, window: float = 0.0) -> AsyncIter
     """Yield lists of Faust events from `channel`; each list is acknowledged once the next is asked for."""
     queue = aiter(channel).queue  # the subscribed iterator's queue, as Faust's own take_events reads
     while True:
-        batch = [await queue.get()]
+        try:
+            batch = [await queue.get()]
+        except StopAsyncIteration:  # the stream is stopping (Faust ends its getters so): end the batches
+            return
         _take_queued(queue, batch, max_size)
         if window > 0 and len(batch) < max_size:
             await asyncio.sleep(window)  # one linger, then whatever came meanwhile

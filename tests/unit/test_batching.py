@@ -80,3 +80,25 @@ async def test_the_window_gathers_what_arrives_while_it_lingers() -> None:
     it = batches(channel, 10, 0.1)
     batch = await asyncio.wait_for(it.__anext__(), 1)
     assert [e.n for e in batch] == [1, 2]
+
+
+async def test_a_stopping_stream_ends_the_batches_instead_of_crashing_the_agent() -> None:
+    """On shutdown Faust fails the waiting getter of the stream's queue with StopAsyncIteration
+    (mode's ThrowableQueue.throw): the batches end as an iteration does, acking what was applied."""
+    from mode.utils.queues import FlowControlEvent, ThrowableQueue
+
+    channel = _Channel()
+    channel.queue = ThrowableQueue(flow_control=FlowControlEvent(initially_suspended=False))
+    applied = _Event(1)
+    channel.queue.put_nowait(applied)
+    seen = []
+
+    async def agent() -> None:
+        async for batch in batches(channel, 10, 0.0):
+            seen.extend(batch)
+
+    task = asyncio.create_task(agent())
+    await asyncio.sleep(0.01)  # the batch applied, the batches waiting on the queue again
+    await channel.queue.throw(StopAsyncIteration())
+    await asyncio.wait_for(task, 1)  # ends, no RuntimeError("async generator raised StopAsyncIteration")
+    assert seen == [applied] and applied.acked
