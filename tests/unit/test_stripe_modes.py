@@ -12,7 +12,8 @@ from customers.settings import Settings
 from tests.unit.test_intake_guards import Intake, intent_event
 
 PRODUCTION = dict(environment="production", auth_jwt_secret="j" * 40, auth_jwt_audience="customers",
-                  ingest_token="i" * 40, stripe_webhook_secret="whsec_" + "w" * 40, customer_id_secret="c" * 40)
+                  ingest_token="i" * 40, stripe_webhook_secret="whsec_" + "w" * 40, customer_id_secret="c" * 40,
+                  database_url="postgresql+asyncpg://customers:" + "p" * 24 + "@db.internal/customers")  # not the shell's
 
 
 def test_the_mode_follows_the_environment_unless_set():
