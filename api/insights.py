@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from projections.queries import PERIOD_METRICS
+
 MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 MAX_MONTHS = 36
 DEFAULT_MONTHS = 12
@@ -132,13 +134,13 @@ def figures(months: list[str], stored: dict, labels: dict[str, str]) -> Figures:
 
 def stored_from(rows: list) -> dict:
     """Rows (month, metric, dim, value, ...) of any origin, arranged as `figures` reads them."""
-    monthly = [(r[0], r[1], r[2], r[3]) for r in rows if r[1] not in ("gap", "svc_appts", "svc_spend")]
+    monthly = [(r[0], r[1], r[2], r[3]) for r in rows if r[1] not in PERIOD_METRICS]
     gaps: dict[str, int] = {}
     services: dict[tuple[str, str], int] = {}
     for r in rows:
         if r[1] == "gap":
             gaps[r[2]] = gaps.get(r[2], 0) + r[3]
-        elif r[1] in ("svc_appts", "svc_spend"):
+        elif r[1] in PERIOD_METRICS:
             services[(r[1], r[2])] = services.get((r[1], r[2]), 0) + r[3]
     return {"monthly": monthly, "gaps": list(gaps.items()),
             "services": [(metric, dim, value) for (metric, dim), value in services.items()]}

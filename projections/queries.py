@@ -32,6 +32,7 @@ from projections import payments as money  # noqa: F401 - the figures of a store
 from projections import tables as t
 from projections.db import make_engine, reachable  # noqa: F401 - the API's engine and its probe
 from projections.meetings import Meeting, appointment_status, meeting_from_row  # noqa: F401 - a stored meeting
+from projections.rules.insights import PERIOD_METRICS
 from projections.versions import live_version, versions  # noqa: F401 - the versions, for operators
 
 SORTS = {
@@ -141,9 +142,14 @@ def _like(q: str) -> str:
     return f"%{escaped}%"
 
 
-async def as_of(conn: AsyncConnection, version: int) -> datetime | None:
+def as_of_query(version: Any) -> Select:
+    """The newest event time the version has applied (`version`: a number or a subquery)."""
     o = t.projection_offsets.c
-    return (await conn.execute(select(func.max(o.event_time)).where(o.version == version))).scalar()
+    return select(func.max(o.event_time)).where(o.version == version)
+
+
+async def as_of(conn: AsyncConnection, version: int) -> datetime | None:
+    return (await conn.execute(as_of_query(version))).scalar()
 
 
 def _filters(version: int, query: ListQuery) -> list:
@@ -344,22 +350,19 @@ async def applied_offsets(conn: AsyncConnection) -> tuple[int | None, list]:
     return version, rows
 
 
-PERIOD_METRICS = ("gap", "svc_appts", "svc_spend")
-
-
 def insight_statement(expert_id: str, first: str, last: str) -> Select:
     """One statement for the whole insights read: the live version's watermarks on every row, and,
     from one range of `insight_counts`' primary key, the per-month rows as they are and the
     period's metrics (gaps between appointments, services) summed over the months, their month
     left blank. An expert without figures still gets the watermarks (the outer join's one row)."""
-    pv, o, i = t.projection_versions.c, t.projection_offsets.c, t.insight_counts.c
+    pv, i = t.projection_versions.c, t.insight_counts.c
     live_id = select(pv.version).where(pv.state == "live").scalar_subquery()
     month = case((i.metric.in_(PERIOD_METRICS), literal("")), else_=i.month)
     rows = (select(month.label("month"), i.metric, i.dim, cast(func.sum(i.value), BigInteger).label("value"),
                    func.max(i.label).label("label"))
             .where(i.version == live_id, i.expert_id == expert_id, i.month >= first, i.month <= last)
             .group_by(month, i.metric, i.dim)).subquery("rows")
-    as_of_time = select(func.max(o.event_time)).where(o.version == live_id).scalar_subquery()  # evaluated once
+    as_of_time = as_of_query(live_id).scalar_subquery()  # uncorrelated: evaluated once
     live = select(pv.swept_until, as_of_time.label("as_of")).where(pv.state == "live").subquery("live")
     return (select(live.c.swept_until, live.c.as_of, rows.c.month, rows.c.metric, rows.c.dim, rows.c.value,
                    rows.c.label)
@@ -375,13 +378,12 @@ async def insight_rows(conn: AsyncConnection, expert_id: str, first: str, last: 
         return {"monthly": [], "gaps": [], "services": []}, None, None
     monthly, gaps, services = [], [], []
     for r in found:
-        if r.metric is None:
+        if r.metric is None:  # the outer join's row of an expert without figures
             continue
-        if not r.month:
-            if r.metric == "gap":
-                gaps.append((r.dim, r.value))
-            else:
-                services.append((r.metric, r.dim, r.value, r.label))
-        else:
+        if r.month:
             monthly.append((r.month, r.metric, r.dim, r.value))
+        elif r.metric == "gap":
+            gaps.append((r.dim, r.value))
+        else:
+            services.append((r.metric, r.dim, r.value, r.label))
     return {"monthly": monthly, "gaps": gaps, "services": services}, found[0].as_of, found[0].swept_until

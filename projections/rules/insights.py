@@ -36,6 +36,7 @@ from projections.meetings import Meeting, appointment_status
 Contribution = dict[tuple[str, str, str], int]
 SEP = "\x1f"
 BACK_WITHIN = timedelta(days=90)
+PERIOD_METRICS = ("gap", "svc_appts", "svc_spend")  # read summed over a range of months, not per month
 
 
 def month_of(when: datetime) -> str:
