@@ -61,7 +61,7 @@ async def run(events: int, target: int, experts: int, *, batch_size: int = 2000,
     result.details.update(
         records=total, seconds_to_switch=round(to_switch, 2), seconds_with_cleanup=round(finished - started, 2),
         rate=round(rate), peak_rss_mb=peak, rate_first_half=round(half[1] / max(half[0] - started, 1e-6)),
-        rate_second_half=round(second_half_rate), version=final.version,
+        rate_second_half=round(second_half_rate), version=final.version, fold=final.fold,
         profile=profiler.finish() if profiler else None, sql_profile=sql.top())
     rows = [Row("replay", f"replay of {total:,} events: seconds to switch", round(to_switch, 1), "s",
                 goal=f"{target:,} in < {GOAL_SECONDS} s" if total < target else f"< {GOAL_SECONDS} s",

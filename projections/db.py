@@ -8,12 +8,14 @@ import hashlib
 import json
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable, Sequence
+from typing import Any, AsyncIterator, Iterable, Iterator, Sequence
 
+import msgspec
 from sqlalchemy import JSON, BigInteger, Boolean, Integer, Table, bindparam, event, func, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+_json = msgspec.json.Encoder().encode
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -231,3 +233,42 @@ async def add_counts(conn: AsyncConnection, table: Table, rows: Sequence[dict], 
            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET value = {table.name}.value + EXCLUDED.value, "
            f"label = coalesce(EXCLUDED.label, {table.name}.label)")
     await conn.execute(text(sql), params)
+
+
+async def copy_rows(conn: AsyncConnection, table: Table, columns: Sequence[str], records: Iterable[tuple], *,
+                    into: str | None = None, chunk: int = 50_000) -> int:
+    """Append rows (tuples of `columns`' values; JSON columns as Python values) to `table`, or to
+    its partition `into`, in the caller's transaction: COPY on PostgreSQL, sent in chunks of
+    `chunk` rows; one multi-row INSERT per chunk on SQLite. Returns the number of rows."""
+    written = 0
+    if conn.dialect.name != "postgresql":
+        for part in _chunks(records, chunk):
+            await conn.execute(table.insert(), [dict(zip(columns, record)) for record in part])
+            written += len(part)
+        return written
+    json_columns = [i for i, name in enumerate(columns) if isinstance(table.c[name].type, JSON)]
+    await conn.execute(text("SELECT 1"))  # the transaction is open before the driver is used directly
+    raw = (await conn.get_raw_connection()).driver_connection
+    for part in _chunks(records, chunk):
+        if json_columns:
+            encoded = []
+            for record in part:
+                record = list(record)
+                for i in json_columns:
+                    record[i] = _json(record[i]).decode()
+                encoded.append(record)
+            part = encoded
+        await raw.copy_records_to_table(into or table.name, records=part, columns=list(columns))
+        written += len(part)
+    return written
+
+
+def _chunks(rows: Iterable, size: int) -> Iterator[list]:
+    part: list = []
+    for row in rows:
+        part.append(row)
+        if len(part) >= size:
+            yield part
+            part = []
+    if part:
+        yield part

@@ -19,10 +19,11 @@ The functions take a synchronous connection (migrations) or an async one (the se
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sqlalchemy import Connection, Index, MetaData, Table, delete, text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.schema import CreateIndex
 
 from projections import tables as t
@@ -65,10 +66,46 @@ def secondary_indexes(table: Table, version: int) -> list[Index]:
     return indexes
 
 
-async def create_version(conn: AsyncConnection, version: int, *, indexed: bool) -> None:
+async def create_version(conn: AsyncConnection, version: int, *, indexed: bool, lookups: bool = True) -> None:
     """The version's partitions, with the indexes the projection looks rows up by (`LOOKUPS`), and
-    the readers' ones too when `indexed`; what exists is kept."""
-    await conn.run_sync(create_version_sync, version, indexed=indexed)
+    the readers' ones too when `indexed`; with neither (`lookups=False`) bare, for a bulk fold's
+    COPY. What exists is kept."""
+    await conn.run_sync(create_version_sync, version, indexed=indexed, lookups=lookups)
+
+
+async def index_version_in_parallel(engine: AsyncEngine, version: int, connections: int = 2) -> int:
+    """Build the version's missing secondary indexes on `connections` connections at once (each
+    takes the next index, biggest tables first), then analyse its partitions. Returns how many."""
+    if engine.dialect.name != "postgresql":
+        return 0
+    async with engine.connect() as conn:
+        missing = await conn.run_sync(missing_indexes_sync, version)
+    pending = list(missing)
+
+    async def builder() -> None:
+        async with engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text("SET maintenance_work_mem = '256MB'"))
+            while pending:
+                index = pending.pop(0)
+                await conn.run_sync(lambda c: c.execute(CreateIndex(index, if_not_exists=True)))
+    await asyncio.gather(*(builder() for _ in range(max(1, connections))))
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda c: c.execute(text(
+            "ANALYZE " + ", ".join(_q(c, partition_name(tb, version)) for tb in _parents(c)))))
+    return len(missing)
+
+
+def missing_indexes_sync(conn: Connection, version: int) -> list[Index]:
+    """The version's secondary indexes not built yet, the biggest tables' first."""
+    have = indexes_present(conn, version)
+    order = {name: i for i, name in enumerate(BIG_FIRST)}
+    out = [ix for table in _parents(conn) for ix in secondary_indexes(table, version) if ix.name not in have]
+    return sorted(out, key=lambda ix: order.get(ix.table.name.rsplit("_v", 1)[0], len(order)))
+
+
+# the tables a replay's indexes take longest on, in that order (`index_version_in_parallel`)
+BIG_FIRST = ("customers", "meetings", "payments", "insight_counts", "customer_insights")
 
 
 async def index_version(conn: AsyncConnection, version: int) -> None:
@@ -91,7 +128,7 @@ def _parents(conn: Connection) -> tuple[Table, ...]:
     return tuple(tb for tb in VERSIONED if tb.name in names)
 
 
-def create_version_sync(conn: Connection, version: int, *, indexed: bool) -> None:
+def create_version_sync(conn: Connection, version: int, *, indexed: bool, lookups: bool = True) -> None:
     if conn.dialect.name != "postgresql":
         return
     present = _partitions(conn, version)
@@ -103,7 +140,7 @@ def create_version_sync(conn: Connection, version: int, *, indexed: bool) -> Non
         if present.get(name) is None:
             conn.execute(text(f"ALTER TABLE {_q(conn, table.name)} ATTACH PARTITION {_q(conn, name)} "
                               f"FOR VALUES IN ({int(version)})"))
-    _create_indexes(conn, version, only=None if indexed else LOOKUPS)
+    _create_indexes(conn, version, only=None if indexed else LOOKUPS if lookups else frozenset())
 
 
 def index_version_sync(conn: Connection, version: int) -> None:

@@ -9,6 +9,8 @@ decides anything (`projections.rules` does).
 from __future__ import annotations
 
 from datetime import datetime
+from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Iterable
 
 from sqlalchemy import delete, or_, select
@@ -32,6 +34,72 @@ PROFILE_COMMANDS = frozenset({"customer.fields_set", "customer.tags_set", "custo
                               "customer.unarchived", "communication.logged"})
 
 
+@dataclass
+class Wanted:
+    """The keys a batch's items name: what a store loads for them."""
+
+    email_hashes: set[str] = field(default_factory=set)
+    refs: set[tuple[str, str]] = field(default_factory=set)  # erasure ledger refs
+    events: set[str] = field(default_factory=set)  # Stripe event ids
+    meetings: set[Key] = field(default_factory=set)
+    names: set[str] = field(default_factory=set)  # ids payments may be known by
+    notes: set[str] = field(default_factory=set)
+    erased: set[str] = field(default_factory=set)  # email hashes erased by the batch
+    profiles: set[Key] = field(default_factory=set)
+    messages: set[str] = field(default_factory=set)
+    provider_ids: set[str] = field(default_factory=set)
+
+
+def wanted(items: Iterable[Any], secret: str, *, ledger: bool = True) -> Wanted:
+    """Every key the items name, for the SQL store and the in-memory one alike. Without `ledger`
+    (an empty erasure ledger), the ledger's keys are left out: there is nothing to find."""
+    w = Wanted()
+    emails: set[str] = set()
+    refs = w.refs if ledger else set()
+    for item in items:
+        kind = item.type
+        if kind.startswith("booking."):
+            w.meetings.add((item.expert_id, item.meeting_id))
+            if ledger:
+                refs.add(("meeting", ref_of(item.expert_id, item.meeting_id)))
+            if kind == "booking.created":
+                emails.add(item.customer.email)
+        elif kind == "payment.observed":
+            w.events.add(item.stripe_event_id)
+            w.names |= named(item)
+            if ledger:
+                refs |= {("payment", ref) for ref in payment_refs(item)}
+                refs.add(("meeting", ref_of(item.expert_id, item.meeting_id)))
+            if item.customer_email:
+                emails.add(item.customer_email)
+        elif kind == "stripe.ignored":
+            w.events.add(item.stripe_event_id)
+        elif kind in ("note.added", "note.deleted"):
+            w.notes.add(item.note_id)
+            if ledger:
+                refs.add(("customer", ref_of(item.expert_id, item.customer_id)))
+        elif kind == "customer.erased":
+            w.erased.add(item.email_hash)
+        elif kind in PROFILE_COMMANDS:
+            w.profiles.add((item.expert_id, item.customer_id))
+            if ledger:
+                refs.add(("customer", ref_of(item.expert_id, item.customer_id)))
+            if kind == "communication.logged":
+                w.messages.add(item.communication_id)
+        elif kind == "message.sent":
+            emails.add(item.customer.email)
+            w.profiles.add((item.expert_id, customer_id(secret, item.expert_id, item.customer.email)))
+            w.messages.add(message_id(item.expert_id, item.event_id))
+            if item.provider_message_id:
+                w.provider_ids.add(item.provider_message_id)
+        elif kind == "email.report":
+            w.provider_ids.add(item.email_id)
+            if ledger:
+                refs.add(("email", ref_of(item.email_id)))
+    w.email_hashes = {email_hash(secret, x) for x in emails} if ledger else set()
+    return w
+
+
 class Store:
     def __init__(self, conn: AsyncConnection, version: int, secret: str) -> None:
         self.conn, self.version, self.secret = conn, version, secret
@@ -45,50 +113,13 @@ class Store:
     async def load(self, items: list[Any], now: datetime) -> View:
         """The stored state of every key the items name."""
         view = View(self.version, self.secret, await watermark(self.conn, self.version), now)
-        emails, refs, events, meeting_keys, names, note_ids, erased = set(), set(), set(), set(), set(), set(), set()
-        profile_keys: set[Key] = set()
-        message_ids, provider_ids = set(), set()
-        for item in items:
-            kind = item.type
-            if kind.startswith("booking."):
-                meeting_keys.add((item.expert_id, item.meeting_id))
-                refs.add(("meeting", ref_of(item.expert_id, item.meeting_id)))
-                if kind == "booking.created":
-                    emails.add(item.customer.email)
-            elif kind == "payment.observed":
-                events.add(item.stripe_event_id)
-                names |= named(item)
-                refs |= {("payment", ref) for ref in payment_refs(item)}
-                refs.add(("meeting", ref_of(item.expert_id, item.meeting_id)))
-                if item.customer_email:
-                    emails.add(item.customer_email)
-            elif kind == "stripe.ignored":
-                events.add(item.stripe_event_id)
-            elif kind in ("note.added", "note.deleted"):
-                note_ids.add(item.note_id)
-                refs.add(("customer", ref_of(item.expert_id, item.customer_id)))
-            elif kind == "customer.erased":
-                erased.add(item.email_hash)
-            elif kind in PROFILE_COMMANDS:
-                profile_keys.add((item.expert_id, item.customer_id))
-                refs.add(("customer", ref_of(item.expert_id, item.customer_id)))
-                if kind == "communication.logged":
-                    message_ids.add(item.communication_id)
-            elif kind == "message.sent":
-                emails.add(item.customer.email)
-                profile_keys.add((item.expert_id, customer_id(self.secret, item.expert_id, item.customer.email)))
-                message_ids.add(message_id(item.expert_id, item.event_id))
-                if item.provider_message_id:
-                    provider_ids.add(item.provider_message_id)
-            elif kind == "email.report":
-                provider_ids.add(item.email_id)
-                refs.add(("email", ref_of(item.email_id)))
+        w = wanted(items, self.secret)
+        refs, events, meeting_keys, names, note_ids = w.refs, w.events, w.meetings, w.names, w.notes
         d, v = self.dialect, self.version
-        if emails:
+        if w.email_hashes:
             e = t.erasures.c
-            hashes = {email_hash(self.secret, x) for x in emails}
             view.erased_emails = {r.email_hash: r.erased_at for r in await self._rows(
-                select(e.email_hash, e.erased_at).where(any_of(d, e.email_hash, sorted(hashes))))}
+                select(e.email_hash, e.erased_at).where(any_of(d, e.email_hash, sorted(w.email_hashes))))}
         if refs:
             r = t.erased_refs.c
             view.erased_refs = {(row.kind, row.ref): row.erased_at for row in await self._rows(
@@ -109,12 +140,14 @@ class Store:
             n = t.notes.c
             for row in await self._rows(select(t.notes).where(n.version == v, any_of(d, n.note_id, sorted(note_ids)))):
                 view.notes[row.note_id] = from_row(Note, row)
-        if profile_keys:
-            await self.load_profiles(view, profile_keys)
-        if message_ids or provider_ids:
-            await self._load_communications(view, message_ids, provider_ids)
-        for h in sorted(erased):
+        if w.profiles:
+            await self.load_profiles(view, w.profiles)
+        if w.messages or w.provider_ids:
+            await self._load_communications(view, w.messages, w.provider_ids)
+        for h in sorted(w.erased):
             view.erasures[h] = await self._erasure(h)
+            for meeting in view.erasures[h].meeting_rows:  # the rule tells which came after the erasure
+                view.meetings.setdefault((meeting.expert_id, meeting.meeting_id), meeting)
         return view
 
     async def _load_communications(self, view: View, ids: set[str], provider_ids: set[str]) -> None:
@@ -152,8 +185,9 @@ class Store:
         found = Erasure(h)
         found.customers = [(r.expert_id, r.customer_id) for r in await self._rows(
             select(c.expert_id, c.customer_id).where(c.version == v, c.email_hash == h))]
-        found.meetings = [(r.expert_id, r.meeting_id) for r in await self._rows(
-            select(m.expert_id, m.meeting_id).where(m.version == v, m.email_hash == h))]
+        rows = [meeting_from_row(r) for r in await self._rows(select(t.meetings).where(m.version == v, m.email_hash == h))]
+        found.meetings = [(r.expert_id, r.meeting_id) for r in rows]
+        found.meeting_rows = rows
         owners = found.customers or [("", "")]
         ids = [r.payment_id for r in await self._rows(select(p.payment_id).where(
             p.version == v, or_(p.email_hash == h, in_tuples(d, (p.expert_id, p.customer_id), owners))))]
@@ -161,8 +195,10 @@ class Store:
         if ids:
             for r in await self._rows(select(a.alias, a.payment_id).where(a.version == v, any_of(d, a.payment_id, ids))):
                 found.payments[r.payment_id].add(r.alias)
-            for r in await self._rows(select(p.payment_id, p.state).where(p.version == v, any_of(d, p.payment_id, ids))):
+            for r in await self._rows(select(p.payment_id, p.state, p.expert_id, p.meeting_id).where(
+                    p.version == v, any_of(d, p.payment_id, ids))):
                 found.payments[r.payment_id] |= money.ids(r.state or {}, r.payment_id)
+                found.payment_meetings[r.payment_id] = (r.expert_id, r.meeting_id)
         pr = t.customer_profiles.c
         found.profiles = [(r.expert_id, r.customer_id) for r in await self._rows(
             select(pr.expert_id, pr.customer_id).where(pr.version == v, pr.email_hash == h))]
@@ -256,10 +292,8 @@ class Store:
         await bulk_upsert(self.conn, t.payment_aliases,
                           [{"version": v, "alias": alias, "payment_id": pid} for alias, pid in aliases],
                           ["version", "alias"])
-        await bulk_upsert(self.conn, t.notes, [
-            {"version": v, "note_id": n.note_id, "expert_id": n.expert_id, "customer_id": n.customer_id,
-             "body": n.body, "created_at": n.created_at, "deleted": n.deleted}
-            for n in (view.notes[i] for i in sorted(changes.notes) if i in view.notes)], ["version", "note_id"])
+        await bulk_upsert(self.conn, t.notes, [note_row(view.notes[i], v) for i in sorted(changes.notes)
+                                               if i in view.notes], ["version", "note_id"])
         await self._write_profiles(view, changes)
         await bulk_upsert(self.conn, t.stripe_events_applied, [
             {"version": v, "event_id": i, "event_type": kind, "applied_at": view.now}
@@ -279,9 +313,8 @@ class Store:
         await self._delete(t.communications, ("communication_id",), {(i,) for i in changes.communications_removed})
         await self._delete(t.email_reports, ("email_id",), {(i,) for i in changes.reports_removed})
         await bulk_upsert(self.conn, t.communications, [
-            {"version": v, **{name: getattr(c, name) for name in COMMUNICATION_FIELDS}}
-            for c in (view.communications[i] for i in sorted(changes.communications) if i in view.communications)],
-            ["version", "communication_id"])
+            communication_row(view.communications[i], v) for i in sorted(changes.communications)
+            if i in view.communications], ["version", "communication_id"])
         await bulk_upsert(self.conn, t.email_reports, [
             {"version": v, "email_id": i, "reports": view.reports[i]}
             for i in sorted(changes.reports) if i in view.reports], ["version", "email_id"])
@@ -291,20 +324,13 @@ class Store:
         await self._delete(t.customer_profiles, ("expert_id", "customer_id"), changes.profiles_removed)
         await self._delete(t.customer_tags, ("expert_id", "customer_id"), touched)
         await self._delete(t.customer_field_values, ("expert_id", "customer_id"), touched)
-        profiles = [view.profiles[k] for k in sorted(changes.profiles) if k in view.profiles]
-        await bulk_upsert(self.conn, t.customer_profiles, [
-            {"version": v, "expert_id": p.expert_id, "customer_id": p.customer_id, "email_hash": p.email_hash,
-             "tags": p.tags, "fields": p.fields, "archived": p.archived, "last_contact_at": p.last_contact_at,
-             "updated_at": p.updated_at}
-            for p in profiles], ["version", "expert_id", "customer_id"])
-        await bulk_upsert(self.conn, t.customer_tags, [
-            {"version": v, "expert_id": p.expert_id, "tag": tag, "customer_id": p.customer_id}
-            for p in profiles for tag in p.tags], ["version", "expert_id", "tag", "customer_id"], update=False)
-        await bulk_upsert(self.conn, t.customer_field_values, [
-            {"version": v, "expert_id": p.expert_id, "key": key, "value": canonical(value),
-             "customer_id": p.customer_id}
-            for p in profiles for key, value in p.fields.items()],
-            ["version", "expert_id", "key", "value", "customer_id"], update=False)
+        rows = [profile_rows(view.profiles[k], v) for k in sorted(changes.profiles) if k in view.profiles]
+        await bulk_upsert(self.conn, t.customer_profiles, [row for row, _, _ in rows],
+                          ["version", "expert_id", "customer_id"])
+        await bulk_upsert(self.conn, t.customer_tags, [tag for _, tags, _ in rows for tag in tags],
+                          ["version", "expert_id", "tag", "customer_id"], update=False)
+        await bulk_upsert(self.conn, t.customer_field_values, [value for _, _, values in rows for value in values],
+                          ["version", "expert_id", "key", "value", "customer_id"], update=False)
 
     async def insight_inputs(self, keys: Iterable[Key]) -> dict[Key, tuple[list[Meeting], list[tuple[dict, str | None]]]]:
         """Every meeting, and every payment (state, meeting id), of these customers as now written."""
@@ -360,18 +386,67 @@ class Store:
         await self.conn.execute(delete(table).where(table.c.version == self.version, where))
 
     def _meeting_row(self, m: Meeting) -> dict[str, Any]:
-        row = {name: getattr(m, name) for name in MEETING_FIELDS}
-        row.update(version=self.version, start_time=m.start_time, end_time=m.end_time, timezone=m.timezone,
-                   email_hash=email_hash(self.secret, m.customer_email) if m.customer_email else None)
-        return row
+        return meeting_row(m, self.version, self.secret)
 
     def _payment_row(self, p: Payment) -> dict[str, Any]:
-        row = {name: getattr(p, name) for name in PAYMENT_FIELDS}
-        row.update(version=self.version, email_hash=email_hash(self.secret, p.hint_email) if p.hint_email else None)
-        return row
+        return payment_row(p, self.version, self.secret)
 
     def _summary_row(self, key: Key, s: Summary) -> dict[str, Any]:
-        row = {name: getattr(s, name) for name in SUMMARY_FIELDS}
-        row.update(version=self.version, expert_id=key[0], customer_id=key[1], search_text=s.search_text,
-                   spend_sort=s.spend_sort, email_hash=email_hash(self.secret, s.email))
-        return row
+        return summary_row(key, s, self.version, self.secret)
+
+
+# --- rows: the same for the SQL store's upserts and a fold's COPY ----------------------------------
+
+_MEETING_VALUES = attrgetter(*MEETING_FIELDS)
+_PAYMENT_VALUES = attrgetter(*PAYMENT_FIELDS)
+_SUMMARY_VALUES = attrgetter(*SUMMARY_FIELDS)
+
+# the columns of each row, in the order of the `*_values` tuples (a fold COPYs the tuples as they are)
+MEETING_COLUMNS = ("version", "email_hash", "start_time", "end_time", "timezone", *MEETING_FIELDS)
+PAYMENT_COLUMNS = ("version", "email_hash", *PAYMENT_FIELDS)
+SUMMARY_COLUMNS = ("version", "expert_id", "customer_id", "email_hash", "search_text", "spend_sort", *SUMMARY_FIELDS)
+
+
+def meeting_values(m: Meeting, version: int, secret: str) -> tuple:
+    return (version, email_hash(secret, m.customer_email) if m.customer_email else None, m.start_time, m.end_time,
+            m.timezone, *_MEETING_VALUES(m))
+
+
+def payment_values(p: Payment, version: int, secret: str) -> tuple:
+    return (version, email_hash(secret, p.hint_email) if p.hint_email else None, *_PAYMENT_VALUES(p))
+
+
+def summary_values(key: Key, s: Summary, version: int, secret: str) -> tuple:
+    return (version, key[0], key[1], email_hash(secret, s.email), s.search_text, s.spend_sort, *_SUMMARY_VALUES(s))
+
+
+def meeting_row(m: Meeting, version: int, secret: str) -> dict[str, Any]:
+    return dict(zip(MEETING_COLUMNS, meeting_values(m, version, secret)))
+
+
+def payment_row(p: Payment, version: int, secret: str) -> dict[str, Any]:
+    return dict(zip(PAYMENT_COLUMNS, payment_values(p, version, secret)))
+
+
+def summary_row(key: Key, s: Summary, version: int, secret: str) -> dict[str, Any]:
+    return dict(zip(SUMMARY_COLUMNS, summary_values(key, s, version, secret)))
+
+
+def note_row(n: Note, version: int) -> dict[str, Any]:
+    return {"version": version, "note_id": n.note_id, "expert_id": n.expert_id, "customer_id": n.customer_id,
+            "body": n.body, "created_at": n.created_at, "deleted": n.deleted}
+
+
+def profile_rows(p: Profile, version: int) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """A profile's row, and the filters' look-up rows derived from it (tags, field values)."""
+    row = {"version": version, "expert_id": p.expert_id, "customer_id": p.customer_id, "email_hash": p.email_hash,
+           "tags": p.tags, "fields": p.fields, "archived": p.archived, "last_contact_at": p.last_contact_at,
+           "updated_at": p.updated_at}
+    tags = [{"version": version, "expert_id": p.expert_id, "tag": tag, "customer_id": p.customer_id} for tag in p.tags]
+    values = [{"version": version, "expert_id": p.expert_id, "key": key, "value": canonical(value),
+               "customer_id": p.customer_id} for key, value in p.fields.items()]
+    return row, tags, values
+
+
+def communication_row(c: Communication, version: int) -> dict[str, Any]:
+    return {"version": version, **{name: getattr(c, name) for name in COMMUNICATION_FIELDS}}

@@ -98,3 +98,17 @@ async def drop_version(engine: AsyncEngine, version: int) -> None:
 async def versions(conn: AsyncConnection) -> list[dict]:
     rows = await conn.execute(select(pv).order_by(pv.c.version))
     return [dict(r._mapping) for r in rows]
+
+
+async def reset_version(engine: AsyncEngine, version: int) -> None:
+    """Empty a version being built and leave its tables bare (primary keys only), for a bulk fold.
+
+    Its tables are dropped and made again, so a fold cut short by a crash starts clean."""
+    async with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await drop_version_tables(conn, version)
+        if conn.dialect.name != "postgresql":
+            await conn.commit()
+    async with engine.begin() as conn:
+        await create_version(conn, version, indexed=False, lookups=False)

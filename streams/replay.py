@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
@@ -27,14 +30,17 @@ from aiokafka.structs import OffsetAndMetadata
 
 from customers import kafka as names
 from customers.settings import Settings
-from projections.db import make_engine, migrate
-from projections.physical import index_version
+from projections import tables as t
+from projections.db import bulk_upsert, make_engine, migrate
+from projections.physical import index_version, index_version_in_parallel
 from projections.projector import Projector, sweep_version
-from projections.versions import begin_replay, drop_version, ensure_live, group_for, switch_to
+from projections.versions import begin_replay, drop_version, ensure_live, group_for, reset_version, switch_to
+from streams import fold
 from streams.poison import Applier, Source, kafka_time
 
 log = logging.getLogger("customers.replay")
 SWITCH_LAG = 500
+FOLD_BATCH = 100_000
 
 
 @dataclass
@@ -46,6 +52,7 @@ class Progress:
     rate: float  # records per second in this run
     switched: bool = False
     indexed: bool = False  # the version's secondary indexes are built
+    fold: dict | None = None  # what the bulk fold did (`fold_history`), when this run folded
 
 
 def _source(record) -> Source:
@@ -62,7 +69,13 @@ async def _partitions(consumer: AIOKafkaConsumer, topics: list[str]) -> list[Top
 
 
 async def replay(settings: Settings, *, on_progress: Callable[[Progress], None] | None = None,
-                 batch_size: int = 2000, grace: float | None = None, switch_lag: int = SWITCH_LAG) -> Progress:
+                 batch_size: int = 2000, grace: float | None = None, switch_lag: int = SWITCH_LAG,
+                 processes: int | None = None, fold_batch: int = FOLD_BATCH) -> Progress:
+    """Rebuild into a new version and switch readers to it (see the module's docstring).
+
+    `processes` fold processes (default: the CPUs; 1 on SQLite) fold the history; `batch_size` is
+    the batch of the catch-up on the live tail, `fold_batch` the batch of the fold's rules.
+    """
     await migrate(settings.database_url)
     await names.ensure_topics(settings)
     engine = make_engine(settings.database_url)
@@ -70,13 +83,24 @@ async def replay(settings: Settings, *, on_progress: Callable[[Progress], None] 
     version, resumed = await begin_replay(engine, settings.consumer_group)
     projector = Projector(engine, version=version, id_secret=settings.customer_id_secret)
     topics = [settings.topic(n) for n in names.PROJECTED]
+    started, applied_here = time.monotonic(), 0
+    progress = Progress(version, resumed, 0, 0, 0.0)
+    if not await projector.stored_offsets():  # nothing folded yet, or a fold cut short: start clean
+        report = await fold_history(settings, engine, version, processes=processes, batch_size=fold_batch,
+                                    progress=progress, on_progress=on_progress)
+        progress.fold = report
+        applied_here = report["records"]
+        clock = time.monotonic()
+        report["indexes"] = await index_version_in_parallel(engine, version, connections=max(2, processes or 2))
+        report["seconds"]["index"] = round(time.monotonic() - clock, 2)
+        log.info("version %s folded: %s", version, report)
+        progress.indexed = True
     consumer = AIOKafkaConsumer(*topics, bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
                                 group_id=None, auto_offset_reset="earliest", max_partition_fetch_bytes=4 << 20)
     producer = names.LazyProducer(settings, timeout=60.0)  # dead letters
     await consumer.start()
     applier = Applier(projector, lambda topic, key, value: producer.publish(topic, [(key, value)]),
                       prefix=settings.topic_prefix, max_attempts=settings.dlq_max_attempts)
-    started, applied_here = time.monotonic(), 0
     try:
         tps = await _partitions(consumer, topics)
         consumer.unsubscribe()
@@ -84,7 +108,6 @@ async def replay(settings: Settings, *, on_progress: Callable[[Progress], None] 
         stored = await projector.stored_offsets()
         for tp in tps:
             consumer.seek(tp, stored.get((tp.topic, tp.partition), -1) + 1)
-        progress = Progress(version, resumed, 0, 0, 0.0)
         while True:
             ends = await consumer.end_offsets(tps)
             positions = {tp: await consumer.position(tp) for tp in tps}
@@ -121,11 +144,116 @@ async def replay(settings: Settings, *, on_progress: Callable[[Progress], None] 
     return progress
 
 
-async def _index(engine, version: int) -> None:
-    started = time.monotonic()
+async def fold_history(settings: Settings, engine, version: int, *, processes: int | None, batch_size: int,
+                       progress: Progress, on_progress: Callable[[Progress], None] | None) -> dict:
+    """Fold the topics' history up to their current ends into `version`'s bare tables
+    (`streams.fold`), then record the ledger rows and the positions it reached in one
+    transaction: until that commits, a rerun starts the fold again from a clean version."""
+    clock = time.monotonic()
+    await reset_version(engine, version)
+    topics = [settings.topic(n) for n in names.PROJECTED]
+    ends = await names.end_offsets(settings, topics)
+    counts: dict[str, int] = {}
+    for topic, partition in ends:
+        counts[topic] = max(counts.get(topic, 0), partition + 1)
+    shares = fold.shares_of(counts, settings)
+    n = 1 if engine.dialect.name != "postgresql" else max(1, processes or os.cpu_count() or 1)
+    progress.total, progress.done = sum(ends.values()), 0
+    seconds: dict[str, float] = {"prepare": round(time.monotonic() - clock, 2)}
+    async with _Runner(n, progress, on_progress) as runner:
+        clock = time.monotonic()
+        plan = fold.Plan()
+        if len(shares) > 1:
+            scans = await runner.map(fold.scan_job, [(settings, i, tps, ends) for i, tps in enumerate(shares)])
+            ids = {i for scan in scans for _src, named in scan.unkeyed for i in named}
+            providers = {email_id for scan in scans for _src, email_id in scan.reports}
+            located = dict(await runner.map(fold.locate_job, [(settings, i, tps, ends, ids, providers)
+                                                              for i, tps in enumerate(shares)])) \
+                if ids or providers else {}
+            plan = fold.route(scans, located)
+        seconds["route"] = round(time.monotonic() - clock, 2)
+        clock = time.monotonic()
+        jobs = [(settings, version, i, tps, ends, plan.moved.get(i, set()), plan.extra.get(i, []), batch_size)
+                for i, tps in sorted(enumerate(shares), key=lambda s: -sum(ends.get(tp, 0) for tp in s[1]))]
+        results = await runner.map(fold.fold_job, jobs, counts=True)
+        seconds["fold_and_copy"] = round(time.monotonic() - clock, 2)
+    erasures: dict[str, datetime] = {}
+    refs: dict[tuple[str, str], datetime] = {}
+    last: dict[tuple[str, int], tuple[int, datetime | None]] = {}
+    for r in results:
+        for h, at in r.erasures.items():
+            erasures[h] = max(at, erasures.get(h, at))
+        for ref, at in r.erased_refs.items():
+            refs[ref] = max(at, refs.get(ref, at))
+        last.update(r.last)
     async with engine.begin() as conn:
-        await index_version(conn, version)
-    log.info("version %s indexed and analysed in %.1f s", version, time.monotonic() - started)
+        await bulk_upsert(conn, t.erasures, [{"email_hash": h, "erased_at": at} for h, at in sorted(erasures.items())],
+                          ["email_hash"])
+        await bulk_upsert(conn, t.erased_refs, [{"kind": k, "ref": r, "erased_at": at}
+                                                for (k, r), at in sorted(refs.items())], ["kind", "ref"])
+        await bulk_upsert(conn, t.projection_offsets, [
+            {"version": version, "topic": topic, "partition": partition, "offset": offset, "event_time": at}
+            for (topic, partition), (offset, at) in sorted(last.items())], ["version", "topic", "partition"])
+    progress.done = progress.total
+    rows: dict[str, int] = {}
+    for r in results:
+        for name, count in r.rows.items():
+            rows[name] = rows.get(name, 0) + count
+    return {"records": sum(r.records for r in results), "dead_lettered": sum(r.dead for r in results),
+            "processes": n, "shares": len(shares), "rows": rows, "seconds": seconds,
+            "peak_rss_mb": max((r.peak_rss_mb or 0) for r in results) if results else None,
+            "shares_seconds": [r.seconds for r in results]}
+
+
+class _Runner:
+    """Runs fold jobs in `n` processes (spawned: a fresh interpreter, no inherited event loop), or
+    in this process when `n` is 1; reports the records folded as they are."""
+
+    def __init__(self, n: int, progress: Progress, on_progress: Callable[[Progress], None] | None) -> None:
+        self.n, self.progress, self.on_progress = n, progress, on_progress
+        self.pool: ProcessPoolExecutor | None = None
+        self.counter = None
+
+    async def __aenter__(self) -> "_Runner":
+        if self.n > 1:
+            context = multiprocessing.get_context("spawn")
+            self.counter = context.Value("q", 0)
+            self.pool = ProcessPoolExecutor(self.n, mp_context=context, initializer=fold._init,
+                                            initargs=(self.counter,))
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    async def map(self, job: Callable, args: list, counts: bool = False) -> list:
+        if self.pool is None:
+            return [await asyncio.to_thread(self._inline, job, a) for a in args]  # a loop of its own
+        loop = asyncio.get_running_loop()
+        futures = [loop.run_in_executor(self.pool, job, a) for a in args]
+        pending = set(futures)
+        while pending:
+            _done, pending = await asyncio.wait(pending, timeout=0.5)
+            if counts:
+                self._report(self.counter.value)
+        return [f.result() for f in futures]
+
+    def _inline(self, job: Callable, args: tuple):
+        seen = [self.progress.done]
+
+        def tick(n: int) -> None:
+            seen[0] += n
+            self._report(seen[0])
+        fold._TICK = tick
+        try:
+            return job(args)
+        finally:
+            fold._TICK = None
+
+    def _report(self, done: int) -> None:
+        self.progress.done = done
+        if self.on_progress:
+            self.on_progress(self.progress)
 
 
 async def _hand_over(settings: Settings, engine, consumer, tps, version: int) -> None:

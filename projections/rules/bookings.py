@@ -20,7 +20,7 @@ def erased_before(view: View, email: str | None, occurred_at) -> bool:
 def booking(view: View, changes: Changes, event) -> None:
     """`booking.created|rescheduled|cancelled|no_show`: the meeting's registers take the event."""
     key = (event.expert_id, event.meeting_id)
-    if ("meeting", ref_of(event.expert_id, event.meeting_id)) in view.erased_refs:
+    if view.erased_refs and ("meeting", ref_of(event.expert_id, event.meeting_id)) in view.erased_refs:
         changes.skipped_erased += 1
         return
     cid = None

@@ -66,7 +66,7 @@ def message_sent(view: View, changes: Changes, event) -> None:
 
 def email_report(view: View, changes: Changes, report) -> None:
     changes.count(report.type)
-    if ("email", ref_of(report.email_id)) in view.erased_refs:  # its message was erased
+    if view.erased_refs and ("email", ref_of(report.email_id)) in view.erased_refs:  # its message was erased
         changes.skipped_erased += 1
         return
     entry = [report.status, report.at.isoformat()]

@@ -39,8 +39,9 @@ def payment_observed(view: View, changes: Changes, fact) -> None:
     """The fact and every row it names are one payment: joined under the best id they know."""
     if not first_sighting(view, changes, fact):
         return
-    refs = {("payment", ref) for ref in payment_refs(fact)} | {("meeting", ref_of(fact.expert_id, fact.meeting_id))}
-    if erased_before(view, fact.customer_email, fact.occurred_at) or not refs.isdisjoint(view.erased_refs):
+    if erased_before(view, fact.customer_email, fact.occurred_at) or (view.erased_refs and not (
+            {("payment", ref) for ref in payment_refs(fact)} | {("meeting", ref_of(fact.expert_id, fact.meeting_id))}
+    ).isdisjoint(view.erased_refs)):
         changes.skipped_erased += 1
         return
     known = [pid for pid in view.known_by(named(fact)) if not _other_intent(view.payments[pid], fact)]

@@ -1,0 +1,469 @@
+"""The projection's state held in memory: the tables of one version's share, and a store over them.
+
+`FoldState` keeps the rows a set of experts needs (meetings, payments and their aliases,
+summaries, notes, profiles, communications, delivery reports, the insight contributions and
+sums, the Stripe events applied, the erasure ledger), each table with the secondary indexes the
+rules look rows up by. `MemoryStore` answers the same questions as the SQL store
+(`projections.store.Store`): `projections.projector.run_batch` runs the very same rules over it,
+so a fold and the live worker cannot disagree on what an event means.
+
+Every change is logged while a batch runs (`begin`, `commit`, `rollback`), so a batch that fails
+half-way leaves the state as it was, and its records can be applied one by one as the worker does.
+
+Values the rules change in place (profiles, notes, communications, reports, payments) are handed
+out as copies; a batch writes its copies back through `write`, as it would write rows.
+"""
+
+from __future__ import annotations
+
+from copy import copy
+from dataclasses import replace
+from datetime import datetime
+from typing import Any, Callable, Hashable, Iterable, Iterator
+
+from sqlalchemy import String, Table
+
+from customers.commands import canonical
+from customers.ids import email_hash
+from projections import payments as money
+from projections import tables as t
+from projections.meetings import Meeting
+from projections.rules.model import (Changes, Communication, Erasure, Key, Note, Payment, Profile, Summary, View)
+from projections.store import (MEETING_COLUMNS, PAYMENT_COLUMNS, SUMMARY_COLUMNS, Wanted, communication_row,
+                               meeting_values, payment_values, profile_rows, summary_values, wanted)
+
+_MISSING = object()
+
+
+class ValueTooLong(ValueError):
+    """What the database would refuse: a value longer than its column."""
+
+
+class MemTable:
+    """Rows by primary key, with secondary indexes (name -> function of a row to a key or None).
+
+    Indexes named in `lazy` are built on their first look-up and kept from then on: those by email
+    hash serve erasures alone, and most histories fold without one.
+    """
+
+    __slots__ = ("rows", "_fns", "_waiting", "idx", "undo")
+
+    def __init__(self, lazy: Iterable[str] = (), **indexes: Callable[[Any], Hashable | None]) -> None:
+        self.rows: dict[Hashable, Any] = {}
+        self._fns = {name: fn for name, fn in indexes.items() if name not in lazy}
+        self._waiting = {name: fn for name, fn in indexes.items() if name in lazy}
+        self.idx: dict[str, dict[Hashable, set]] = {name: {} for name in self._fns}
+        self.undo: list | None = None
+
+    def get(self, key: Hashable, default: Any = None) -> Any:
+        return self.rows.get(key, default)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self.rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def find(self, index: str, value: Hashable) -> set:
+        if index in self._waiting:
+            fn = self._fns[index] = self._waiting.pop(index)
+            built: dict[Hashable, set] = {}
+            self.idx[index] = built
+            for key, row in self.rows.items():
+                if (found := fn(row)) is not None:
+                    built.setdefault(found, set()).add(key)
+        return self.idx[index].get(value, set())
+
+    def put(self, key: Hashable, row: Any) -> None:
+        old = self.rows.get(key, _MISSING)
+        if self.undo is not None:
+            self.undo.append((key, old))
+        if old is not _MISSING:
+            self._unindex(key, old)
+        self.rows[key] = row
+        self._index(key, row)
+
+    def delete(self, key: Hashable) -> None:
+        old = self.rows.pop(key, _MISSING)
+        if old is _MISSING:
+            return
+        if self.undo is not None:
+            self.undo.append((key, old))
+        self._unindex(key, old)
+
+    def rollback(self) -> None:
+        for key, old in reversed(self.undo or ()):
+            current = self.rows.pop(key, _MISSING)
+            if current is not _MISSING:
+                self._unindex(key, current)
+            if old is not _MISSING:
+                self.rows[key] = old
+                self._index(key, old)
+        self.undo = None
+
+    def _index(self, key: Hashable, row: Any) -> None:
+        for name, fn in self._fns.items():
+            value = fn(row)
+            if value is not None:
+                self.idx[name].setdefault(value, set()).add(key)
+
+    def _unindex(self, key: Hashable, row: Any) -> None:
+        for name, fn in self._fns.items():
+            value = fn(row)
+            if value is not None:
+                keys = self.idx[name].get(value)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del self.idx[name][value]
+
+
+def _checker(table: Table, names: Iterable[str] | None = None) -> Callable[[Any], None]:
+    """A check of an object's string attributes against the lengths of `table`'s columns."""
+    limits = [(c.name, c.type.length) for c in table.c
+              if isinstance(c.type, String) and c.type.length and (names is None or c.name in names)]
+
+    def check(obj: Any) -> None:
+        for name, length in limits:
+            value = getattr(obj, name, None)
+            if value is not None and len(value) > length:
+                raise ValueTooLong(f"value too long for type character varying({length}) ({table.name}.{name})")
+    return check
+
+
+class FoldState:
+    """The tables of one share of a version (the experts of some partitions), in memory."""
+
+    def __init__(self, secret: str, erasures: dict[str, datetime] | None = None,
+                 erased_refs: dict[tuple[str, str], datetime] | None = None) -> None:
+        self.secret = secret
+        h = self.hash_of
+        self.meetings = MemTable(
+            customer=lambda m: (m.expert_id, m.customer_id) if m.customer_id else None,
+            pi=lambda m: m.payment_intent_id if m.created_version else None,
+            cs=lambda m: m.checkout_session_id if m.created_version else None,
+            booked=lambda m: (m.expert_id, m.customer_email, m.booked_start) if m.created_version else None,
+            email=lambda m: h(m.customer_email), lazy=("email",))
+        self.payments = MemTable(
+            customer=lambda p: (p.expert_id, p.customer_id) if p.expert_id and p.customer_id else None,
+            meeting=lambda p: (p.expert_id, p.meeting_id) if p.expert_id and p.meeting_id else None,
+            hint=lambda p: (p.hint_expert, p.hint_meeting) if p.hint_expert and p.hint_meeting else None,
+            cs=lambda p: p.checkout_session_id,
+            booked=lambda p: (p.hint_expert, p.hint_email, p.hint_start)
+            if p.hint_expert and p.hint_email and p.hint_start else None,
+            email=lambda p: h(p.hint_email), lazy=("email",))
+        self.aliases = MemTable(payment=lambda pid: pid)  # alias -> payment id
+        self.summaries = MemTable(email=lambda s: h(s.email), lazy=("email",))
+        self.notes = MemTable(customer=lambda n: (n.expert_id, n.customer_id))
+        self.stripe_events = MemTable()  # event id -> (type, applied at)
+        self.definitions = MemTable()  # expert -> (definitions, at)
+        self.profiles = MemTable(email=lambda p: p.email_hash, lazy=("email",))
+        self.communications = MemTable(provider=lambda c: c.provider_message_id, email=lambda c: c.email_hash,
+                                       lazy=("email",))
+        self.reports = MemTable()  # provider email id -> [[status, at], ...]
+        self.contributions = MemTable()  # (expert, customer) -> [[month, metric, dim, value], ...]
+        self.counts = MemTable()  # (expert, month, metric, dim) -> (value, label)
+        self.erasures = MemTable()  # the ledger, shared by every version: hash -> erased at
+        self.erased_refs = MemTable()  # (kind, ref) -> erased at
+        self.erasures.rows.update(erasures or {})
+        self.erased_refs.rows.update(erased_refs or {})
+        self.new_erasures: set[str] = set()
+        self.new_refs: set[tuple[str, str]] = set()
+
+    def hash_of(self, email: str | None) -> str | None:
+        return email_hash(self.secret, email) if email else None
+
+    def tables(self) -> Iterator[MemTable]:
+        return iter((self.meetings, self.payments, self.aliases, self.summaries, self.notes, self.stripe_events,
+                     self.definitions, self.profiles, self.communications, self.reports, self.contributions,
+                     self.counts, self.erasures, self.erased_refs))
+
+    def begin(self) -> None:
+        for table in self.tables():
+            table.undo = []
+        self._ledger_marks = (set(self.new_erasures), set(self.new_refs))
+
+    def commit(self) -> None:
+        for table in self.tables():
+            table.undo = None
+
+    def rollback(self) -> None:
+        for table in self.tables():
+            table.rollback()
+        self.new_erasures, self.new_refs = self._ledger_marks
+
+
+_CHECKS = {
+    "payment": _checker(t.payments), "note": _checker(t.notes), "profile": _checker(t.customer_profiles),
+    "communication": _checker(t.communications),
+}
+_MAX_TAG, _MAX_FIELD_KEY, _MAX_FIELD_VALUE = (t.customer_tags.c.tag.type.length, t.customer_field_values.c.key.type.length,
+                                              t.customer_field_values.c.value.type.length)
+_MAX_ALIAS, _MAX_EVENT = t.payment_aliases.c.alias.type.length, t.stripe_events_applied.c.event_id.type.length
+_MAX_EMAIL_ID = t.email_reports.c.email_id.type.length
+
+
+def _too_long(value: str | None, length: int, where: str) -> None:
+    if value is not None and len(value) > length:
+        raise ValueTooLong(f"value too long for type character varying({length}) ({where})")
+
+
+def _copy_payment(p: Payment) -> Payment:
+    return copy(p)
+
+
+def _copy_profile(p: Profile) -> Profile:
+    return replace(p, tags=list(p.tags), fields=dict(p.fields))
+
+
+class MemoryStore:
+    """`projections.store.Store`'s questions and writes, answered from a `FoldState`."""
+
+    def __init__(self, state: FoldState, version: int, as_of: datetime) -> None:
+        self.state, self.version, self.secret, self.as_of = state, version, state.secret, as_of
+
+    # --- loads -------------------------------------------------------------------------------
+
+    async def load(self, items: list[Any], now: datetime) -> View:
+        s = self.state
+        view = View(self.version, self.secret, self.as_of, now)
+        w: Wanted = wanted(items, self.secret, ledger=bool(len(s.erasures) or len(s.erased_refs)))
+        view.erased_emails = {h: s.erasures.rows[h] for h in w.email_hashes if h in s.erasures}
+        view.erased_refs = {r: s.erased_refs.rows[r] for r in w.refs if r in s.erased_refs}
+        view.stripe_seen = {e for e in w.events if e in s.stripe_events}
+        await self.load_meetings(view, w.meetings)
+        pids = {s.aliases.rows[a] for a in w.names if a in s.aliases} | {n for n in w.names if n in s.payments}
+        for pid in sorted(pids):
+            view.keep_payment(_copy_payment(s.payments.rows[pid]))
+        for note_id in w.notes:
+            if (note := s.notes.get(note_id)) is not None:
+                view.notes[note_id] = copy(note)
+        await self.load_profiles(view, w.profiles)
+        for mid in w.messages | {i for p in w.provider_ids for i in s.communications.find("provider", p)}:
+            if mid not in view.communications and (c := s.communications.get(mid)) is not None:
+                view.communications[mid] = copy(c)
+        for pid in w.provider_ids:
+            if (reports := s.reports.get(pid)) is not None:
+                view.reports.setdefault(pid, [list(x) for x in reports])
+        for h in sorted(w.erased):
+            view.erasures[h] = self._erasure(h)
+            for meeting in view.erasures[h].meeting_rows:
+                view.meetings.setdefault((meeting.expert_id, meeting.meeting_id), meeting)
+        return view
+
+    def _erasure(self, h: str) -> Erasure:
+        s = self.state
+        found = Erasure(h)
+        found.customers = sorted(s.summaries.find("email", h))
+        found.meetings = sorted(s.meetings.find("email", h))
+        found.meeting_rows = [s.meetings.rows[k] for k in found.meetings]
+        pids = set(s.payments.find("email", h))
+        for owner in found.customers:
+            pids |= s.payments.find("customer", owner)
+        found.payments = {pid: {pid} | s.aliases.find("payment", pid)
+                          | money.ids(s.payments.rows[pid].state or {}, pid) for pid in pids}
+        found.payment_meetings = {pid: (s.payments.rows[pid].expert_id, s.payments.rows[pid].meeting_id) for pid in pids}
+        found.profiles = sorted(s.profiles.find("email", h))
+        found.communications = [copy(s.communications.rows[i]) for i in sorted(s.communications.find("email", h))]
+        found.notes = [copy(s.notes.rows[i]) for owner in found.customers for i in sorted(s.notes.find("customer", owner))]
+        return found
+
+    async def load_profiles(self, view: View, keys: Iterable[Key]) -> None:
+        for key in keys:
+            if key not in view.profiles and (p := self.state.profiles.get(key)) is not None:
+                view.profiles[key] = _copy_profile(p)
+
+    async def load_meetings(self, view: View, keys: Iterable[Key]) -> None:
+        for key in keys:
+            if key not in view.meetings and (m := self.state.meetings.get(key)) is not None:
+                view.meetings[key] = m
+
+    async def load_for_linking(self, view: View, changes: Changes, booked: list[Meeting]) -> set[str]:
+        candidates = {pid for pid in changes.payments if pid in view.payments}
+        s = self.state
+        found: set[str] = set()
+        for m in booked:
+            key = (m.expert_id, m.meeting_id)
+            found |= s.payments.find("meeting", key) | s.payments.find("hint", key)
+            if m.payment_intent_id and m.payment_intent_id in s.payments:
+                found.add(m.payment_intent_id)
+            if m.checkout_session_id:
+                found |= s.payments.find("cs", m.checkout_session_id)
+            if m.customer_email:
+                found |= s.payments.find("booked", (m.expert_id, m.customer_email, m.booked_start))
+        for pid in sorted(found):
+            if pid in changes.payments_removed:
+                continue
+            if pid not in view.payments:
+                view.keep_payment(_copy_payment(s.payments.rows[pid]))
+            candidates.add(pid)
+        self._meetings_for([view.payments[pid] for pid in candidates], view)
+        return candidates
+
+    def _meetings_for(self, rows: list[Payment], view: View) -> None:
+        meetings = self.state.meetings
+        keys: set[Key] = set()
+        for r in rows:
+            if r.hint_expert and r.hint_meeting:
+                key = (r.hint_expert, r.hint_meeting)
+                if (m := meetings.get(key)) is not None and m.created_version:
+                    keys.add(key)
+            if r.hint_expert and r.hint_email and r.hint_start:
+                keys |= meetings.find("booked", (r.hint_expert, r.hint_email, r.hint_start))
+            if r.payment_intent_id:
+                keys |= meetings.find("pi", r.payment_intent_id)
+            if r.checkout_session_id:
+                keys |= meetings.find("cs", r.checkout_session_id)
+        for key in keys:
+            if key not in view.meetings:
+                view.meetings[key] = meetings.rows[key]
+
+    async def load_summaries(self, view: View, keys: Iterable[Key]) -> None:
+        for key in keys:
+            if key not in view.summaries and (s := self.state.summaries.get(key)) is not None:
+                view.summaries[key] = replace(s)
+
+    async def history(self, keys: Iterable[Key]) -> dict[Key, tuple[list[Meeting], list[dict]]]:
+        return {k: (meetings, [state for state, _mid in payments])
+                for k, (meetings, payments) in (await self.insight_inputs(keys)).items()}
+
+    async def insight_inputs(self, keys: Iterable[Key]) -> dict[Key, tuple[list[Meeting], list]]:
+        s = self.state
+        return {k: ([s.meetings.rows[m] for m in s.meetings.find("customer", k)],
+                    [(s.payments.rows[p].state, s.payments.rows[p].meeting_id) for p in s.payments.find("customer", k)])
+                for k in set(keys)}
+
+    async def contributions(self, keys: Iterable[Key]) -> dict[Key, list]:
+        rows = self.state.contributions.rows
+        return {k: rows[k] for k in set(keys) if k in rows}
+
+    # --- writes ------------------------------------------------------------------------------
+
+    async def write(self, view: View, changes: Changes) -> None:
+        s = self.state
+        for key in changes.meetings_removed:
+            s.meetings.delete(key)
+        for pid in changes.payments_removed:
+            s.payments.delete(pid)
+        for pid in changes.aliases_removed:
+            for alias in list(s.aliases.find("payment", pid)):
+                s.aliases.delete(alias)
+        for note_id in changes.notes_removed:
+            s.notes.delete(note_id)
+        for key in changes.meetings:  # booking events are held to the columns' lengths when decoded
+            if (m := view.meetings.get(key)) is not None:
+                s.meetings.put(key, m)
+        check = _CHECKS["payment"]
+        for pid in sorted(changes.payments):
+            if (p := view.payments.get(pid)) is None:
+                continue
+            check(p)
+            s.payments.put(pid, p)
+            for alias in money.ids(p.state, pid):
+                _too_long(alias, _MAX_ALIAS, "payment_aliases.alias")
+                s.aliases.put(alias, pid)
+        check = _CHECKS["note"]
+        for note_id in changes.notes:
+            if (n := view.notes.get(note_id)) is not None:
+                check(n)
+                s.notes.put(note_id, n)
+        self._write_profiles(view, changes)
+        for event_id, kind in changes.stripe_events.items():
+            _too_long(event_id, _MAX_EVENT, "stripe_events_applied.event_id")
+            if event_id not in s.stripe_events:
+                s.stripe_events.put(event_id, (kind, view.now))
+        for h, at in changes.erasures.items():
+            s.erasures.put(h, at)
+            s.new_erasures.add(h)
+        for ref, at in changes.erased_refs.items():
+            s.erased_refs.put(ref, at)
+            s.new_refs.add(ref)
+
+    def _write_profiles(self, view: View, changes: Changes) -> None:
+        s = self.state
+        for expert in changes.definitions:
+            s.definitions.put(expert, (view.definitions[expert], view.definitions_at[expert]))
+        for i in changes.communications_removed:
+            s.communications.delete(i)
+        for i in changes.reports_removed:
+            s.reports.delete(i)
+        check = _CHECKS["communication"]
+        for i in changes.communications:
+            if (c := view.communications.get(i)) is not None:
+                check(c)
+                s.communications.put(i, c)
+        for i in changes.reports:
+            if i in view.reports:
+                _too_long(i, _MAX_EMAIL_ID, "email_reports.email_id")
+                s.reports.put(i, view.reports[i])
+        for key in changes.profiles_removed:
+            s.profiles.delete(key)
+        check = _CHECKS["profile"]
+        for key in changes.profiles:
+            if (p := view.profiles.get(key)) is not None:
+                check(p)
+                for tag in p.tags:
+                    _too_long(tag, _MAX_TAG, "customer_tags.tag")
+                for name, value in p.fields.items():
+                    _too_long(name, _MAX_FIELD_KEY, "customer_field_values.key")
+                    _too_long(canonical(value), _MAX_FIELD_VALUE, "customer_field_values.value")
+                s.profiles.put(key, p)
+
+    async def write_summaries(self, view: View, changes: Changes) -> None:
+        s = self.state
+        for key in changes.summaries_removed:
+            s.summaries.delete(key)
+        for key in changes.summaries:  # from the meetings: checked at the door
+            if (summary := view.summaries.get(key)) is not None:
+                s.summaries.put(key, summary)
+
+    async def write_insights(self, contributions: dict[Key, list], gone: set[Key],
+                             deltas: dict[tuple[str, str, str, str], int], labels: dict[tuple[str, str], str]) -> None:
+        s = self.state
+        for key in gone:
+            s.contributions.delete(key)
+        for key, rows in contributions.items():
+            s.contributions.put(key, rows)
+        counts = s.counts
+        for (e, m, k, d), value in deltas.items():
+            old = counts.get((e, m, k, d))
+            label = labels.get((e, d)) if k == "svc_appts" else None
+            if old is None:
+                counts.put((e, m, k, d), (value, label))
+            else:
+                counts.put((e, m, k, d), (old[0] + value, label if label is not None else old[1]))
+
+
+
+def version_rows(state: FoldState, version: int) -> Iterator[tuple[Table, tuple[str, ...], Iterator[tuple]]]:
+    """Every row of the state, table by table, as the SQL store would have written them: the
+    table, its columns, and the rows as tuples in that order (JSON columns as Python values).
+
+    Insight sums that came back to 0 are left out (readers skip them).
+    """
+    secret = state.secret
+    yield t.meetings, MEETING_COLUMNS, (meeting_values(m, version, secret) for m in state.meetings.rows.values())
+    yield t.payments, PAYMENT_COLUMNS, (payment_values(p, version, secret) for p in state.payments.rows.values())
+    yield t.payment_aliases, ("version", "alias", "payment_id"), (
+        (version, a, pid) for a, pid in state.aliases.rows.items())
+    yield t.customers, SUMMARY_COLUMNS, (summary_values(k, s, version, secret) for k, s in state.summaries.rows.items())
+    yield t.notes, ("version", "note_id", "expert_id", "customer_id", "body", "created_at", "deleted"), (
+        (version, n.note_id, n.expert_id, n.customer_id, n.body, n.created_at, n.deleted)
+        for n in state.notes.rows.values())
+    yield t.stripe_events_applied, ("version", "event_id", "event_type", "applied_at"), (
+        (version, e, kind, at) for e, (kind, at) in state.stripe_events.rows.items())
+    yield t.field_definitions, ("version", "expert_id", "definitions", "updated_at"), (
+        (version, e, d, at) for e, (d, at) in state.definitions.rows.items())
+    profiles = [profile_rows(p, version) for p in state.profiles.rows.values()]
+    for table, rows in ((t.customer_profiles, [row for row, _, _ in profiles]),
+                        (t.customer_tags, [tag for _, tags, _ in profiles for tag in tags]),
+                        (t.customer_field_values, [value for _, _, values in profiles for value in values]),
+                        (t.communications, [communication_row(c, version) for c in state.communications.rows.values()])):
+        columns = tuple(c.name for c in table.c)
+        yield table, columns, (tuple(row[c] for c in columns) for row in rows)
+    yield t.email_reports, ("version", "email_id", "reports"), (
+        (version, i, r) for i, r in state.reports.rows.items())
+    yield t.customer_insights, ("version", "expert_id", "customer_id", "contribution"), (
+        (version, e, c, rows) for (e, c), rows in state.contributions.rows.items())
+    yield t.insight_counts, ("version", "expert_id", "month", "metric", "dim", "value", "label"), (
+        (version, e, m, k, d, value, label) for (e, m, k, d), (value, label) in state.counts.rows.items() if value)

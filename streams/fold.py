@@ -1,0 +1,411 @@
+"""The bulk fold: the retained history folded in memory, share by share, and written once.
+
+`customers replay` (and nothing else writes a version this way) hands the history to N fold
+processes. A *share* is one partition number of every projected topic: the topics are keyed by
+expert and have the same partition count, so an expert's bookings, payment facts, commands and
+messages all sit in the same partition number, and a share holds every record of its experts.
+A process folds one share at a time, in memory (`projections.memory`), through the very rules
+the worker applies (`projections.projector.run_batch`), then COPYs the share's rows into the
+version's fresh tables and forgets it: its memory is bounded by the largest share, not by the
+history.
+
+Three kinds of record are not keyed by their expert, and are routed first (`route`):
+
+* a payment fact whose Stripe metadata named no expert is keyed by its payment id. It goes to
+  the share holding a booking or an expert-keyed fact that names one of the ids its payment is
+  known by (joined through the other unkeyed facts of the same payment); a payment nobody names
+  stays in its own share (an unlinked payment, as the worker would keep it);
+* an email-provider report is keyed by the provider's email id: it goes to the share of the
+  message that names that id;
+* an erasure is keyed by the person: every share applies it (the person leaves every expert),
+  each at its place in time among the share's own records.
+
+Within a share, the records of its topics are merged in the order of their Kafka timestamps,
+each partition's records staying in partition order; nothing depends on the order between
+partitions. A record that does not decode, or that fails when applied alone, goes to its
+`.dlq` topic as in the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import heapq
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy import select
+
+from customers import kafka as names
+from customers.settings import Settings
+from projections import tables as t
+from projections.db import copy_rows, make_engine
+from projections.memory import FoldState, MemoryStore, version_rows
+from projections.physical import partition_name
+from projections.projector import run_batch
+from projections.rules.payment_facts import named
+from projections.sweep import watermark
+from streams.decode import dead_letter, decoder_for
+from streams.poison import Source, kafka_time
+
+log = logging.getLogger("customers.fold")
+
+Tp = tuple[str, int]  # (topic, partition)
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+async def read_partitions(settings: Settings, tps: Iterable[Tp], ends: dict[Tp, int],
+                          keep: Callable[[Source], bool] | None = None) -> dict[Tp, list[Source]]:
+    """Every record of these partitions from offset 0 up to `ends` (exclusive), in order."""
+    wanted = [TopicPartition(topic, p) for topic, p in tps if ends.get((topic, p), 0) > 0]
+    out: dict[Tp, list[Source]] = {(tp.topic, tp.partition): [] for tp in wanted}
+    if not wanted:
+        return out
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
+                                group_id=None, auto_offset_reset="earliest", max_partition_fetch_bytes=8 << 20,
+                                fetch_max_bytes=64 << 20)
+    await consumer.start()
+    try:
+        consumer.assign(wanted)
+        await consumer.seek_to_beginning(*wanted)
+        open_tps = set(wanted)
+        while open_tps:
+            fetched = await consumer.getmany(*open_tps, timeout_ms=1000, max_records=20_000)
+            for tp, records in fetched.items():
+                end, into = ends[(tp.topic, tp.partition)], out[(tp.topic, tp.partition)]
+                for r in records:
+                    if r.offset < end:
+                        src = Source(r.topic, r.partition, r.offset, r.key, r.value, kafka_time(r.timestamp))
+                        if keep is None or keep(src):
+                            into.append(src)
+            for tp in list(open_tps):
+                if await consumer.position(tp) >= ends[(tp.topic, tp.partition)]:
+                    open_tps.discard(tp)
+    finally:
+        await consumer.stop()
+    return out
+
+
+def merged(streams: Iterable[list[Source]]) -> Iterable[Source]:
+    """The records of several partitions in the order of their timestamps, each partition's in order."""
+    order = {name: i for i, name in enumerate(names.PROJECTED)}
+
+    def key(src: Source) -> tuple:
+        return (src.timestamp or datetime.min.replace(tzinfo=timezone.utc), order.get(src.topic, 99))
+    return heapq.merge(*streams, key=key)
+
+
+def _base(topic: str, prefix: str) -> str:
+    return topic[len(prefix):] if prefix and topic.startswith(prefix) else topic
+
+
+# --- routing ---------------------------------------------------------------------------------------
+
+@dataclass
+class Scan:
+    """What one share holds that is not keyed by its expert."""
+
+    share: int
+    unkeyed: list[tuple[Source, frozenset[str]]] = field(default_factory=list)  # payment facts, the ids they name
+    reports: list[tuple[Source, str]] = field(default_factory=list)  # email reports, their provider email id
+    erasures: list[Source] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    """Where records go: what each share folds besides its own records, and what it leaves to others."""
+
+    moved: dict[int, set[Tp | tuple[str, int, int]]] = field(default_factory=lambda: defaultdict(set))
+    extra: dict[int, list[Source]] = field(default_factory=lambda: defaultdict(list))
+
+
+async def scan_share(settings: Settings, share: int, tps: list[Tp], ends: dict[Tp, int]) -> Scan:
+    """The share's records that its experts' keys do not place: read the topics that may hold them."""
+    prefix = settings.topic_prefix
+    movable = {settings.topic(n) for n in (names.ACTIVITY, names.EMAIL_EVENTS, names.COMMANDS)}
+    read = await read_partitions(settings, [tp for tp in tps if tp[0] in movable], ends)
+    scan = Scan(share)
+    for (topic, _p), records in read.items():
+        base, decode = _base(topic, prefix), decoder_for(topic, prefix)
+        for src in records:
+            if base == names.ACTIVITY and _names_its_key(src):
+                continue  # keyed by the expert it names: already in its expert's share
+            try:
+                item = decode(src.value)
+            except ValueError:
+                continue  # its own share dead-letters it
+            if base == names.ACTIVITY and item.type == "payment.observed" and not item.expert_id:
+                scan.unkeyed.append((src, frozenset(named(item))))
+            elif base == names.EMAIL_EVENTS:
+                scan.reports.append((src, item.email_id))
+            elif base == names.COMMANDS and item.type == "customer.erased":
+                scan.erasures.append(src)
+    return scan
+
+
+def _names_its_key(src: Source) -> bool:
+    """The record is keyed by the expert it names (its JSON says so, however it was spaced)."""
+    return bool(src.key) and src.value is not None and (
+        b'"expert_id":"' + src.key + b'"' in src.value or b'"expert_id": "' + src.key + b'"' in src.value)
+
+
+async def locate(settings: Settings, share: int, tps: list[Tp], ends: dict[Tp, int], ids: set[str],
+                 provider_ids: set[str]) -> tuple[set[str], set[str]]:
+    """Which of these payment ids and provider email ids the share's experts name."""
+    prefix = settings.topic_prefix
+    topics = {settings.topic(names.BOOKINGS), settings.topic(names.ACTIVITY)} if ids else set()
+    if provider_ids:
+        topics.add(settings.topic(names.COMMUNICATIONS))
+    read = await read_partitions(settings, [tp for tp in tps if tp[0] in topics], ends)
+    found_ids, found_providers = set(), set()
+    for (topic, _p), records in read.items():
+        base, decode = _base(topic, prefix), decoder_for(topic, prefix)
+        for src in records:
+            try:
+                item = decode(src.value)
+            except ValueError:
+                continue
+            if base == names.BOOKINGS and item.type == "booking.created":
+                payment = getattr(item, "payment", None)
+                for value in (getattr(payment, "payment_intent_id", None), getattr(payment, "checkout_session_id", None)):
+                    if value in ids:
+                        found_ids.add(value)
+            elif base == names.ACTIVITY and item.type == "payment.observed" and item.expert_id:
+                found_ids |= named(item) & ids
+            elif base == names.COMMUNICATIONS and getattr(item, "provider_message_id", None) in provider_ids:
+                found_providers.add(item.provider_message_id)
+    return found_ids, found_providers
+
+
+def route(scans: list[Scan], located: dict[int, tuple[set[str], set[str]]]) -> Plan:
+    """Pure: the share each unkeyed record is folded in (see the module's docstring)."""
+    plan = Plan()
+    shares = sorted(s.share for s in scans)
+    owner_of_id: dict[str, int] = {}
+    owner_of_email: dict[str, int] = {}
+    for share in sorted(located):
+        ids, providers = located[share]
+        for i in ids:
+            owner_of_id.setdefault(i, share)
+        for i in providers:
+            owner_of_email.setdefault(i, share)
+    # the unkeyed facts of one payment: joined through any id two of them share
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+    facts = [(scan.share, src, ids) for scan in scans for src, ids in scan.unkeyed if ids]
+    for _share, _src, ids in facts:
+        first, *rest = sorted(ids)
+        for other in rest:
+            a, b = find(first), find(other)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    components: dict[str, list[tuple[int, Source, frozenset[str]]]] = defaultdict(list)
+    for fact in facts:
+        components[find(min(fact[2]))].append(fact)
+    for members in components.values():
+        owners = {owner_of_id[i] for _s, _src, ids in members for i in ids if i in owner_of_id}
+        target = min(owners) if owners else min(share for share, _src, _ids in members)
+        for share, src, _ids in members:
+            _send(plan, share, target, src)
+    for scan in scans:
+        for src, email_id in scan.reports:
+            _send(plan, scan.share, owner_of_email.get(email_id, scan.share), src)
+        for src in scan.erasures:
+            for other in shares:
+                if other != scan.share:
+                    plan.extra[other].append(src)
+    return plan
+
+
+def _send(plan: Plan, source: int, target: int, src: Source) -> None:
+    if target != source:
+        plan.moved[source].add((src.topic, src.partition, src.offset))
+        plan.extra[target].append(src)
+
+
+# --- folding ---------------------------------------------------------------------------------------
+
+@dataclass
+class Folded:
+    """What one share's fold did."""
+
+    share: int
+    records: int = 0
+    dead: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    erasures: dict[str, datetime] = field(default_factory=dict)  # ledger rows the fold added
+    erased_refs: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    last: dict[Tp, tuple[int, datetime | None]] = field(default_factory=dict)  # newest offset and time per partition
+    seconds: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: float | None = None
+
+
+async def load_ledger(conn) -> tuple[dict, dict]:
+    e, r = t.erasures.c, t.erased_refs.c
+    erasures = {row.email_hash: row.erased_at for row in await conn.execute(select(e.email_hash, e.erased_at))}
+    refs = {(row.kind, row.ref): row.erased_at for row in await conn.execute(select(r.kind, r.ref, r.erased_at))}
+    return erasures, refs
+
+
+async def fold_share(settings: Settings, version: int, share: int, tps: list[Tp], ends: dict[Tp, int],
+                     moved: set, extra: list[Source], *, batch_size: int = 5000,
+                     progress: Callable[[int], None] | None = None) -> Folded:
+    """Fold one share of the history in memory and COPY its rows into `version`'s tables."""
+    result = Folded(share)
+    clock = time.monotonic()
+    read = await read_partitions(settings, tps, ends,
+                                 keep=(lambda s: (s.topic, s.partition, s.offset) not in moved) if moved else None)
+    for tp, records in read.items():
+        if records:
+            result.last[tp] = (ends[tp] - 1, records[-1].timestamp)
+    for tp in tps:  # a partition whose every record went to other shares is still read to its end
+        if ends.get(tp, 0) > 0 and tp not in result.last:
+            result.last[tp] = (ends[tp] - 1, None)
+    streams = list(read.values()) + [sorted(extra, key=lambda s: (s.topic, s.partition, s.offset))]
+    result.seconds["read"] = round(time.monotonic() - clock, 2)
+
+    engine = make_engine(settings.database_url)
+    producer = names.LazyProducer(settings, timeout=60.0)
+    gc_was = gc.isenabled()
+    gc.disable()  # the state is a few large acyclic tables: collecting mid-fold only costs time
+    try:
+        async with engine.connect() as conn:
+            as_of = await watermark(conn, version)
+            erasures, refs = await load_ledger(conn)
+        state = FoldState(settings.customer_id_secret, erasures, refs)
+        store = MemoryStore(state, version, as_of)
+        prefix = settings.topic_prefix
+        clock = time.monotonic()
+
+        async def to_dlq(src: Source, exc: BaseException) -> None:
+            await producer.publish(settings.topic(names.dlq(_base(src.topic, prefix))),
+                                   [(src.key, dead_letter(src.value, exc, src.topic, src.partition, src.offset))])
+            result.dead += 1
+            log.warning("dead-lettered %s[%s]@%s: %s", src.topic, src.partition, src.offset, type(exc).__name__)
+
+        async def apply(batch: list[tuple[Source, Any]]) -> None:
+            now = datetime.now(timezone.utc)
+            state.begin()
+            try:
+                await run_batch(store, [item for _, item in batch], now)
+                state.commit()
+                return
+            except Exception as exc:  # noqa: BLE001 - one bad record must not stop the share
+                state.rollback()
+                log.warning("fold batch failed (%s); applying its records one by one", type(exc).__name__)
+            for src, item in batch:
+                state.begin()
+                try:
+                    await run_batch(store, [item], now)
+                    state.commit()
+                except Exception as exc:  # noqa: BLE001
+                    state.rollback()
+                    await to_dlq(src, exc)
+
+        batch: list[tuple[Source, Any]] = []
+        decoders: dict[str, Callable] = {}
+        for src in merged(streams):
+            decode = decoders.get(src.topic) or decoders.setdefault(src.topic, decoder_for(src.topic, prefix))
+            result.records += 1
+            try:
+                batch.append((src, decode(src.value)))
+            except ValueError as exc:
+                await to_dlq(src, exc)
+            if len(batch) >= batch_size:
+                await apply(batch)
+                if progress:
+                    progress(len(batch))
+                batch = []
+        if batch:
+            await apply(batch)
+            if progress:
+                progress(len(batch))
+        del streams, read, extra
+        result.seconds["fold"] = round(time.monotonic() - clock, 2)
+
+        clock = time.monotonic()
+        async with engine.begin() as conn:
+            for table, columns, rows in version_rows(state, version):
+                into = partition_name(table, version) if conn.dialect.name == "postgresql" else None
+                result.rows[table.name] = await copy_rows(conn, table, columns, rows, into=into)
+        result.erasures = {h: state.erasures.rows[h] for h in state.new_erasures}
+        result.erased_refs = {r: state.erased_refs.rows[r] for r in state.new_refs}
+        result.seconds["copy"] = round(time.monotonic() - clock, 2)
+    finally:
+        await producer.close()
+        await engine.dispose()
+        if gc_was:
+            gc.enable()
+    result.peak_rss_mb = _peak_rss_mb()
+    return result
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def shares_of(partitions: dict[str, int], settings: Settings) -> list[list[Tp]]:
+    """The shares: one per partition number when every projected topic has as many partitions,
+    else one share of everything (an expert's records could then sit in different numbers)."""
+    topics = [settings.topic(n) for n in names.PROJECTED]
+    counts = {partitions.get(topic, 0) for topic in topics}
+    if len(counts) == 1:
+        n = counts.pop()
+        return [[(topic, p) for topic in topics] for p in range(n)]
+    log.warning("projected topics have different partition counts (%s): folding them as one share",
+                {topic: partitions.get(topic, 0) for topic in topics})
+    return [[(topic, p) for topic in topics for p in range(partitions.get(topic, 0))]]
+
+
+# --- processes -------------------------------------------------------------------------------------
+
+_COUNTER = None  # records folded, shared with the parent (set in each fold process)
+_TICK: Callable[[int], None] | None = None  # or told directly, when the parent folds in a thread
+
+
+def _init(counter) -> None:
+    global _COUNTER
+    _COUNTER = counter
+    logging.basicConfig(level=logging.WARNING)
+
+
+def _count(n: int) -> None:
+    if _COUNTER is not None:
+        with _COUNTER.get_lock():
+            _COUNTER.value += n
+    elif _TICK is not None:
+        _TICK(n)
+
+
+def scan_job(args: tuple) -> Scan:
+    settings, share, tps, ends = args
+    return asyncio.run(scan_share(settings, share, tps, ends))
+
+
+def locate_job(args: tuple) -> tuple[int, tuple[set[str], set[str]]]:
+    settings, share, tps, ends, ids, providers = args
+    return share, asyncio.run(locate(settings, share, tps, ends, ids, providers))
+
+
+def fold_job(args: tuple) -> Folded:
+    settings, version, share, tps, ends, moved, extra, batch_size = args
+    return asyncio.run(fold_share(settings, version, share, tps, ends, moved, extra, batch_size=batch_size,
+                                  progress=_count))

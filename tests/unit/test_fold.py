@@ -1,0 +1,125 @@
+"""The bulk fold's parts without Kafka or a database: the in-memory tables, the store over them
+(the same rules give the same rows as the SQL store would), and the routing of records that are
+not keyed by their expert."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from customers.commands import CustomerErased
+from customers.ids import customer_id, email_hash
+from projections.memory import FoldState, MemoryStore, MemTable, ValueTooLong, version_rows
+from projections.projector import run_batch
+from projections.rules.summaries import summary_of
+from streams.fold import Plan, Scan, route
+from streams.poison import Source
+from tests.unit.test_rules import SECRET, T0, H, created, event, note, paid
+
+ANA = customer_id(SECRET, "ex", "ana@example.com")
+
+
+def fold(state: FoldState, items: list, now: datetime = T0) -> None:
+    asyncio.run(run_batch(MemoryStore(state, 1, T0), items, now))
+
+
+# --- tables ------------------------------------------------------------------------------------------
+
+def test_a_table_finds_rows_by_its_indexes_and_a_rollback_restores_rows_and_indexes():
+    table = MemTable(first=lambda row: row[0])
+    table.put("a", ("x", 1))
+    table.undo = []
+    table.put("a", ("y", 2))
+    table.put("b", ("y", 3))
+    table.delete("a")
+    assert table.find("first", "y") == {"b"} and table.find("first", "x") == set()
+    table.rollback()
+    assert table.rows == {"a": ("x", 1)} and table.find("first", "x") == {"a"} and table.find("first", "y") == set()
+
+
+def test_a_failed_batch_leaves_the_state_as_it_was():
+    state = FoldState(SECRET)
+    fold(state, [created("m1"), paid("pi_1", 7000, meeting="m1")])
+    before = {name: dict(table.rows) for name, table in vars(state).items() if isinstance(table, MemTable)}
+    state.begin()
+    with pytest.raises(ValueTooLong):
+        fold(state, [created("m2"), note("n" * 100, at=T0)])  # a note id longer than its column
+    state.rollback()
+    after = {name: dict(table.rows) for name, table in vars(state).items() if isinstance(table, MemTable)}
+    assert after == before
+    assert state.meetings.find("customer", ("ex", ANA)) == {("ex", "m1")}
+
+
+# --- the store over them: the same rules, the same rows --------------------------------------------
+
+def test_a_payment_seen_before_its_booking_is_linked_when_the_booking_comes_in_a_later_batch():
+    state = FoldState(SECRET)
+    fold(state, [paid("pi_1", 7000, expert=None)])
+    assert state.payments.rows["pi_1"].owner is None
+    fold(state, [created("m1", pi="pi_1")])
+    assert state.payments.rows["pi_1"].owner == ("ex", ANA)
+    assert state.summaries.rows[("ex", ANA)].spend == {"eur": 7000}
+
+
+def test_summaries_and_insights_of_a_fold_equal_a_recount_whatever_the_batches():
+    items = [created(f"m{i}", start=T0 + (i - 5) * 24 * H, pi=f"pi_{i}") for i in range(10)]
+    items += [paid(f"pi_{i}", 1000 * (i + 1), meeting=f"m{i}") for i in range(0, 10, 2)]
+    items += [event("booking.cancelled", "m3", T0 - H, reason="x"), event("booking.rescheduled", "m8", T0 - H,
+              start_time=(T0 + 30 * 24 * H).isoformat(), end_time=(T0 + 30 * 24 * H + H).isoformat())]
+    whole, batched = FoldState(SECRET), FoldState(SECRET)
+    fold(whole, items)
+    for i in range(0, len(items), 3):
+        fold(batched, items[i:i + 3])
+    rows = lambda state: {table.name: sorted(map(repr, rows)) for table, _c, rows in version_rows(state, 1)}  # noqa: E731
+    assert rows(whole) == rows(batched)
+    s = whole.summaries.rows[("ex", ANA)]
+    expected = summary_of(whole.meetings.rows.values(), [p.state for p in whole.payments.rows.values()], T0)
+    assert s == expected and s.cancelled == 1 and s.spend == {"eur": 25000}
+
+
+def test_an_erasure_in_a_fold_removes_the_person_and_keeps_a_booking_made_after_it():
+    state = FoldState(SECRET)
+    fold(state, [created("m1", at=T0 - 10 * H), created("m2", at=T0 + 2 * H, start=T0 + 48 * H)])
+    h = email_hash(SECRET, "ana@example.com")
+    fold(state, [CustomerErased(command_id="c", occurred_at=T0, email_hash=h)])
+    assert set(state.meetings.rows) == {("ex", "m2")}
+    assert state.summaries.rows[("ex", ANA)].appointments == 1
+    assert state.new_erasures == {h} and state.erasures.rows[h] == T0
+
+
+# --- routing -----------------------------------------------------------------------------------------
+
+def src(topic: str, partition: int, offset: int) -> Source:
+    return Source(topic, partition, offset, b"k", b"{}", T0 + timedelta(seconds=offset))
+
+
+def test_unkeyed_payment_facts_go_to_the_share_whose_experts_name_their_payment():
+    refund = src("customer-activity", 0, 7)  # names the charge and the intent: joins the two facts
+    charge = src("customer-activity", 3, 2)  # names the charge only
+    lonely = src("customer-activity", 1, 4)  # nobody names it: stays where it is
+    scans = [Scan(0, unkeyed=[(refund, frozenset({"ch_1", "pi_1"}))]),
+             Scan(1, unkeyed=[(lonely, frozenset({"pi_9"}))]),
+             Scan(2),
+             Scan(3, unkeyed=[(charge, frozenset({"ch_1"}))])]
+    plan = route(scans, {2: ({"pi_1"}, set()), 0: (set(), set())})
+    assert plan.extra[2] == [refund, charge]
+    assert plan.moved[0] == {("customer-activity", 0, 7)} and plan.moved[3] == {("customer-activity", 3, 2)}
+    assert not plan.moved.get(1) and 1 not in plan.extra
+
+
+def test_a_payment_nobody_names_is_folded_once_in_the_lowest_share_of_its_facts():
+    a, b = src("customer-activity", 2, 1), src("customer-activity", 1, 5)
+    plan = route([Scan(1, unkeyed=[(b, frozenset({"ch_2"}))]), Scan(2, unkeyed=[(a, frozenset({"ch_2", "pi_2"}))])], {})
+    assert plan.extra[1] == [a] and plan.moved[2] == {("customer-activity", 2, 1)} and not plan.moved.get(1)
+
+
+def test_reports_follow_their_message_and_erasures_reach_every_share():
+    report, orphan = src("email-events", 0, 1), src("email-events", 0, 2)
+    erased = src("customer-commands", 1, 3)
+    scans = [Scan(0, reports=[(report, "re_1"), (orphan, "re_x")]), Scan(1, erasures=[erased]), Scan(2)]
+    plan = route(scans, {2: (set(), {"re_1"})})
+    assert plan.extra[2] == [report, erased] and plan.extra[0] == [erased] and 1 not in plan.extra
+    assert plan.moved[0] == {("email-events", 0, 1)}
+    assert isinstance(plan, Plan)
