@@ -31,7 +31,9 @@ from customers.events import (
 
 def stamp(occurred_at: datetime, event_id: str) -> str:
     """A sortable version for last-writer-wins registers (fixed-width UTC, then the event id)."""
-    return f"{occurred_at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}|{event_id}"
+    t = occurred_at
+    return (f"{t.year}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}."
+            f"{t.microsecond:06d}Z|{event_id}")
 
 
 @dataclass(frozen=True)

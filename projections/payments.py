@@ -307,7 +307,11 @@ def refunded(s: State) -> int:
     latest total counts every refund created by then and not failed by then; refunds created later
     are added, refunds that failed after it are taken off. Every arrival order gives one figure.
     """
-    money = captured(s)
+    return _refunded(s, captured(s))
+
+
+def _refunded(s: State, money: int) -> int:
+    """`refunded`, given what was captured."""
     if money <= 0:
         return 0
     refunds = (s.get("refunds") or {}).values()
@@ -347,16 +351,25 @@ def disputes_lost(s: State) -> int:
 
 def spend(s: State) -> int:
     """What the customer really paid: money captured - refunds - disputes lost."""
-    money = captured(s)
-    if money <= 0:
-        return 0
-    return max(0, money - refunded(s) - disputes_lost(s))
+    return figures(s)[2]
 
 
 def platform_fee(s: State) -> int:
     """The application fee on the money charge, net of the part the platform refunded."""
-    if captured(s) <= 0:
-        return 0
+    return _platform_fee(s) if captured(s) > 0 else 0
+
+
+def figures(s: State) -> tuple[int, int, int, int, int]:
+    """(captured, refunded, spend, platform fee, disputes lost) of one payment, each worked out once:
+    the functions above, for the paths that need them all."""
+    money = captured(s)
+    if money <= 0:
+        return 0, 0, 0, 0, disputes_lost(s)
+    back, lost = _refunded(s, money), disputes_lost(s)
+    return money, back, max(0, money - back - lost), _platform_fee(s), lost
+
+
+def _platform_fee(s: State) -> int:
     charge = (s.get("charges") or {}).get(money_charge(s)) or {}
     fees = list((s.get("fees") or {}).values())
     amount = max([v for v in [charge.get("fee"), (s.get("intent") or {}).get("fee")] + [f.get("amount") for f in fees]
@@ -366,7 +379,8 @@ def platform_fee(s: State) -> int:
 
 
 def expert_revenue(s: State) -> int:
-    return spend(s) - platform_fee(s)
+    _money, _back, paid, fee, _lost = figures(s)
+    return paid - fee
 
 
 def lifecycle(s: State) -> str:
@@ -464,8 +478,11 @@ def summed(states: Iterable[State]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {"spend": {}, "revenue": {}, "refunded": {}}
     for s in states:
         currency = s.get("currency")
-        if not currency or captured(s) <= 0:
+        if not currency:
             continue
-        for name, figure in (("spend", spend), ("revenue", expert_revenue), ("refunded", refunded)):
-            out[name][currency] = out[name].get(currency, 0) + figure(s)
+        money, back, paid, fee, _lost = figures(s)
+        if money <= 0:
+            continue
+        for name, figure in (("spend", paid), ("revenue", paid - fee), ("refunded", back)):
+            out[name][currency] = out[name].get(currency, 0) + figure
     return out

@@ -66,45 +66,83 @@ def secondary_indexes(table: Table, version: int) -> list[Index]:
     return indexes
 
 
-async def create_version(conn: AsyncConnection, version: int, *, indexed: bool, lookups: bool = True) -> None:
+async def create_version(conn: AsyncConnection, version: int, *, indexed: bool) -> None:
     """The version's partitions, with the indexes the projection looks rows up by (`LOOKUPS`), and
-    the readers' ones too when `indexed`; with neither (`lookups=False`) bare, for a bulk fold's
-    COPY. What exists is kept."""
-    await conn.run_sync(create_version_sync, version, indexed=indexed, lookups=lookups)
+    the readers' ones too when `indexed`; what exists is kept."""
+    await conn.run_sync(create_version_sync, version, indexed=indexed)
 
 
-async def index_version_in_parallel(engine: AsyncEngine, version: int, connections: int = 2) -> int:
-    """Build the version's missing secondary indexes on `connections` connections at once (each
-    takes the next index, biggest tables first), then analyse its partitions. Returns how many."""
+async def create_bare_version(conn: AsyncConnection, version: int) -> None:
+    """The version's tables for a bulk fold's COPY: not attached, no primary key, no index, only
+    a CHECK that every row is the version's (so attaching them later needs no scan).
+    `finish_bare_version` makes them whole. SQLite: nothing to do."""
+    await conn.run_sync(_create_bare_sync, version)
+
+
+def _create_bare_sync(conn: Connection, version: int) -> None:
+    if conn.dialect.name != "postgresql":
+        return
+    for table in _parents(conn):
+        name = partition_name(table, version)
+        conn.execute(text(f"CREATE TABLE IF NOT EXISTS {_q(conn, name)} (LIKE {_q(conn, table.name)} INCLUDING DEFAULTS, "
+                          f"CONSTRAINT {_q(conn, name + '_is_version')} CHECK (version = {int(version)}))"))
+
+
+async def finish_bare_version(engine: AsyncEngine, version: int, connections: int = 2) -> int:
+    """Give a bulk-filled version its primary keys and every secondary index, built on
+    `connections` connections at once (each takes the next, biggest tables first), attach its
+    tables to their parents and analyse them. Idempotent. Returns the number of indexes built."""
     if engine.dialect.name != "postgresql":
         return 0
     async with engine.connect() as conn:
-        missing = await conn.run_sync(missing_indexes_sync, version)
-    pending = list(missing)
+        work = await conn.run_sync(_unfinished_sync, version)
+    pending = list(work)
 
     async def builder() -> None:
         async with engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             await conn.execute(text("SET maintenance_work_mem = '256MB'"))
             while pending:
-                index = pending.pop(0)
-                await conn.run_sync(lambda c: c.execute(CreateIndex(index, if_not_exists=True)))
+                statement = pending.pop(0)
+                await conn.run_sync(lambda c: c.execute(statement))
     await asyncio.gather(*(builder() for _ in range(max(1, connections))))
     async with engine.begin() as conn:
-        await conn.run_sync(lambda c: c.execute(text(
-            "ANALYZE " + ", ".join(_q(c, partition_name(tb, version)) for tb in _parents(c)))))
-    return len(missing)
+        await conn.run_sync(_attach_and_analyse_sync, version)
+    return len(work)
 
 
-def missing_indexes_sync(conn: Connection, version: int) -> list[Index]:
-    """The version's secondary indexes not built yet, the biggest tables' first."""
+def _unfinished_sync(conn: Connection, version: int) -> list:
+    """The primary keys and secondary indexes the version's tables lack, the biggest tables' first."""
     have = indexes_present(conn, version)
     order = {name: i for i, name in enumerate(BIG_FIRST)}
-    out = [ix for table in _parents(conn) for ix in secondary_indexes(table, version) if ix.name not in have]
-    return sorted(out, key=lambda ix: order.get(ix.table.name.rsplit("_v", 1)[0], len(order)))
+    out = []
+    for table in _parents(conn):
+        name = partition_name(table, version)
+        if f"{name}_pkey" not in have and not _attached(conn, name):
+            keys = ", ".join(_q(conn, c.name) for c in table.primary_key.columns)
+            out.append((table.name, text(f"ALTER TABLE {_q(conn, name)} ADD CONSTRAINT {_q(conn, name + '_pkey')} "
+                                         f"PRIMARY KEY ({keys})")))
+        out += [(table.name, CreateIndex(ix, if_not_exists=True)) for ix in secondary_indexes(table, version)
+                if ix.name not in have]
+    return [statement for _name, statement in sorted(out, key=lambda x: order.get(x[0], len(order)))]
 
 
-# the tables a replay's indexes take longest on, in that order (`index_version_in_parallel`)
+def _attached(conn: Connection, name: str) -> bool:
+    return conn.execute(text("SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                             "WHERE c.relname = :n AND pg_table_is_visible(c.oid))"), {"n": name}).scalar()
+
+
+def _attach_and_analyse_sync(conn: Connection, version: int) -> None:
+    present = _partitions(conn, version)
+    for table in _parents(conn):
+        name = partition_name(table, version)
+        if name in present and present[name] is None:  # its CHECK spares the scan
+            conn.execute(text(f"ALTER TABLE {_q(conn, table.name)} ATTACH PARTITION {_q(conn, name)} "
+                              f"FOR VALUES IN ({int(version)})"))
+    conn.execute(text("ANALYZE " + ", ".join(_q(conn, partition_name(tb, version)) for tb in _parents(conn))))
+
+
+# the tables a replay's indexes take longest on, in that order (`finish_bare_version`)
 BIG_FIRST = ("customers", "meetings", "payments", "insight_counts", "customer_insights")
 
 
@@ -128,7 +166,7 @@ def _parents(conn: Connection) -> tuple[Table, ...]:
     return tuple(tb for tb in VERSIONED if tb.name in names)
 
 
-def create_version_sync(conn: Connection, version: int, *, indexed: bool, lookups: bool = True) -> None:
+def create_version_sync(conn: Connection, version: int, *, indexed: bool) -> None:
     if conn.dialect.name != "postgresql":
         return
     present = _partitions(conn, version)
@@ -140,7 +178,7 @@ def create_version_sync(conn: Connection, version: int, *, indexed: bool, lookup
         if present.get(name) is None:
             conn.execute(text(f"ALTER TABLE {_q(conn, table.name)} ATTACH PARTITION {_q(conn, name)} "
                               f"FOR VALUES IN ({int(version)})"))
-    _create_indexes(conn, version, only=None if indexed else LOOKUPS if lookups else frozenset())
+    _create_indexes(conn, version, only=None if indexed else LOOKUPS)
 
 
 def index_version_sync(conn: Connection, version: int) -> None:

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from projections.physical import create_version, drop_version_tables
+from projections.physical import create_bare_version, create_version, drop_version_tables
 from projections.tables import projection_versions as pv
 
 
@@ -101,7 +101,8 @@ async def versions(conn: AsyncConnection) -> list[dict]:
 
 
 async def reset_version(engine: AsyncEngine, version: int) -> None:
-    """Empty a version being built and leave its tables bare (primary keys only), for a bulk fold.
+    """Empty a version being built and leave its tables bare (not attached, no key, no index: see
+    `projections.physical.create_bare_version`), for a bulk fold.
 
     Its tables are dropped and made again, so a fold cut short by a crash starts clean."""
     async with engine.connect() as conn:
@@ -111,4 +112,7 @@ async def reset_version(engine: AsyncEngine, version: int) -> None:
         if conn.dialect.name != "postgresql":
             await conn.commit()
     async with engine.begin() as conn:
-        await create_version(conn, version, indexed=False, lookups=False)
+        if conn.dialect.name == "postgresql":
+            await create_bare_version(conn, version)
+        else:
+            await create_version(conn, version, indexed=True)

@@ -32,7 +32,7 @@ from customers import kafka as names
 from customers.settings import Settings
 from projections import tables as t
 from projections.db import bulk_upsert, make_engine, migrate
-from projections.physical import index_version, index_version_in_parallel
+from projections.physical import finish_bare_version, index_version
 from projections.projector import Projector, sweep_version
 from projections.versions import begin_replay, drop_version, ensure_live, group_for, reset_version, switch_to
 from streams import fold
@@ -90,9 +90,6 @@ async def replay(settings: Settings, *, on_progress: Callable[[Progress], None] 
                                     progress=progress, on_progress=on_progress)
         progress.fold = report
         applied_here = report["records"]
-        clock = time.monotonic()
-        report["indexes"] = await index_version_in_parallel(engine, version, connections=max(2, processes or 2))
-        report["seconds"]["index"] = round(time.monotonic() - clock, 2)
         log.info("version %s folded: %s", version, report)
         progress.indexed = True
     consumer = AIOKafkaConsumer(*topics, bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
@@ -147,8 +144,9 @@ async def replay(settings: Settings, *, on_progress: Callable[[Progress], None] 
 async def fold_history(settings: Settings, engine, version: int, *, processes: int | None, batch_size: int,
                        progress: Progress, on_progress: Callable[[Progress], None] | None) -> dict:
     """Fold the topics' history up to their current ends into `version`'s bare tables
-    (`streams.fold`), then record the ledger rows and the positions it reached in one
-    transaction: until that commits, a rerun starts the fold again from a clean version."""
+    (`streams.fold`), give them their keys and indexes, then record the ledger rows and the
+    positions it reached in one transaction: until that commits, a rerun starts the fold again
+    from a clean version."""
     clock = time.monotonic()
     await reset_version(engine, version)
     topics = [settings.topic(n) for n in names.PROJECTED]
@@ -186,6 +184,9 @@ async def fold_history(settings: Settings, engine, version: int, *, processes: i
         for ref, at in r.erased_refs.items():
             refs[ref] = max(at, refs.get(ref, at))
         last.update(r.last)
+    clock = time.monotonic()
+    indexes = await finish_bare_version(engine, version, connections=max(2, n))
+    seconds["index"] = round(time.monotonic() - clock, 2)
     async with engine.begin() as conn:
         await bulk_upsert(conn, t.erasures, [{"email_hash": h, "erased_at": at} for h, at in sorted(erasures.items())],
                           ["email_hash"])
@@ -200,7 +201,7 @@ async def fold_history(settings: Settings, engine, version: int, *, processes: i
         for name, count in r.rows.items():
             rows[name] = rows.get(name, 0) + count
     return {"records": sum(r.records for r in results), "dead_lettered": sum(r.dead for r in results),
-            "processes": n, "shares": len(shares), "rows": rows, "seconds": seconds,
+            "processes": n, "shares": len(shares), "rows": rows, "seconds": seconds, "indexes": indexes,
             "peak_rss_mb": max((r.peak_rss_mb or 0) for r in results) if results else None,
             "shares_seconds": [r.seconds for r in results]}
 

@@ -40,7 +40,7 @@ PERIOD_METRICS = ("gap", "svc_appts", "svc_spend")  # read summed over a range o
 
 
 def month_of(when: datetime) -> str:
-    return when.strftime("%Y-%m")
+    return f"{when.year}-{when.month:02d}"  # as strftime("%Y-%m") writes it
 
 
 def _month_iso(value: str | None, fallback: str) -> str:
@@ -66,13 +66,13 @@ def money_month(state: dict) -> str:
 
 def payment_months(state: dict) -> dict[str, dict[str, int]]:
     """One payment's money by month: {month: {"spend", "revenue", "refunded"}}; {} when it took none."""
-    taken = money.captured(state)
-    if taken <= 0 or not state.get("currency"):
+    if not state.get("currency"):
+        return {}
+    taken, refunded, _spend, fee, lost = money.figures(state)
+    if taken <= 0:
         return {}
     home = money_month(state)
-    refunded = money.refunded(state)
-    lost = min(money.disputes_lost(state), taken - refunded)  # the summary's spend never goes below zero
-    fee = money.platform_fee(state)
+    lost = min(lost, taken - refunded)  # the summary's spend never goes below zero
     back: dict[str, int] = {}
     left = refunded
     live = sorted((r.get("created_at") or "", rid, r["amount"]) for rid, r in (state.get("refunds") or {}).items()
