@@ -148,7 +148,9 @@ def dlq_retry(topic: str = typer.Option(None, help="only this source topic's let
 @cli.command()
 def replay(show_status: bool = typer.Option(False, "--status", help="only report where replays stand"),
            grace: float = typer.Option(None, help="seconds to wait before removing the old version"),
-           batch_size: int = typer.Option(2000, help="records per transaction")) -> None:
+           batch_size: int = typer.Option(2000, help="records per transaction on the live tail, after the fold"),
+           processes: int = typer.Option(None, min=1, help="fold processes (default: the CPUs; 1 on SQLite)"),
+           fold_batch: int = typer.Option(None, min=1, help="records the fold's rules take at once")) -> None:
     """Rebuild the read model from offset zero into a new version, then switch readers to it."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -172,7 +174,8 @@ def replay(show_status: bool = typer.Option(False, "--status", help="only report
             bar.update(task, total=p.total, completed=p.done, version=p.version, rate=p.rate, done=p.done,
                        size=p.total)
 
-        result = asyncio.run(rp.replay(settings, on_progress=show, grace=grace, batch_size=batch_size))
+        result = asyncio.run(rp.replay(settings, on_progress=show, grace=grace, batch_size=batch_size,
+                                       processes=processes, fold_batch=fold_batch or rp.FOLD_BATCH))
     console.print(f"version {result.version} is live ({'resumed' if result.resumed else 'new'}); "
                   f"{result.rate:,.0f} events/s")
 

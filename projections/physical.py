@@ -90,8 +90,8 @@ def _create_bare_sync(conn: Connection, version: int) -> None:
 
 async def finish_bare_version(engine: AsyncEngine, version: int, connections: int = 2) -> int:
     """Give a bulk-filled version its primary keys and every secondary index, built on
-    `connections` connections at once (each takes the next, biggest tables first), attach its
-    tables to their parents and analyse them. Idempotent. Returns the number of indexes built."""
+    `connections` connections at once (each takes the next, biggest tables first), analyse its
+    tables, and attach them to their parents. Idempotent. Returns the number of statements run."""
     if engine.dialect.name != "postgresql":
         return 0
     async with engine.connect() as conn:
@@ -107,12 +107,13 @@ async def finish_bare_version(engine: AsyncEngine, version: int, connections: in
                 await conn.run_sync(lambda c: c.execute(statement))
     await asyncio.gather(*(builder() for _ in range(max(1, connections))))
     async with engine.begin() as conn:
-        await conn.run_sync(_attach_and_analyse_sync, version)
+        await conn.run_sync(_attach_sync, version)
     return len(work)
 
 
 def _unfinished_sync(conn: Connection, version: int) -> list:
-    """The primary keys and secondary indexes the version's tables lack, the biggest tables' first."""
+    """The primary keys and secondary indexes the version's tables lack, the biggest tables' first,
+    then an ANALYZE of each table."""
     have = indexes_present(conn, version)
     order = {name: i for i, name in enumerate(BIG_FIRST)}
     out = []
@@ -124,7 +125,8 @@ def _unfinished_sync(conn: Connection, version: int) -> list:
                                          f"PRIMARY KEY ({keys})")))
         out += [(table.name, CreateIndex(ix, if_not_exists=True)) for ix in secondary_indexes(table, version)
                 if ix.name not in have]
-    return [statement for _name, statement in sorted(out, key=lambda x: order.get(x[0], len(order)))]
+    out = [statement for _name, statement in sorted(out, key=lambda x: order.get(x[0], len(order)))]
+    return out + [text(f"ANALYZE {_q(conn, partition_name(tb, version))}") for tb in _parents(conn)]
 
 
 def _attached(conn: Connection, name: str) -> bool:
@@ -132,14 +134,13 @@ def _attached(conn: Connection, name: str) -> bool:
                              "WHERE c.relname = :n AND pg_table_is_visible(c.oid))"), {"n": name}).scalar()
 
 
-def _attach_and_analyse_sync(conn: Connection, version: int) -> None:
+def _attach_sync(conn: Connection, version: int) -> None:
     present = _partitions(conn, version)
     for table in _parents(conn):
         name = partition_name(table, version)
         if name in present and present[name] is None:  # its CHECK spares the scan
             conn.execute(text(f"ALTER TABLE {_q(conn, table.name)} ATTACH PARTITION {_q(conn, name)} "
                               f"FOR VALUES IN ({int(version)})"))
-    conn.execute(text("ANALYZE " + ", ".join(_q(conn, partition_name(tb, version)) for tb in _parents(conn))))
 
 
 # the tables a replay's indexes take longest on, in that order (`finish_bare_version`)

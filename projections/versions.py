@@ -55,15 +55,18 @@ async def building_version(conn: AsyncConnection) -> int | None:
     return row.version if row else None
 
 
-async def begin_replay(engine: AsyncEngine, group_prefix: str) -> tuple[int, bool]:
+async def begin_replay(engine: AsyncEngine, group_prefix: str, *, bare: bool = False) -> tuple[int, bool]:
     """The version a replay builds into: the unfinished one if any (resumed), else a new one.
 
-    Its tables have only the projection's lookup indexes until the replay has caught up (`index_version`).
+    Its tables have only the projection's lookup indexes until the replay has caught up
+    (`index_version`); with `bare`, a new version's tables are made for a bulk fold instead
+    (`projections.physical.create_bare_version`) and a resumed one's are left as they are.
     """
     async with engine.begin() as conn:
         version = await building_version(conn)
         if version is not None:
-            await create_version(conn, version, indexed=False)  # made with its row: only checked here
+            if not bare:
+                await create_version(conn, version, indexed=False)  # made with its row: only checked here
             return version, True
         newest = (await conn.execute(select(func.max(pv.c.version)))).scalar() or 0
         version = newest + 1
@@ -71,7 +74,10 @@ async def begin_replay(engine: AsyncEngine, group_prefix: str) -> tuple[int, boo
         await conn.execute(pv.insert().values(version=version, state="building",
                                               consumer_group=group_for(group_prefix, version),
                                               created_at=now, swept_until=now))
-        await create_version(conn, version, indexed=False)
+        if bare and conn.dialect.name == "postgresql":
+            await create_bare_version(conn, version)
+        else:
+            await create_version(conn, version, indexed=bare)
         return version, False
 
 

@@ -51,20 +51,22 @@ from projections.projector import run_batch
 from projections.rules.payment_facts import named
 from projections.sweep import watermark
 from streams.decode import dead_letter, decoder_for
-from streams.poison import Source, kafka_time
+from streams.poison import kafka_time
 
 log = logging.getLogger("customers.fold")
 
 Tp = tuple[str, int]  # (topic, partition)
+Record = Any  # a Kafka record as the consumer gives it: topic, partition, offset, key, value, timestamp (ms)
 
 
 # --- reading ---------------------------------------------------------------------------------------
 
 async def read_partitions(settings: Settings, tps: Iterable[Tp], ends: dict[Tp, int],
-                          keep: Callable[[Source], bool] | None = None) -> dict[Tp, list[Source]]:
-    """Every record of these partitions from offset 0 up to `ends` (exclusive), in order."""
+                          keep: Callable[[Any], bool] | None = None) -> dict[Tp, list[Any]]:
+    """Every record of these partitions from offset 0 up to `ends` (exclusive), in order: Kafka's
+    records as the consumer gives them (topic, partition, offset, key, value, timestamp in ms)."""
     wanted = [TopicPartition(topic, p) for topic, p in tps if ends.get((topic, p), 0) > 0]
-    out: dict[Tp, list[Source]] = {(tp.topic, tp.partition): [] for tp in wanted}
+    out: dict[Tp, list[Any]] = {(tp.topic, tp.partition): [] for tp in wanted}
     if not wanted:
         return out
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
@@ -80,10 +82,8 @@ async def read_partitions(settings: Settings, tps: Iterable[Tp], ends: dict[Tp, 
             for tp, records in fetched.items():
                 end, into = ends[(tp.topic, tp.partition)], out[(tp.topic, tp.partition)]
                 for r in records:
-                    if r.offset < end:
-                        src = Source(r.topic, r.partition, r.offset, r.key, r.value, kafka_time(r.timestamp))
-                        if keep is None or keep(src):
-                            into.append(src)
+                    if r.offset < end and (keep is None or keep(r)):
+                        into.append(r)
             for tp in list(open_tps):
                 if await consumer.position(tp) >= ends[(tp.topic, tp.partition)]:
                     open_tps.discard(tp)
@@ -92,13 +92,10 @@ async def read_partitions(settings: Settings, tps: Iterable[Tp], ends: dict[Tp, 
     return out
 
 
-def merged(streams: Iterable[list[Source]]) -> Iterable[Source]:
+def merged(streams: Iterable[list[Any]]) -> Iterable[Any]:
     """The records of several partitions in the order of their timestamps, each partition's in order."""
-    order = {name: i for i, name in enumerate(names.PROJECTED)}
+    return heapq.merge(*streams, key=lambda record: record.timestamp or 0)
 
-    def key(src: Source) -> tuple:
-        return (src.timestamp or datetime.min.replace(tzinfo=timezone.utc), order.get(src.topic, 99))
-    return heapq.merge(*streams, key=key)
 
 
 def _base(topic: str, prefix: str) -> str:
@@ -112,9 +109,9 @@ class Scan:
     """What one share holds that is not keyed by its expert."""
 
     share: int
-    unkeyed: list[tuple[Source, frozenset[str]]] = field(default_factory=list)  # payment facts, the ids they name
-    reports: list[tuple[Source, str]] = field(default_factory=list)  # email reports, their provider email id
-    erasures: list[Source] = field(default_factory=list)
+    unkeyed: list[tuple[Record, frozenset[str]]] = field(default_factory=list)  # payment facts, the ids they name
+    reports: list[tuple[Record, str]] = field(default_factory=list)  # email reports, their provider email id
+    erasures: list[Record] = field(default_factory=list)
 
 
 @dataclass
@@ -122,7 +119,7 @@ class Plan:
     """Where records go: what each share folds besides its own records, and what it leaves to others."""
 
     moved: dict[int, set[Tp | tuple[str, int, int]]] = field(default_factory=lambda: defaultdict(set))
-    extra: dict[int, list[Source]] = field(default_factory=lambda: defaultdict(list))
+    extra: dict[int, list[Record]] = field(default_factory=lambda: defaultdict(list))
 
 
 async def scan_share(settings: Settings, share: int, tps: list[Tp], ends: dict[Tp, int]) -> Scan:
@@ -149,7 +146,7 @@ async def scan_share(settings: Settings, share: int, tps: list[Tp], ends: dict[T
     return scan
 
 
-def _names_its_key(src: Source) -> bool:
+def _names_its_key(src: Record) -> bool:
     """The record is keyed by the expert it names (its JSON says so, however it was spaced)."""
     return bool(src.key) and src.value is not None and (
         b'"expert_id":"' + src.key + b'"' in src.value or b'"expert_id": "' + src.key + b'"' in src.value)
@@ -210,7 +207,7 @@ def route(scans: list[Scan], located: dict[int, tuple[set[str], set[str]]]) -> P
             a, b = find(first), find(other)
             if a != b:
                 parent[max(a, b)] = min(a, b)
-    components: dict[str, list[tuple[int, Source, frozenset[str]]]] = defaultdict(list)
+    components: dict[str, list[tuple[int, Record, frozenset[str]]]] = defaultdict(list)
     for fact in facts:
         components[find(min(fact[2]))].append(fact)
     for members in components.values():
@@ -228,7 +225,7 @@ def route(scans: list[Scan], located: dict[int, tuple[set[str], set[str]]]) -> P
     return plan
 
 
-def _send(plan: Plan, source: int, target: int, src: Source) -> None:
+def _send(plan: Plan, source: int, target: int, src: Record) -> None:
     if target != source:
         plan.moved[source].add((src.topic, src.partition, src.offset))
         plan.extra[target].append(src)
@@ -259,7 +256,7 @@ async def load_ledger(conn) -> tuple[dict, dict]:
 
 
 async def fold_share(settings: Settings, version: int, share: int, tps: list[Tp], ends: dict[Tp, int],
-                     moved: set, extra: list[Source], *, batch_size: int = 5000,
+                     moved: set, extra: list[Any], *, batch_size: int = 5000,
                      progress: Callable[[int], None] | None = None) -> Folded:
     """Fold one share of the history in memory and COPY its rows into `version`'s tables."""
     result = Folded(share)
@@ -268,7 +265,7 @@ async def fold_share(settings: Settings, version: int, share: int, tps: list[Tp]
                                  keep=(lambda s: (s.topic, s.partition, s.offset) not in moved) if moved else None)
     for tp, records in read.items():
         if records:
-            result.last[tp] = (ends[tp] - 1, records[-1].timestamp)
+            result.last[tp] = (ends[tp] - 1, kafka_time(records[-1].timestamp))
     for tp in tps:  # a partition whose every record went to other shares is still read to its end
         if ends.get(tp, 0) > 0 and tp not in result.last:
             result.last[tp] = (ends[tp] - 1, None)
@@ -288,13 +285,13 @@ async def fold_share(settings: Settings, version: int, share: int, tps: list[Tp]
         prefix = settings.topic_prefix
         clock = time.monotonic()
 
-        async def to_dlq(src: Source, exc: BaseException) -> None:
+        async def to_dlq(src: Any, exc: BaseException) -> None:
             await producer.publish(settings.topic(names.dlq(_base(src.topic, prefix))),
                                    [(src.key, dead_letter(src.value, exc, src.topic, src.partition, src.offset))])
             result.dead += 1
             log.warning("dead-lettered %s[%s]@%s: %s", src.topic, src.partition, src.offset, type(exc).__name__)
 
-        async def apply(batch: list[tuple[Source, Any]]) -> None:
+        async def apply(batch: list[tuple[Any, Any]]) -> None:
             now = datetime.now(timezone.utc)
             state.begin()
             try:
@@ -313,7 +310,7 @@ async def fold_share(settings: Settings, version: int, share: int, tps: list[Tp]
                     state.rollback()
                     await to_dlq(src, exc)
 
-        batch: list[tuple[Source, Any]] = []
+        batch: list[tuple[Any, Any]] = []
         decoders: dict[str, Callable] = {}
         for src in merged(streams):
             decode = decoders.get(src.topic) or decoders.setdefault(src.topic, decoder_for(src.topic, prefix))

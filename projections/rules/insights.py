@@ -165,16 +165,22 @@ def fold(keys: Iterable[tuple[str, str]], inputs: dict, stored: dict, as_of: dat
         if key in inputs and (inputs[key][0] or inputs[key][1]):
             meetings, payments = inputs[key]
             new = contribution(meetings, payments, as_of)
-            for m in sorted(meetings, key=lambda m: m.created_version or ""):
+            newest: dict[str, tuple[str, str]] = {}  # service id -> (version, name) of its newest booking
+            for m in meetings:
                 if m.service_id and m.service_name:
-                    labels[(expert, m.service_id)] = m.service_name  # the newest booking's name
+                    version = m.created_version or ""
+                    if m.service_id not in newest or version >= newest[m.service_id][0]:
+                        newest[m.service_id] = (version, m.service_name)
+            for service, (_version, name) in newest.items():
+                labels[(expert, service)] = name
         else:
             new = {}
         if new:
             rows[key] = encode(new)
         elif key in stored:
             gone.add(key)
-        for (month, metric, dim), change in delta(old, new).items():
-            k = (expert, month, metric, dim)
-            deltas[k] = deltas.get(k, 0) + change
+        for (month, metric, dim), change in (delta(old, new) if old else new).items():
+            if change:
+                k = (expert, month, metric, dim)
+                deltas[k] = deltas.get(k, 0) + change
     return rows, gone, {k: v for k, v in deltas.items() if v}, labels

@@ -60,13 +60,26 @@ def meeting_part(m: Meeting, as_of: datetime) -> dict[str, int]:
 
 
 def _add_meeting(s: Summary, m: Meeting, as_of: datetime) -> None:
-    for name, value in meeting_part(m, as_of).items():
-        setattr(s, name, getattr(s, name) + value)
-    if m.cancelled_at is None:
-        if m.start_time <= as_of:
-            s.last_appointment_at = max(filter(None, (s.last_appointment_at, m.start_time)))
-        else:
-            s.next_appointment_at = min(filter(None, (s.next_appointment_at, m.start_time)))
+    """`meeting_part` added to `s`, and the last and next appointment moved (written out: this is
+    on the path of every booking)."""
+    if m.cancelled_at is not None:
+        s.cancelled += 1
+        return
+    start = m.start_time
+    s.appointments += 1
+    if m.no_show_at is not None:
+        s.no_shows += 1
+    if start <= as_of:
+        s.past += 1
+        end = m.end_time
+        if end <= as_of and m.no_show_at is None:
+            s.session_minutes += int((end - start).total_seconds() // 60)
+        if s.last_appointment_at is None or start > s.last_appointment_at:
+            s.last_appointment_at = start
+    else:
+        s.upcoming += 1
+        if s.next_appointment_at is None or start < s.next_appointment_at:
+            s.next_appointment_at = start
 
 
 def _owner(m: Meeting | None) -> Key | None:
