@@ -246,20 +246,17 @@ async def copy_rows(conn: AsyncConnection, table: Table, columns: Sequence[str],
             await conn.execute(table.insert(), [dict(zip(columns, record)) for record in part])
             written += len(part)
         return written
-    json_columns = [i for i, name in enumerate(columns) if isinstance(table.c[name].type, JSON)]
     await conn.execute(text("SELECT 1"))  # the transaction is open before the driver is used directly
     raw = (await conn.get_raw_connection()).driver_connection
-    for part in _chunks(records, chunk):
-        if json_columns:
-            encoded = []
-            for record in part:
-                record = list(record)
-                for i in json_columns:
-                    record[i] = _json(record[i]).decode()
-                encoded.append(record)
-            part = encoded
-        await raw.copy_records_to_table(into or table.name, records=part, columns=list(columns))
-        written += len(part)
+    if any(isinstance(table.c[name].type, JSON) for name in columns):
+        # JSON values go as they are and are encoded by the driver (msgspec), in binary COPY
+        await raw.set_type_codec("json", schema="pg_catalog", encoder=_json, decoder=bytes.decode, format="binary")
+    try:
+        for part in _chunks(records, chunk):
+            await raw.copy_records_to_table(into or table.name, records=part, columns=list(columns))
+            written += len(part)
+    finally:
+        await raw.reset_type_codec("json", schema="pg_catalog")
     return written
 
 

@@ -119,7 +119,8 @@ class Plan:
     """Where records go: what each share folds besides its own records, and what it leaves to others."""
 
     moved: dict[int, set[Tp | tuple[str, int, int]]] = field(default_factory=lambda: defaultdict(set))
-    extra: dict[int, list[Record]] = field(default_factory=lambda: defaultdict(list))
+    extra: dict[int, list[Record]] = field(default_factory=lambda: defaultdict(list))  # moved in
+    copies: dict[int, list[Record]] = field(default_factory=lambda: defaultdict(list))  # another share's erasures
 
 
 async def scan_share(settings: Settings, share: int, tps: list[Tp], ends: dict[Tp, int]) -> Scan:
@@ -221,7 +222,7 @@ def route(scans: list[Scan], located: dict[int, tuple[set[str], set[str]]]) -> P
         for src in scan.erasures:
             for other in shares:
                 if other != scan.share:
-                    plan.extra[other].append(src)
+                    plan.copies[other].append(src)
     return plan
 
 
@@ -256,7 +257,7 @@ async def load_ledger(conn) -> tuple[dict, dict]:
 
 
 async def fold_share(settings: Settings, version: int, share: int, tps: list[Tp], ends: dict[Tp, int],
-                     moved: set, extra: list[Any], *, batch_size: int = 5000,
+                     moved: set, extra: list[Any], copies: list[Any] = (), *, batch_size: int = 5000,
                      progress: Callable[[int], None] | None = None) -> Folded:
     """Fold one share of the history in memory and COPY its rows into `version`'s tables."""
     result = Folded(share)
@@ -269,7 +270,8 @@ async def fold_share(settings: Settings, version: int, share: int, tps: list[Tp]
     for tp in tps:  # a partition whose every record went to other shares is still read to its end
         if ends.get(tp, 0) > 0 and tp not in result.last:
             result.last[tp] = (ends[tp] - 1, None)
-    streams = list(read.values()) + [sorted(extra, key=lambda s: (s.topic, s.partition, s.offset))]
+    streams = list(read.values()) + [sorted([*extra, *copies], key=lambda s: (s.topic, s.partition, s.offset))]
+    copied = {(r.topic, r.partition, r.offset) for r in copies}  # applied here too, counted by their own share
     result.seconds["read"] = round(time.monotonic() - clock, 2)
 
     engine = make_engine(settings.database_url)
@@ -286,6 +288,10 @@ async def fold_share(settings: Settings, version: int, share: int, tps: list[Tp]
         clock = time.monotonic()
 
         async def to_dlq(src: Any, exc: BaseException) -> None:
+            if (src.topic, src.partition, src.offset) in copied:  # its own share sends the letter
+                log.warning("a copy of %s[%s]@%s failed here too: %s", src.topic, src.partition, src.offset,
+                            type(exc).__name__)
+                return
             await producer.publish(settings.topic(names.dlq(_base(src.topic, prefix))),
                                    [(src.key, dead_letter(src.value, exc, src.topic, src.partition, src.offset))])
             result.dead += 1
@@ -312,9 +318,11 @@ async def fold_share(settings: Settings, version: int, share: int, tps: list[Tp]
 
         batch: list[tuple[Any, Any]] = []
         decoders: dict[str, Callable] = {}
+        counted = 0
         for src in merged(streams):
             decode = decoders.get(src.topic) or decoders.setdefault(src.topic, decoder_for(src.topic, prefix))
-            result.records += 1
+            if not copied or (src.topic, src.partition, src.offset) not in copied:
+                result.records += 1
             try:
                 batch.append((src, decode(src.value)))
             except ValueError as exc:
@@ -322,13 +330,13 @@ async def fold_share(settings: Settings, version: int, share: int, tps: list[Tp]
             if len(batch) >= batch_size:
                 await apply(batch)
                 if progress:
-                    progress(len(batch))
-                batch = []
+                    progress(result.records - counted)
+                counted, batch = result.records, []
         if batch:
             await apply(batch)
-            if progress:
-                progress(len(batch))
-        del streams, read, extra
+        if progress and result.records > counted:
+            progress(result.records - counted)
+        del streams, read, extra, copies
         result.seconds["fold"] = round(time.monotonic() - clock, 2)
 
         clock = time.monotonic()
@@ -403,6 +411,6 @@ def locate_job(args: tuple) -> tuple[int, tuple[set[str], set[str]]]:
 
 
 def fold_job(args: tuple) -> Folded:
-    settings, version, share, tps, ends, moved, extra, batch_size = args
-    return asyncio.run(fold_share(settings, version, share, tps, ends, moved, extra, batch_size=batch_size,
+    settings, version, share, tps, ends, moved, extra, copies, batch_size = args
+    return asyncio.run(fold_share(settings, version, share, tps, ends, moved, extra, copies, batch_size=batch_size,
                                   progress=_count))

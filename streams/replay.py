@@ -179,7 +179,8 @@ async def fold_history(settings: Settings, engine, version: int, *, processes: i
             plan = fold.route(scans, located)
         seconds["route"] = round(time.monotonic() - clock, 2)
         clock = time.monotonic()
-        jobs = [(settings, version, i, tps, ends, plan.moved.get(i, set()), plan.extra.get(i, []), batch_size)
+        jobs = [(settings, version, i, tps, ends, plan.moved.get(i, set()), plan.extra.get(i, []),
+                 plan.copies.get(i, []), batch_size)
                 for i, tps in sorted(enumerate(shares), key=lambda s: -sum(ends.get(tp, 0) for tp in s[1]))]
         results = await runner.map(fold.fold_job, jobs, counts=True)
         seconds["fold_and_copy"] = round(time.monotonic() - clock, 2)

@@ -120,6 +120,7 @@ def test_reports_follow_their_message_and_erasures_reach_every_share():
     erased = src("customer-commands", 1, 3)
     scans = [Scan(0, reports=[(report, "re_1"), (orphan, "re_x")]), Scan(1, erasures=[erased]), Scan(2)]
     plan = route(scans, {2: (set(), {"re_1"})})
-    assert plan.extra[2] == [report, erased] and plan.extra[0] == [erased] and 1 not in plan.extra
+    assert plan.extra[2] == [report] and 0 not in plan.extra and 1 not in plan.extra
+    assert plan.copies[0] == [erased] and plan.copies[2] == [erased] and 1 not in plan.copies
     assert plan.moved[0] == {("email-events", 0, 1)}
     assert isinstance(plan, Plan)
