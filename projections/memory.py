@@ -247,8 +247,6 @@ class MemoryStore:
                 view.reports.setdefault(pid, [list(x) for x in reports])
         for h in sorted(w.erased):
             view.erasures[h] = self._erasure(h)
-            for meeting in view.erasures[h].meeting_rows:
-                view.meetings.setdefault((meeting.expert_id, meeting.meeting_id), meeting)
         return view
 
     def _erasure(self, h: str) -> Erasure:
@@ -256,13 +254,11 @@ class MemoryStore:
         found = Erasure(h)
         found.customers = sorted(s.summaries.find("email", h))
         found.meetings = sorted(s.meetings.find("email", h))
-        found.meeting_rows = [s.meetings.rows[k] for k in found.meetings]
         pids = set(s.payments.find("email", h))
         for owner in found.customers:
             pids |= s.payments.find("customer", owner)
         found.payments = {pid: {pid} | s.aliases.find("payment", pid)
                           | money.ids(s.payments.rows[pid].state or {}, pid) for pid in pids}
-        found.payment_meetings = {pid: (s.payments.rows[pid].expert_id, s.payments.rows[pid].meeting_id) for pid in pids}
         found.profiles = sorted(s.profiles.find("email", h))
         found.communications = [copy(s.communications.rows[i]) for i in sorted(s.communications.find("email", h))]
         found.notes = [copy(s.notes.rows[i]) for owner in found.customers for i in sorted(s.notes.find("customer", owner))]

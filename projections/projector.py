@@ -178,11 +178,14 @@ class Projector:
                     result.skipped_offsets += 1
                     continue
                 fresh.append((pos, item))
-            view, changes = await run_batch(Store(conn, self.version, self.id_secret),
-                                            [item for _, item in fresh if item is not None],
-                                            datetime.now(timezone.utc))
-            result.by_type, result.skipped_erased = changes.counts, changes.skipped_erased
-            needed = claims.read_by(self.version, view, changes)
+            store, now, needed = Store(conn, self.version, self.id_secret), datetime.now(timezone.utc), None
+            for part in in_order([item for _, item in fresh if item is not None]):
+                view, changes = await run_batch(store, part, now)
+                for kind, n in changes.counts.items():
+                    result.by_type[kind] = result.by_type.get(kind, 0) + n
+                result.skipped_erased += changes.skipped_erased
+                read = claims.read_by(self.version, view, changes)
+                needed = read if needed is None else needed.widened(read)
             if claim.missing(needed):  # rolls back: what was read without its lock is not written
                 raise _ClaimTooNarrow(needed)
             await self._save_offsets(conn, [pos for pos, _ in fresh])  # never moves an offset back
@@ -224,6 +227,23 @@ class Projector:
                  "offset": p.offset, "event_time": p.timestamp}
                 for p in newest.values()
             ], ["version", "topic", "partition"])
+
+
+def in_order(items: list[Any]) -> list[list[Any]]:
+    """A batch cut around each erasure: the items before it, the erasure alone, the items after.
+
+    A batch's rules run in stages (bookings and payments, then commands), so an erasure in the
+    same batch as a booking made after it would be applied after that booking and take it too;
+    cut so, the person's next booking is a new relationship in one batch as in many. Every part
+    runs in the caller's transaction, the later seeing what the earlier wrote.
+    """
+    parts: list[list[Any]] = [[]]
+    for item in items:
+        if item.type == "customer.erased":
+            parts += [[item], []]
+        else:
+            parts[-1].append(item)
+    return [part for part in parts if part] or [[]]
 
 
 async def run_batch(store: Store, items: list[Any], now: datetime) -> tuple[View, Changes]:

@@ -146,8 +146,6 @@ class Store:
             await self._load_communications(view, w.messages, w.provider_ids)
         for h in sorted(w.erased):
             view.erasures[h] = await self._erasure(h)
-            for meeting in view.erasures[h].meeting_rows:  # the rule tells which came after the erasure
-                view.meetings.setdefault((meeting.expert_id, meeting.meeting_id), meeting)
         return view
 
     async def _load_communications(self, view: View, ids: set[str], provider_ids: set[str]) -> None:
@@ -185,9 +183,8 @@ class Store:
         found = Erasure(h)
         found.customers = [(r.expert_id, r.customer_id) for r in await self._rows(
             select(c.expert_id, c.customer_id).where(c.version == v, c.email_hash == h))]
-        rows = [meeting_from_row(r) for r in await self._rows(select(t.meetings).where(m.version == v, m.email_hash == h))]
-        found.meetings = [(r.expert_id, r.meeting_id) for r in rows]
-        found.meeting_rows = rows
+        found.meetings = [(r.expert_id, r.meeting_id) for r in await self._rows(
+            select(m.expert_id, m.meeting_id).where(m.version == v, m.email_hash == h))]
         owners = found.customers or [("", "")]
         ids = [r.payment_id for r in await self._rows(select(p.payment_id).where(
             p.version == v, or_(p.email_hash == h, in_tuples(d, (p.expert_id, p.customer_id), owners))))]
@@ -195,10 +192,8 @@ class Store:
         if ids:
             for r in await self._rows(select(a.alias, a.payment_id).where(a.version == v, any_of(d, a.payment_id, ids))):
                 found.payments[r.payment_id].add(r.alias)
-            for r in await self._rows(select(p.payment_id, p.state, p.expert_id, p.meeting_id).where(
-                    p.version == v, any_of(d, p.payment_id, ids))):
+            for r in await self._rows(select(p.payment_id, p.state).where(p.version == v, any_of(d, p.payment_id, ids))):
                 found.payments[r.payment_id] |= money.ids(r.state or {}, r.payment_id)
-                found.payment_meetings[r.payment_id] = (r.expert_id, r.meeting_id)
         pr = t.customer_profiles.c
         found.profiles = [(r.expert_id, r.customer_id) for r in await self._rows(
             select(pr.expert_id, pr.customer_id).where(pr.version == v, pr.email_hash == h))]

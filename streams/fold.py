@@ -32,6 +32,9 @@ import asyncio
 import gc
 import heapq
 import logging
+import os
+import signal
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -47,7 +50,7 @@ from projections import tables as t
 from projections.db import copy_rows, make_engine
 from projections.memory import FoldState, MemoryStore, version_rows
 from projections.physical import partition_name
-from projections.projector import run_batch
+from projections.projector import in_order, run_batch
 from projections.rules.payment_facts import named
 from projections.sweep import watermark
 from streams.decode import dead_letter, decoder_for
@@ -301,7 +304,8 @@ async def fold_share(settings: Settings, version: int, share: int, tps: list[Tp]
             now = datetime.now(timezone.utc)
             state.begin()
             try:
-                await run_batch(store, [item for _, item in batch], now)
+                for part in in_order([item for _, item in batch]):
+                    await run_batch(store, part, now)
                 state.commit()
                 return
             except Exception as exc:  # noqa: BLE001 - one bad record must not stop the share
@@ -386,10 +390,32 @@ _COUNTER = None  # records folded, shared with the parent (set in each fold proc
 _TICK: Callable[[int], None] | None = None  # or told directly, when the parent folds in a thread
 
 
-def _init(counter) -> None:
+def _init(counter, parent: int | None = None) -> None:
+    """A fold process's start: the shared counter, and death with its parent (a replay killed
+    with SIGKILL must not leave fold processes that COPY into the tables of the next run)."""
     global _COUNTER
     _COUNTER = counter
     logging.basicConfig(level=logging.WARNING)
+    if parent is not None:
+        _die_with(parent)
+
+
+def _die_with(parent: int) -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's pid is watched below instead
+        pass
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+    threading.Thread(target=_watch, args=(parent,), daemon=True, name="parent-watch").start()
+
+
+def _watch(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _count(n: int) -> None:

@@ -230,7 +230,7 @@ class _Runner:
             context = multiprocessing.get_context("spawn")
             self.counter = context.Value("q", 0)
             self.pool = ProcessPoolExecutor(self.n, mp_context=context, initializer=fold._init,
-                                            initargs=(self.counter,))
+                                            initargs=(self.counter, os.getpid()))
         return self
 
     async def __aexit__(self, *exc) -> None:

@@ -29,18 +29,10 @@ def customer_erased(view: View, changes: Changes, cmd) -> None:
     meetings = set(loaded.meetings) | {k for k, m in view.meetings.items() if hashed(m.customer_email)}
     victims = set(loaded.customers) | {(view.meetings[k].expert_id, view.meetings[k].customer_id)
                                        for k in meetings if k in view.meetings and view.meetings[k].customer_id}
-    # a booking made after the erasure is a new relationship (the erasure can be read after it: a
-    # replay reads partitions in another order than the worker did); it stays, with its payments
-    later = {k for k in meetings if k in view.meetings and _booked_after(view.meetings[k], when)}
-    meetings -= later
     payments = {pid: set(ids) for pid, ids in loaded.payments.items()}
     for pid, p in view.payments.items():
         if hashed(p.hint_email) or p.owner in victims:
             payments.setdefault(pid, set()).update(money.ids(p.state, pid))
-    for pid in list(payments):
-        p = view.payments.get(pid)
-        if (loaded.payment_meetings.get(pid) if p is None else (p.expert_id, p.meeting_id)) in later:
-            del payments[pid]
 
     refs = {("customer", ref_of(e, c)) for e, c in victims}
     refs |= {("meeting", ref_of(e, m)) for e, m in meetings}
@@ -60,13 +52,9 @@ def customer_erased(view: View, changes: Changes, cmd) -> None:
         changes.payments_before.pop(pid, None)
         changes.payments_removed.add(pid)
         changes.aliases_removed.add(pid)
-    staying = {(view.meetings[k].expert_id, view.meetings[k].customer_id) for k in later}
     for key in victims:
         view.summaries.pop(key, None)
         changes.summaries.discard(key)
-        if key in staying:  # what remains is the later relationship: counted from it
-            changes.recount.add(key)
-            continue
         changes.recount.discard(key)
         changes.summaries_removed.add(key)
     profiles = set(loaded.profiles) | victims | {k for k, p in view.profiles.items() if p.email_hash == h}
@@ -78,8 +66,6 @@ def customer_erased(view: View, changes: Changes, cmd) -> None:
     messages.update({i: c for i, c in view.communications.items()
                      if c.email_hash == h or (c.expert_id, c.customer_id) in victims})
     for mid, message in messages.items():  # what was sent or logged, and the delivery reports of it
-        if message.at > when:
-            continue
         view.communications.pop(mid, None)
         changes.communications.discard(mid)
         changes.communications_removed.add(mid)
@@ -96,7 +82,3 @@ def customer_erased(view: View, changes: Changes, cmd) -> None:
             view.notes.pop(note_id, None)
             changes.notes.discard(note_id)
             changes.notes_removed.add(note_id)
-
-
-def _booked_after(meeting, when) -> bool:
-    return meeting.first_seen_at is not None and meeting.first_seen_at > when

@@ -171,8 +171,6 @@ class Erasure:
     customers: list[Key] = field(default_factory=list)  # (expert, customer) rows with that email
     meetings: list[Key] = field(default_factory=list)  # (expert, meeting) rows with that email
     payments: dict[str, set[str]] = field(default_factory=dict)  # payment id -> every id it is known by
-    payment_meetings: dict[str, Key] = field(default_factory=dict)  # payment id -> its (expert, meeting)
-    meeting_rows: list[Meeting] = field(default_factory=list)  # the meetings themselves
     notes: list[Note] = field(default_factory=list)  # notes of those customers
     profiles: list[Key] = field(default_factory=list)  # (expert, customer) profiles with that email hash
     communications: list[Communication] = field(default_factory=list)  # with that email hash

@@ -95,17 +95,18 @@ async def test_replay_while_reading(pg_stack):
     try:
         first = customers_cmd(stack, "replay", "--batch-size", "40", "--grace", "1", log="replay-killed")
 
-        async def building_progress():
+        async def building():
             engine = make_engine(stack.settings.database_url)
             try:
                 async with engine.connect() as conn:
-                    n = (await conn.execute(select(t.projection_offsets.c.offset)
-                                            .where(t.projection_offsets.c.version == 2))).first()
-                    return n is not None
+                    state = (await conn.execute(select(t.projection_versions.c.state)
+                                                .where(t.projection_versions.c.version == 2))).scalar()
+                    return state == "building"
             finally:
                 await engine.dispose()
 
-        await eventually(building_progress, timeout=60, interval=0.1)
+        await eventually(building, timeout=60, interval=0.05)
+        await asyncio.sleep(1.0)  # into the fold (its processes die with it)
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         second = customers_cmd(stack, "replay", "--grace", "1", log="replay-resumed")

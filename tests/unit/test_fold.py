@@ -12,7 +12,7 @@ import pytest
 from customers.commands import CustomerErased
 from customers.ids import customer_id, email_hash
 from projections.memory import FoldState, MemoryStore, MemTable, ValueTooLong, version_rows
-from projections.projector import run_batch
+from projections.projector import in_order, run_batch
 from projections.rules.summaries import summary_of
 from streams.fold import Plan, Scan, route
 from streams.poison import Source
@@ -79,14 +79,23 @@ def test_summaries_and_insights_of_a_fold_equal_a_recount_whatever_the_batches()
     assert s == expected and s.cancelled == 1 and s.spend == {"eur": 25000}
 
 
-def test_an_erasure_in_a_fold_removes_the_person_and_keeps_a_booking_made_after_it():
+def test_an_erasure_in_a_fold_removes_the_person_and_keeps_a_booking_made_after_it_in_the_same_batch():
+    """Rules run in stages (bookings before commands): a batch is cut around each erasure, so
+    the booking that came after it is not taken with the rest."""
     state = FoldState(SECRET)
-    fold(state, [created("m1", at=T0 - 10 * H), created("m2", at=T0 + 2 * H, start=T0 + 48 * H)])
     h = email_hash(SECRET, "ana@example.com")
-    fold(state, [CustomerErased(command_id="c", occurred_at=T0, email_hash=h)])
-    assert set(state.meetings.rows) == {("ex", "m2")}
-    assert state.summaries.rows[("ex", ANA)].appointments == 1
+    items = [created("m1", at=T0 - 10 * H), paid("pi_1", 7000, meeting="m1"),
+             CustomerErased(command_id="c", occurred_at=T0, email_hash=h),
+             created("m2", at=T0 + 2 * H, start=T0 + 48 * H, pi="pi_2"), paid("pi_2", 3000, meeting="m2")]
+    assert [len(part) for part in in_order(items)] == [2, 1, 2]
+    for part in in_order(items):
+        fold(state, part)
+    assert set(state.meetings.rows) == {("ex", "m2")} and set(state.payments.rows) == {"pi_2"}
+    assert state.summaries.rows[("ex", ANA)].appointments == 1 and state.summaries.rows[("ex", ANA)].spend == {"eur": 3000}
     assert state.new_erasures == {h} and state.erasures.rows[h] == T0
+    whole = FoldState(SECRET)
+    fold(whole, items)  # uncut, the erasure would run after the later booking and take it too
+    assert set(whole.meetings.rows) == set()
 
 
 # --- routing -----------------------------------------------------------------------------------------

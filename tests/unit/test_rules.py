@@ -200,23 +200,6 @@ def test_notes_on_an_erased_customer_up_to_the_erasure_are_refused():
 
 # --- erasure -----------------------------------------------------------------------------------
 
-def test_an_erasure_read_after_a_later_booking_keeps_that_booking_and_its_payment():
-    """A replay can read an erasure after the person's next booking (another partition): the
-    booking made after the erasure is a new relationship, as the live worker saw it."""
-    v = view()
-    run(v, [created("m1", at=T0 - 10 * H), paid("pi_1", 7000, meeting="m1"),
-            created("m2", at=T0 + 2 * H, start=T0 + 48 * H, pi="pi_2"), paid("pi_2", 3000, meeting="m2")])
-    h = email_hash(SECRET, "ana@example.com")
-    changes = run(v, [CustomerErased(command_id="c", occurred_at=T0, email_hash=h)])
-    assert set(v.meetings) == {("ex", "m2")} and set(v.payments) == {"pi_2"}
-    assert ("ex", ANA) in changes.recount and ("ex", ANA) not in changes.summaries_removed  # from what stays
-    left = summary_of(v.meetings.values(), [p.state for p in v.payments.values()], T0)
-    assert left.appointments == 1 and left.spend == {"eur": 3000}
-    assert ("meeting", ref_of("ex", "m1")) in changes.erased_refs
-    assert ("meeting", ref_of("ex", "m2")) not in changes.erased_refs
-    assert ("payment", ref_of("pi_2")) not in changes.erased_refs
-
-
 def test_an_erasure_removes_the_person_everywhere_and_remembers_every_name():
     v = view()
     run(v, [created("m1"), created("m2", expert="other"), created("m3", email="bo@example.com", name="Bo"),
