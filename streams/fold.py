@@ -34,6 +34,7 @@ import heapq
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -426,17 +427,36 @@ def _count(n: int) -> None:
         _TICK(n)
 
 
-def scan_job(args: tuple) -> Scan:
-    settings, share, tps, ends = args
-    return asyncio.run(scan_share(settings, share, tps, ends))
+def scan_job(args: tuple) -> list[Scan]:
+    settings, group, ends = args
+    return [asyncio.run(scan_share(settings, share, tps, ends)) for share, tps in group]
 
 
-def locate_job(args: tuple) -> tuple[int, tuple[set[str], set[str]]]:
-    settings, share, tps, ends, ids, providers = args
-    return share, asyncio.run(locate(settings, share, tps, ends, ids, providers))
+def locate_job(args: tuple) -> list[tuple[int, tuple[set[str], set[str]]]]:
+    settings, group, ends, ids, providers = args
+    return [(share, asyncio.run(locate(settings, share, tps, ends, ids, providers))) for share, tps in group]
 
 
 def fold_job(args: tuple) -> Folded:
     settings, version, share, tps, ends, moved, extra, copies, batch_size = args
     return asyncio.run(fold_share(settings, version, share, tps, ends, moved, extra, copies, batch_size=batch_size,
                                   progress=_count))
+
+
+def run_child(job: Callable, args: tuple, send, counter, parent: int) -> None:
+    """A job's process (`streams.replay`): run it, send (True, result) or (False, error) to the
+    parent, and exit at once, without taking the heap apart."""
+    _init(counter, parent)
+    try:
+        out: tuple = (True, job(args))
+    except BaseException as exc:  # noqa: BLE001 - the parent raises it
+        out = (False, exc)
+    try:
+        send.send(out)
+    except Exception as exc:  # noqa: BLE001 - an error that does not pickle
+        send.send((False, RuntimeError(f"{type(out[1]).__name__}: {out[1]}" if not out[0] else repr(exc))))
+    send.close()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

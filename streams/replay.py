@@ -20,7 +20,6 @@ import logging
 import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
@@ -169,13 +168,15 @@ async def fold_history(settings: Settings, engine, version: int, *, processes: i
     async with _Runner(n, progress, on_progress) as runner:
         clock = time.monotonic()
         plan = fold.Plan()
-        if len(shares) > 1:
-            scans = await runner.map(fold.scan_job, [(settings, i, tps, ends) for i, tps in enumerate(shares)])
+        if len(shares) > 1:  # each process reads the shares i, i + n, ...
+            groups = [[(i, tps) for i, tps in enumerate(shares) if i % n == k] for k in range(min(n, len(shares)))]
+            scans = [scan for found in await runner.map(fold.scan_job, [(settings, g, ends) for g in groups])
+                     for scan in found]
             ids = {i for scan in scans for _src, named in scan.unkeyed for i in named}
             providers = {email_id for scan in scans for _src, email_id in scan.reports}
-            located = dict(await runner.map(fold.locate_job, [(settings, i, tps, ends, ids, providers)
-                                                              for i, tps in enumerate(shares)])) \
-                if ids or providers else {}
+            located = {share: found for answers in await runner.map(
+                fold.locate_job, [(settings, g, ends, ids, providers) for g in groups])
+                for share, found in answers} if ids or providers else {}
             plan = fold.route(scans, located)
         seconds["route"] = round(time.monotonic() - clock, 2)
         clock = time.monotonic()
@@ -194,7 +195,7 @@ async def fold_history(settings: Settings, engine, version: int, *, processes: i
             refs[ref] = max(at, refs.get(ref, at))
         last.update(r.last)
     clock = time.monotonic()
-    indexes = await finish_bare_version(engine, version, connections=max(2, n))
+    indexes = await finish_bare_version(engine, version, connections=max(4, n))
     seconds["index"] = round(time.monotonic() - clock, 2)
     async with engine.begin() as conn:
         await bulk_upsert(conn, t.erasures, [{"email_hash": h, "erased_at": at} for h, at in sorted(erasures.items())],
@@ -216,38 +217,60 @@ async def fold_history(settings: Settings, engine, version: int, *, processes: i
 
 
 class _Runner:
-    """Runs fold jobs in `n` processes (spawned: a fresh interpreter, no inherited event loop), or
-    in this process when `n` is 1; reports the records folded as they are."""
+    """Runs jobs in processes of their own, at most `n` at a time (spawned: a fresh interpreter, no
+    inherited event loop), or in this process, one after the other, when `n` is 1; reports the
+    records folded as they are. A job's process sends its result and exits at once
+    (`streams.fold.run_child`): a folded share's tables are garbage by then, and taking a
+    gigabyte of objects apart one by one would only cost time."""
 
     def __init__(self, n: int, progress: Progress, on_progress: Callable[[Progress], None] | None) -> None:
         self.n, self.progress, self.on_progress = n, progress, on_progress
         self.started = time.monotonic()
-        self.pool: ProcessPoolExecutor | None = None
-        self.counter = None
+        self.context = multiprocessing.get_context("spawn")
+        self.counter = self.context.Value("q", 0) if n > 1 else None
 
     async def __aenter__(self) -> "_Runner":
-        if self.n > 1:
-            context = multiprocessing.get_context("spawn")
-            self.counter = context.Value("q", 0)
-            self.pool = ProcessPoolExecutor(self.n, mp_context=context, initializer=fold._init,
-                                            initargs=(self.counter, os.getpid()))
         return self
 
     async def __aexit__(self, *exc) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        return None
 
     async def map(self, job: Callable, args: list, counts: bool = False) -> list:
-        if self.pool is None:
+        if self.n == 1:
             return [await asyncio.to_thread(self._inline, job, a) for a in args]  # a loop of its own
-        loop = asyncio.get_running_loop()
-        futures = [loop.run_in_executor(self.pool, job, a) for a in args]
-        pending = set(futures)
-        while pending:
-            _done, pending = await asyncio.wait(pending, timeout=0.5)
-            if counts:
-                self._report(self.counter.value)
-        return [f.result() for f in futures]
+        results: list = [None] * len(args)
+        waiting, running = list(enumerate(args)), {}
+        try:
+            while waiting or running:
+                while waiting and len(running) < self.n:
+                    i, a = waiting.pop(0)
+                    receive, send = self.context.Pipe(duplex=False)
+                    child = self.context.Process(target=fold.run_child, args=(job, a, send, self.counter, os.getpid()),
+                                                 daemon=True, name=f"fold-{i}")
+                    child.start()
+                    send.close()
+                    running[i] = (child, receive)
+                await asyncio.sleep(0.05)
+                for i, (child, receive) in list(running.items()):
+                    if not receive.poll():
+                        continue
+                    try:
+                        ok, value = receive.recv()
+                    except EOFError:
+                        child.join(1)
+                        raise RuntimeError(f"fold process {child.pid} ended without a result "
+                                           f"(exit code {child.exitcode})") from None
+                    if not ok:
+                        raise value
+                    results[i] = value
+                    child.join()
+                    del running[i]
+                if counts:
+                    self._report(self.counter.value)
+        finally:
+            for child, _receive in running.values():  # a failure: the others are of no use
+                child.kill()
+        return results
 
     def _inline(self, job: Callable, args: tuple):
         seen = [self.progress.done]
