@@ -46,7 +46,7 @@ class MemTable:
     hash serve erasures alone, and most histories fold without one.
     """
 
-    __slots__ = ("rows", "_fns", "_waiting", "idx", "undo")
+    __slots__ = ("rows", "_fns", "_waiting", "idx", "undo", "_pairs")
 
     def __init__(self, lazy: Iterable[str] = (), **indexes: Callable[[Any], Hashable | None]) -> None:
         self.rows: dict[Hashable, Any] = {}
@@ -54,6 +54,7 @@ class MemTable:
         self._waiting = {name: fn for name, fn in indexes.items() if name in lazy}
         self.idx: dict[str, dict[Hashable, set]] = {name: {} for name in self._fns}
         self.undo: list | None = None
+        self._pairs = [(fn, self.idx[name]) for name, fn in self._fns.items()]
 
     def get(self, key: Hashable, default: Any = None) -> Any:
         return self.rows.get(key, default)
@@ -72,6 +73,7 @@ class MemTable:
             for key, row in self.rows.items():
                 if (found := fn(row)) is not None:
                     built.setdefault(found, set()).add(key)
+            self._pairs.append((fn, built))
         return self.idx[index].get(value, set())
 
     def put(self, key: Hashable, row: Any) -> None:
@@ -102,20 +104,24 @@ class MemTable:
         self.undo = None
 
     def _index(self, key: Hashable, row: Any) -> None:
-        for name, fn in self._fns.items():
+        for fn, index in self._pairs:
             value = fn(row)
             if value is not None:
-                self.idx[name].setdefault(value, set()).add(key)
+                found = index.get(value)
+                if found is None:
+                    index[value] = {key}
+                else:
+                    found.add(key)
 
     def _unindex(self, key: Hashable, row: Any) -> None:
-        for name, fn in self._fns.items():
+        for fn, index in self._pairs:
             value = fn(row)
             if value is not None:
-                keys = self.idx[name].get(value)
+                keys = index.get(value)
                 if keys is not None:
                     keys.discard(key)
                     if not keys:
-                        del self.idx[name][value]
+                        del index[value]
 
 
 def _checker(table: Table, names: Iterable[str] | None = None) -> Callable[[Any], None]:

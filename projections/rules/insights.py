@@ -103,8 +103,9 @@ def contribution(meetings: Iterable[Meeting], payments: Iterable[tuple[dict, str
     booked = sorted((m for m in meetings if m.created_version is not None and m.start_time is not None),
                     key=lambda m: (m.start_time, m.meeting_id))
     services: dict[str, str] = {}
+    months: dict[str, str] = {}  # meeting id -> the month of its start
     for m in booked:
-        month = month_of(m.start_time)
+        month = months[m.meeting_id] = month_of(m.start_time)
         _add(out, (month, "booked", ""), 1)
         status = appointment_status(m, as_of) if as_of is not None else "upcoming"
         if status in ("cancelled", "no_show", "completed"):
@@ -115,12 +116,12 @@ def contribution(meetings: Iterable[Meeting], payments: Iterable[tuple[dict, str
             services[m.meeting_id] = m.service_id
     visits = [m for m in booked if m.cancelled_at is None and m.no_show_at is None]
     if visits:
-        first = month_of(visits[0].start_time)
+        first = months[visits[0].meeting_id]
         _add(out, (first, "new", ""), 1)
-        for month in sorted({month_of(v.start_time) for v in visits[1:]}):
+        for month in sorted({months[v.meeting_id] for v in visits[1:]}):
             _add(out, (month, "returning", ""), 1)
         for before, after in zip(visits, visits[1:]):
-            _add(out, (month_of(after.start_time), "gap", str((after.start_time - before.start_time).days)), 1)
+            _add(out, (months[after.meeting_id], "gap", str((after.start_time - before.start_time).days)), 1)
         if len(visits) > 1 and visits[1].start_time - visits[0].start_time <= BACK_WITHIN:
             _add(out, (first, "back90", ""), 1)
     for state, meeting_id in payments:
