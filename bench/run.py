@@ -9,7 +9,7 @@ environment (defaults: the issue's sizes where they fit the time budget):
 | --- | --- | --- |
 | `BENCH_PROJECTION_EVENTS` | 200000 | 1: events pre-loaded for the worker |
 | `BENCH_SCALE_EVENTS` | 100000 | 1b: events projected by one worker, then by two, on 12 partitions |
-| `BENCH_REPLAY_EVENTS`, `BENCH_REPLAY_TARGET` | 1000000, 1000000 | 2: events replayed; the goal's size |
+| `BENCH_REPLAY_EVENTS`, `BENCH_REPLAY_SMALL`, `BENCH_REPLAY_BASELINE` | 1000000, 200000, 50000 | 2: events replayed (the goal's size), the growth curve's smaller run, the per-batch engine's records (the baseline) |
 | `BENCH_EXPERTS` | 2000 | 1, 2: experts in the generated history |
 | `BENCH_API_MEETINGS`, `BENCH_API_CUSTOMERS`, `BENCH_API_BIG_MEETINGS`, `BENCH_API_EXPERTS` | 1000000, 10000, 50000, 2000 | 3 |
 | `BENCH_API_REQUESTS` | 200 | 3, 6: requests of each kind |
@@ -51,8 +51,9 @@ async def one(name: str) -> Result:
     if name == "replay":
         from bench import replay
 
-        return await replay.run(env_int("BENCH_REPLAY_EVENTS", 1_000_000), env_int("BENCH_REPLAY_TARGET", 1_000_000),
-                                env_int("BENCH_EXPERTS", 2000), profile_seconds=20 if Profiler.available() else 0)
+        return await replay.run(env_int("BENCH_REPLAY_EVENTS", 1_000_000), env_int("BENCH_REPLAY_SMALL", 200_000),
+                                env_int("BENCH_REPLAY_BASELINE", 50_000), env_int("BENCH_EXPERTS", 2000),
+                                profile_seconds=20 if Profiler.available() else 0)
     if name == "insights":
         from bench import insights
 
