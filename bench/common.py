@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from customers.settings import Settings
+from streams.metrics import peak_rss_mb  # noqa: F401  (the fold processes report theirs so too)
 from testing.harness import (ARTIFACTS, KAFKA, ROOT, ServiceProcess, WorkerProcess, create_pg_database,  # noqa: F401
                              env_for, free_port, settings_for, stop_process)
 
@@ -358,16 +359,6 @@ def run_async(coro):
     return uvloop.run(coro)
 
 
-def peak_rss_mb(pid: int | None = None) -> float | None:
-    """Peak resident memory of a process since it started or since `reset_peak_rss` (Linux VmHWM), MiB."""
-    try:
-        with open(f"/proc/{pid or 'self'}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
 
 
 def reset_peak_rss() -> None:

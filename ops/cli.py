@@ -150,7 +150,9 @@ def replay(show_status: bool = typer.Option(False, "--status", help="only report
            grace: float = typer.Option(None, help="seconds to wait before removing the old version"),
            batch_size: int = typer.Option(2000, help="records per transaction on the live tail, after the fold"),
            processes: int = typer.Option(None, min=1, help="fold processes (default: the CPUs; 1 on SQLite)"),
-           fold_batch: int = typer.Option(None, min=1, help="records the fold's rules take at once")) -> None:
+           fold_batch: int = typer.Option(None, min=1, help="records the fold's rules take at once"),
+           share_size: int = typer.Option(None, min=1, help="most records a fold process holds at once (its "
+                                                             "memory: partitions are sliced to fit)")) -> None:
     """Rebuild the read model from offset zero into a new version, then switch readers to it."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -175,7 +177,8 @@ def replay(show_status: bool = typer.Option(False, "--status", help="only report
                        size=p.total)
 
         result = asyncio.run(rp.replay(settings, on_progress=show, grace=grace, batch_size=batch_size,
-                                       processes=processes, fold_batch=fold_batch or rp.FOLD_BATCH))
+                                       processes=processes, fold_batch=fold_batch or rp.FOLD_BATCH,
+                                       share_size=share_size or rp.SHARE_SIZE))
     console.print(f"version {result.version} is live ({'resumed' if result.resumed else 'new'}); "
                   f"{result.rate:,.0f} events/s")
 

@@ -37,6 +37,7 @@ import signal
 import sys
 import threading
 import time
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -55,12 +56,32 @@ from projections.projector import in_order, run_batch
 from projections.rules.payment_facts import named
 from projections.sweep import watermark
 from streams.decode import dead_letter, decoder_for
+from streams.metrics import peak_rss_mb
 from streams.poison import kafka_time
 
 log = logging.getLogger("customers.fold")
 
 Tp = tuple[str, int]  # (topic, partition)
 Record = Any  # a Kafka record as the consumer gives it: topic, partition, offset, key, value, timestamp (ms)
+
+
+@dataclass(frozen=True)
+class Share:
+    """What one fold holds: the records of `tps` (one partition number of every projected topic)
+    whose key falls in slice `part` of `parts` (every record of them when `parts` is 1). An
+    expert's records all have the expert as key, so they all fall in one share."""
+
+    index: int
+    tps: tuple[Tp, ...]
+    part: int = 0
+    parts: int = 1
+
+    def holds(self, record: Record) -> bool:
+        return self.parts == 1 or slice_of(record.key, self.parts) == self.part
+
+
+def slice_of(key: bytes | None, parts: int) -> int:
+    return zlib.crc32(key or b"") % parts
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -127,12 +148,13 @@ class Plan:
     copies: dict[int, list[Record]] = field(default_factory=lambda: defaultdict(list))  # another share's erasures
 
 
-async def scan_share(settings: Settings, share: int, tps: list[Tp], ends: dict[Tp, int]) -> Scan:
-    """The share's records that its experts' keys do not place: read the topics that may hold them."""
+async def scan_shares(settings: Settings, shares: list[Share], ends: dict[Tp, int]) -> list[Scan]:
+    """The records these shares (of one partition number) hold that their experts' keys do not
+    place: the partition's topics that may hold them, read once."""
     prefix = settings.topic_prefix
     movable = {settings.topic(n) for n in (names.ACTIVITY, names.EMAIL_EVENTS, names.COMMANDS)}
-    read = await read_partitions(settings, [tp for tp in tps if tp[0] in movable], ends)
-    scan = Scan(share)
+    read = await read_partitions(settings, [tp for tp in shares[0].tps if tp[0] in movable], ends)
+    scans = [Scan(share.index) for share in shares]
     for (topic, _p), records in read.items():
         base, decode = _base(topic, prefix), decoder_for(topic, prefix)
         for src in records:
@@ -142,13 +164,19 @@ async def scan_share(settings: Settings, share: int, tps: list[Tp], ends: dict[T
                 item = decode(src.value)
             except ValueError:
                 continue  # its own share dead-letters it
+            scan = scans[_holder(shares, src)]
             if base == names.ACTIVITY and item.type == "payment.observed" and not item.expert_id:
                 scan.unkeyed.append((src, frozenset(named(item))))
             elif base == names.EMAIL_EVENTS:
                 scan.reports.append((src, item.email_id))
             elif base == names.COMMANDS and item.type == "customer.erased":
                 scan.erasures.append(src)
-    return scan
+    return scans
+
+
+def _holder(shares: list[Share], record: Record) -> int:
+    """The position in `shares` (of one partition number) of the share holding the record."""
+    return 0 if len(shares) == 1 else next(i for i, share in enumerate(shares) if share.holds(record))
 
 
 def _names_its_key(src: Record) -> bool:
@@ -157,15 +185,16 @@ def _names_its_key(src: Record) -> bool:
         b'"expert_id":"' + src.key + b'"' in src.value or b'"expert_id": "' + src.key + b'"' in src.value)
 
 
-async def locate(settings: Settings, share: int, tps: list[Tp], ends: dict[Tp, int], ids: set[str],
-                 provider_ids: set[str]) -> tuple[set[str], set[str]]:
-    """Which of these payment ids and provider email ids the share's experts name."""
+async def locate(settings: Settings, shares: list[Share], ends: dict[Tp, int], ids: set[str],
+                 provider_ids: set[str]) -> list[tuple[int, tuple[set[str], set[str]]]]:
+    """Which of these payment ids and provider email ids the experts of these shares (of one
+    partition number) name: for each share, (payment ids, provider email ids)."""
     prefix = settings.topic_prefix
     topics = {settings.topic(names.BOOKINGS), settings.topic(names.ACTIVITY)} if ids else set()
     if provider_ids:
         topics.add(settings.topic(names.COMMUNICATIONS))
-    read = await read_partitions(settings, [tp for tp in tps if tp[0] in topics], ends)
-    found_ids, found_providers = set(), set()
+    read = await read_partitions(settings, [tp for tp in shares[0].tps if tp[0] in topics], ends)
+    found: list[tuple[set[str], set[str]]] = [(set(), set()) for _ in shares]
     for (topic, _p), records in read.items():
         base, decode = _base(topic, prefix), decoder_for(topic, prefix)
         for src in records:
@@ -173,6 +202,7 @@ async def locate(settings: Settings, share: int, tps: list[Tp], ends: dict[Tp, i
                 item = decode(src.value)
             except ValueError:
                 continue
+            found_ids, found_providers = found[_holder(shares, src)]
             if base == names.BOOKINGS and item.type == "booking.created":
                 payment = getattr(item, "payment", None)
                 for value in (getattr(payment, "payment_intent_id", None), getattr(payment, "checkout_session_id", None)):
@@ -182,7 +212,7 @@ async def locate(settings: Settings, share: int, tps: list[Tp], ends: dict[Tp, i
                 found_ids |= named(item) & ids
             elif base == names.COMMUNICATIONS and getattr(item, "provider_message_id", None) in provider_ids:
                 found_providers.add(item.provider_message_id)
-    return found_ids, found_providers
+    return [(share.index, answer) for share, answer in zip(shares, found)]
 
 
 def route(scans: list[Scan], located: dict[int, tuple[set[str], set[str]]]) -> Plan:
@@ -260,14 +290,17 @@ async def load_ledger(conn) -> tuple[dict, dict]:
     return erasures, refs
 
 
-async def fold_share(settings: Settings, version: int, share: int, tps: list[Tp], ends: dict[Tp, int],
+async def fold_share(settings: Settings, version: int, share: Share, ends: dict[Tp, int],
                      moved: set, extra: list[Any], copies: list[Any] = (), *, batch_size: int = 5000,
                      progress: Callable[[int], None] | None = None) -> Folded:
     """Fold one share of the history in memory and COPY its rows into `version`'s tables."""
-    result = Folded(share)
+    result = Folded(share.index)
     clock = time.monotonic()
-    read = await read_partitions(settings, tps, ends,
-                                 keep=(lambda s: (s.topic, s.partition, s.offset) not in moved) if moved else None)
+    tps = list(share.tps)
+
+    def keep(record: Record) -> bool:
+        return share.holds(record) and (record.topic, record.partition, record.offset) not in moved
+    read = await read_partitions(settings, tps, ends, keep=keep if moved or share.parts > 1 else None)
     for tp, records in read.items():
         if records:
             result.last[tp] = (ends[tp] - 1, kafka_time(records[-1].timestamp))
@@ -357,32 +390,28 @@ async def fold_share(settings: Settings, version: int, share: int, tps: list[Tp]
         await engine.dispose()
         if gc_was:
             gc.enable()
-    result.peak_rss_mb = _peak_rss_mb()
+    result.peak_rss_mb = peak_rss_mb()
     return result
 
 
-def _peak_rss_mb() -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
-
-
-def shares_of(partitions: dict[str, int], settings: Settings) -> list[list[Tp]]:
-    """The shares: one per partition number when every projected topic has as many partitions,
-    else one share of everything (an expert's records could then sit in different numbers)."""
+def shares_of(ends: dict[Tp, int], settings: Settings, share_size: int | None = None) -> list[Share]:
+    """The shares: one per partition number when every projected topic has as many partitions
+    (else one share of everything: an expert's records could then sit in different numbers),
+    each cut into as many slices as it takes for no share to hold more than `share_size`
+    records (none: not cut). The bound of a fold process's memory."""
     topics = [settings.topic(n) for n in names.PROJECTED]
-    counts = {partitions.get(topic, 0) for topic in topics}
-    if len(counts) == 1:
-        n = counts.pop()
-        return [[(topic, p) for topic in topics] for p in range(n)]
-    log.warning("projected topics have different partition counts (%s): folding them as one share",
-                {topic: partitions.get(topic, 0) for topic in topics})
-    return [[(topic, p) for topic in topics for p in range(partitions.get(topic, 0))]]
+    counts: dict[str, int] = {}
+    for topic, partition in ends:
+        counts[topic] = max(counts.get(topic, 0), partition + 1)
+    numbers = {counts.get(topic, 0) for topic in topics}
+    if len(numbers) == 1:
+        groups = [tuple((topic, p) for topic in topics) for p in range(numbers.pop())]
+    else:
+        log.warning("projected topics have different partition counts (%s): folding them as one share", counts)
+        groups = [tuple((topic, p) for topic in topics for p in range(counts.get(topic, 0)))]
+    biggest = max((sum(ends.get(tp, 0) for tp in group) for group in groups), default=0)
+    parts = max(1, -(-biggest // share_size)) if share_size else 1
+    return [Share(g * parts + j, group, j, parts) for g, group in enumerate(groups) for j in range(parts)]
 
 
 # --- processes -------------------------------------------------------------------------------------
@@ -428,18 +457,18 @@ def _count(n: int) -> None:
 
 
 def scan_job(args: tuple) -> list[Scan]:
-    settings, group, ends = args
-    return [asyncio.run(scan_share(settings, share, tps, ends)) for share, tps in group]
+    settings, groups, ends = args  # shares grouped by partition number
+    return [scan for shares in groups for scan in asyncio.run(scan_shares(settings, shares, ends))]
 
 
 def locate_job(args: tuple) -> list[tuple[int, tuple[set[str], set[str]]]]:
-    settings, group, ends, ids, providers = args
-    return [(share, asyncio.run(locate(settings, share, tps, ends, ids, providers))) for share, tps in group]
+    settings, groups, ends, ids, providers = args
+    return [found for shares in groups for found in asyncio.run(locate(settings, shares, ends, ids, providers))]
 
 
 def fold_job(args: tuple) -> Folded:
-    settings, version, share, tps, ends, moved, extra, copies, batch_size = args
-    return asyncio.run(fold_share(settings, version, share, tps, ends, moved, extra, copies, batch_size=batch_size,
+    settings, version, share, ends, moved, extra, copies, batch_size = args
+    return asyncio.run(fold_share(settings, version, share, ends, moved, extra, copies, batch_size=batch_size,
                                   progress=_count))
 
 

@@ -47,3 +47,16 @@ class WorkerMetrics:
     def swept(self, swept: Swept) -> None:
         self.swept_until.set(swept.until.timestamp())
         self.recounted.inc(swept.customers)
+
+
+def peak_rss_mb(pid: int | None = None) -> float | None:
+    """Peak resident memory of a process since it started (or since its count was reset: Linux
+    VmHWM), in MiB; None where /proc does not tell."""
+    try:
+        with open(f"/proc/{pid or 'self'}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None

@@ -1,16 +1,18 @@
 """`customers replay`: rebuild the read model from offset zero into a new version, then switch.
 
-The current version keeps serving (and the worker keeps it fresh) while the replay reads the
-retained projected topics (bookings, customer-activity, customer-commands) from their start into
-version N. On PostgreSQL N has tables of its own, with only the indexes the projection looks rows
-up by to maintain while they fill (`projections.physical`). Positions live in N's own `projection_offsets`, written with N's
-rows, so a replay killed at any point resumes where its last transaction ended. Once N is within
-`SWITCH_LAG` records of the topics' ends, N's indexes are built and its tables analysed, once;
-the replay then catches up on what arrived meanwhile, and one transaction sweeps N up to the
-present (its rows counted appointments as of the replay's start, see `projections.sweep`) and
-makes it live; the worker notices on its next batch, restarts itself on N (whose consumer group
-the replay has kept at N's positions), catches up the rest and sweeps N from then on. The old
-version's tables are dropped after a grace period.
+The current version keeps serving (and the worker keeps it fresh) while the replay folds the
+retained projected topics up to their current ends into version N, in memory, share by share, in
+N fold processes, through the worker's own rules (`streams.fold`, `projections.memory`), and
+COPYs each table once into N's bare tables; then N gets its primary keys and indexes (built on
+several connections at once) and its tables are analysed and attached, and only then are N's
+offsets (the ends it folded to) and the erasure-ledger rows the fold added written, in one
+transaction. Until that transaction, a rerun starts N clean; after it, a rerun resumes.
+
+The replay then catches up on what arrived meanwhile with the worker's normal batches, and one
+transaction sweeps N up to the present (its rows counted appointments as of the replay's start,
+see `projections.sweep`) and makes it live; the worker notices on its next batch, restarts itself
+on N (whose consumer group the replay has kept at N's positions), catches up the rest and sweeps
+N from then on. The old version's tables are dropped after a grace period.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from streams.poison import Applier, Source, kafka_time
 log = logging.getLogger("customers.replay")
 SWITCH_LAG = 500
 FOLD_BATCH = 250_000  # records a fold's rules take at once (larger: fewer passes, more memory)
+SHARE_SIZE = 150_000  # most records a fold process holds at once: partitions are sliced to fit (its memory)
 
 
 @dataclass
@@ -69,11 +72,13 @@ async def _partitions(consumer: AIOKafkaConsumer, topics: list[str]) -> list[Top
 
 async def replay(settings: Settings, *, on_progress: Callable[[Progress], None] | None = None,
                  batch_size: int = 2000, grace: float | None = None, switch_lag: int = SWITCH_LAG,
-                 processes: int | None = None, fold_batch: int = FOLD_BATCH) -> Progress:
+                 processes: int | None = None, fold_batch: int = FOLD_BATCH, share_size: int | None = SHARE_SIZE
+                 ) -> Progress:
     """Rebuild into a new version and switch readers to it (see the module's docstring).
 
-    `processes` fold processes (default: the CPUs; 1 on SQLite) fold the history; `batch_size` is
-    the batch of the catch-up on the live tail, `fold_batch` the batch of the fold's rules.
+    `processes` fold processes (default: the CPUs; 1 on SQLite) fold the history, each holding at
+    most `share_size` records at once; `batch_size` is the batch of the catch-up on the live tail,
+    `fold_batch` the batch of the fold's rules.
     """
     started, applied_here = time.monotonic(), 0
     await migrate(settings.database_url)
@@ -87,7 +92,7 @@ async def replay(settings: Settings, *, on_progress: Callable[[Progress], None] 
     if not await projector.stored_offsets():  # nothing folded yet, or a fold cut short: start clean
         startup = round(time.monotonic() - started, 2)
         report = await fold_history(settings, engine, version, processes=processes, batch_size=fold_batch,
-                                    progress=progress, on_progress=on_progress, clean=resumed)
+                                    progress=progress, on_progress=on_progress, clean=resumed, share_size=share_size)
         report["seconds"] = {"startup": startup, **report["seconds"]}
         progress.fold = report
         applied_here = report["records"]
@@ -148,7 +153,8 @@ async def replay(settings: Settings, *, on_progress: Callable[[Progress], None] 
 
 
 async def fold_history(settings: Settings, engine, version: int, *, processes: int | None, batch_size: int,
-                       progress: Progress, on_progress: Callable[[Progress], None] | None, clean: bool = True) -> dict:
+                       progress: Progress, on_progress: Callable[[Progress], None] | None, clean: bool = True,
+                       share_size: int | None = SHARE_SIZE) -> dict:
     """Fold the topics' history up to their current ends into `version`'s bare tables
     (`streams.fold`), give them their keys and indexes, then record the ledger rows and the
     positions it reached in one transaction: until that commits, a rerun starts the fold again
@@ -158,18 +164,19 @@ async def fold_history(settings: Settings, engine, version: int, *, processes: i
         await reset_version(engine, version)
     topics = [settings.topic(n) for n in names.PROJECTED]
     ends = await names.end_offsets(settings, topics)
-    counts: dict[str, int] = {}
-    for topic, partition in ends:
-        counts[topic] = max(counts.get(topic, 0), partition + 1)
-    shares = fold.shares_of(counts, settings)
+    shares = fold.shares_of(ends, settings, share_size)
     n = 1 if engine.dialect.name != "postgresql" else max(1, processes or os.cpu_count() or 1)
     progress.total, progress.done = sum(ends.values()), 0
     seconds: dict[str, float] = {"prepare": round(time.monotonic() - clock, 2)}
     async with _Runner(n, progress, on_progress) as runner:
         clock = time.monotonic()
         plan = fold.Plan()
-        if len(shares) > 1:  # each process reads the shares i, i + n, ...
-            groups = [[(i, tps) for i, tps in enumerate(shares) if i % n == k] for k in range(min(n, len(shares)))]
+        if len(shares) > 1:  # the shares of one partition number together; process k takes the k-th, k + n-th, ...
+            by_partition: dict[tuple, list] = {}
+            for share in shares:
+                by_partition.setdefault(share.tps, []).append(share)
+            numbers = list(by_partition.values())
+            groups = [numbers[k::n] for k in range(min(n, len(numbers)))]
             scans = [scan for found in await runner.map(fold.scan_job, [(settings, g, ends) for g in groups])
                      for scan in found]
             ids = {i for scan in scans for _src, named in scan.unkeyed for i in named}
@@ -180,9 +187,9 @@ async def fold_history(settings: Settings, engine, version: int, *, processes: i
             plan = fold.route(scans, located)
         seconds["route"] = round(time.monotonic() - clock, 2)
         clock = time.monotonic()
-        jobs = [(settings, version, i, tps, ends, plan.moved.get(i, set()), plan.extra.get(i, []),
-                 plan.copies.get(i, []), batch_size)
-                for i, tps in sorted(enumerate(shares), key=lambda s: -sum(ends.get(tp, 0) for tp in s[1]))]
+        jobs = [(settings, version, share, ends, plan.moved.get(share.index, set()), plan.extra.get(share.index, []),
+                 plan.copies.get(share.index, []), batch_size)
+                for share in sorted(shares, key=lambda share: -sum(ends.get(tp, 0) for tp in share.tps))]
         results = await runner.map(fold.fold_job, jobs, counts=True)
         seconds["fold_and_copy"] = round(time.monotonic() - clock, 2)
     erasures: dict[str, datetime] = {}
@@ -211,7 +218,7 @@ async def fold_history(settings: Settings, engine, version: int, *, processes: i
         for name, count in r.rows.items():
             rows[name] = rows.get(name, 0) + count
     return {"records": sum(r.records for r in results), "dead_lettered": sum(r.dead for r in results),
-            "processes": n, "shares": len(shares), "rows": rows, "seconds": seconds, "indexes": indexes,
+            "processes": n, "shares": len(shares), "slices": shares[0].parts if shares else 1, "rows": rows, "seconds": seconds, "indexes": indexes,
             "peak_rss_mb": max((r.peak_rss_mb or 0) for r in results) if results else None,
             "shares_seconds": [r.seconds for r in results]}
 

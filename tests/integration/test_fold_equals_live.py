@@ -18,7 +18,8 @@ their email reports, erasures), plus
 
 The live version takes everything read back from Kafka (partitions merged in timestamp order,
 each partition in its order) with the records' real positions, in batches of random sizes.
-`replay()` then rebuilds with 1 and with 3 fold processes; every version is swept to the same
+`replay()` then rebuilds with 1 fold process, and with 3 holding at most 300 records each (every
+partition cut in slices); every version is swept to the same
 instant T and every table must equal the live one, row by row.
 """
 
@@ -257,6 +258,14 @@ def differences(want: dict[str, list], got: dict[str, list]) -> dict[str, tuple[
     return out
 
 
+def max_partition(ends: dict) -> int:
+    """The records of the biggest partition number, every projected topic together."""
+    sizes: dict[int, int] = {}
+    for (_topic, partition), end in ends.items():
+        sizes[partition] = sizes.get(partition, 0) + end
+    return max(sizes.values())
+
+
 async def test_the_fold_with_one_and_three_processes_equals_the_live_read_model():
     url = await fresh_pg_database()
     await migrate(url)
@@ -320,11 +329,12 @@ async def test_the_fold_with_one_and_three_processes_equals_the_live_read_model(
         await summaries_recount(engine, live.version)
 
         folded: dict[int, int] = {}
-        for processes in (1, 3):
-            progress = await replay(settings, grace=0, switch_lag=0, processes=processes)
+        for processes, share_size, slices in ((1, None, 1), (3, 300, -(-max_partition(ends) // 300))):
+            progress = await replay(settings, grace=0, switch_lag=0, processes=processes, share_size=share_size)
             assert progress.switched and progress.version != live.version
             assert progress.fold is not None
-            assert progress.fold["shares"] == PARTITIONS
+            assert slices > 1 if share_size else slices == 1  # the second rebuild cuts partitions in slices
+            assert progress.fold["shares"] == PARTITIONS * slices and progress.fold["slices"] == slices
             assert progress.fold["processes"] == processes
             folded[processes] = progress.fold["records"]
             assert progress.fold["dead_lettered"] == 0

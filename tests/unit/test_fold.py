@@ -14,7 +14,7 @@ from customers.ids import customer_id, email_hash
 from projections.memory import FoldState, MemoryStore, MemTable, ValueTooLong, version_rows
 from projections.projector import in_order, run_batch
 from projections.rules.summaries import summary_of
-from streams.fold import Plan, Scan, route
+from streams.fold import Plan, Scan, Share, route, shares_of
 from streams.poison import Source
 from tests.unit.test_rules import SECRET, T0, H, created, event, note, paid
 
@@ -133,3 +133,38 @@ def test_reports_follow_their_message_and_erasures_reach_every_share():
     assert plan.copies[0] == [erased] and plan.copies[2] == [erased] and 1 not in plan.copies
     assert plan.moved[0] == {("email-events", 0, 1)}
     assert isinstance(plan, Plan)
+
+
+# --- shares ------------------------------------------------------------------------------------------
+
+class _Settings:
+    topic_prefix = "p."
+
+    def topic(self, name: str) -> str:
+        return self.topic_prefix + name
+
+
+def test_partitions_are_sliced_so_that_no_share_holds_more_than_its_size():
+    settings = _Settings()
+    topics = ["p.bookings", "p.customer-activity", "p.customer-commands", "p.communications", "p.email-events"]
+    ends = {(topic, p): 100 for topic in topics for p in range(4)}  # 500 records a partition number
+    assert [(s.index, s.part, s.parts) for s in shares_of(ends, settings)] == [(i, 0, 1) for i in range(4)]
+    shares = shares_of(ends, settings, 200)
+    assert len(shares) == 12 and {s.parts for s in shares} == {3}
+    assert sorted(s.index for s in shares) == list(range(12))
+    assert all(set(s.tps) == {(topic, s.index // 3) for topic in topics} for s in shares)
+    # every record in exactly one share of its partition number; an expert's records all in the same one
+    record = lambda key: type("R", (), {"key": key})()  # noqa: E731
+    of_partition = [s for s in shares if s.index // 3 == 0]
+    for key in (b"ex_1", b"ex_2", b"pi_9", b"", None):
+        holders = [s.index for s in of_partition if s.holds(record(key))]
+        assert len(holders) == 1 and holders == [s.index for s in of_partition if s.holds(record(key))]
+
+
+def test_topics_of_different_partition_counts_are_one_share():
+    settings = _Settings()
+    ends = {("p.bookings", 0): 5, ("p.bookings", 1): 5, ("p.customer-activity", 0): 5, ("p.customer-commands", 0): 1,
+            ("p.communications", 0): 1, ("p.email-events", 0): 1}
+    (share,) = shares_of(ends, settings)
+    assert share.parts == 1 and set(share.tps) >= {("p.bookings", 0), ("p.bookings", 1)}
+    assert isinstance(share, Share)
