@@ -420,14 +420,14 @@ _COUNTER = None  # records folded, shared with the parent (set in each fold proc
 _TICK: Callable[[int], None] | None = None  # or told directly, when the parent folds in a thread
 
 
-def _init(counter, parent: int | None = None) -> None:
+def _init(counter) -> None:
     """A fold process's start: the shared counter, and death with its parent (a replay killed
-    with SIGKILL must not leave fold processes that COPY into the tables of the next run)."""
+    with SIGKILL must not leave fold processes that COPY into the tables of the next run; the
+    parent is the server the replay forks them from, which ends with the replay)."""
     global _COUNTER
     _COUNTER = counter
     logging.basicConfig(level=logging.WARNING)
-    if parent is not None:
-        _die_with(parent)
+    _die_with(os.getppid())
 
 
 def _die_with(parent: int) -> None:
@@ -472,10 +472,10 @@ def fold_job(args: tuple) -> Folded:
                                   progress=_count))
 
 
-def run_child(job: Callable, args: tuple, send, counter, parent: int) -> None:
+def run_child(job: Callable, args: tuple, send, counter) -> None:
     """A job's process (`streams.replay`): run it, send (True, result) or (False, error) to the
     parent, and exit at once, without taking the heap apart."""
-    _init(counter, parent)
+    _init(counter)
     try:
         out: tuple = (True, job(args))
     except BaseException as exc:  # noqa: BLE001 - the parent raises it

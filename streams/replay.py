@@ -224,8 +224,8 @@ async def fold_history(settings: Settings, engine, version: int, *, processes: i
 
 
 class _Runner:
-    """Runs jobs in processes of their own, at most `n` at a time (spawned: a fresh interpreter, no
-    inherited event loop), or in this process, one after the other, when `n` is 1; reports the
+    """Runs jobs in processes of their own, at most `n` at a time, or in this process, one after
+    the other, when `n` is 1; reports the
     records folded as they are. A job's process sends its result and exits at once
     (`streams.fold.run_child`): a folded share's tables are garbage by then, and taking a
     gigabyte of objects apart one by one would only cost time."""
@@ -233,7 +233,10 @@ class _Runner:
     def __init__(self, n: int, progress: Progress, on_progress: Callable[[Progress], None] | None) -> None:
         self.n, self.progress, self.on_progress = n, progress, on_progress
         self.started = time.monotonic()
-        self.context = multiprocessing.get_context("spawn")
+        # forked from a server process that imported the fold once (a fresh, single-threaded
+        # interpreter: no event loop or connection of this process is inherited)
+        self.context = multiprocessing.get_context("forkserver")
+        self.context.set_forkserver_preload(["streams.fold"])
         self.counter = self.context.Value("q", 0) if n > 1 else None
 
     async def __aenter__(self) -> "_Runner":
@@ -252,7 +255,7 @@ class _Runner:
                 while waiting and len(running) < self.n:
                     i, a = waiting.pop(0)
                     receive, send = self.context.Pipe(duplex=False)
-                    child = self.context.Process(target=fold.run_child, args=(job, a, send, self.counter, os.getpid()),
+                    child = self.context.Process(target=fold.run_child, args=(job, a, send, self.counter),
                                                  daemon=True, name=f"fold-{i}")
                     child.start()
                     send.close()
