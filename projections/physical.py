@@ -3,8 +3,11 @@
 Every versioned read-model table is partitioned by LIST on `version`: queries keep naming the
 parent (`meetings … WHERE version = 3`, which the planner prunes to one partition), and
 `meetings_v3` holds version 3's rows. The primary key is the parent's; the secondary indexes are
-each partition's own, so a replay fills its version with only those the projection looks rows up by
-(`LOOKUPS`) and builds the readers' ones once when it has caught up, and a retired version goes with a DROP rather than a DELETE of every row.
+each partition's own. A replay's bulk fold COPYs into bare tables (not attached, no key, no index,
+a CHECK on the version: `create_bare_version`) and then builds their keys and indexes and attaches
+them, once (`finish_bare_version`); a version built batch by batch has only the indexes the
+projection looks rows up by (`LOOKUPS`) until `index_version`. A retired version goes with a DROP
+rather than a DELETE of every row.
 
 A partition is made with CREATE TABLE … LIKE and ATTACH, and removed with DETACH … CONCURRENTLY
 and DROP: none of them takes the lock on the parent that would stop the readers and the worker of
