@@ -339,7 +339,7 @@ async def fold_share(settings: Settings, version: int, share: Share, ends: dict[
             state.begin()
             try:
                 for part in in_order([item for _, item in batch]):
-                    await run_batch(store, part, now)
+                    _keep(await run_batch(store, part, now))
                 state.commit()
                 return
             except Exception as exc:  # noqa: BLE001 - one bad record must not stop the share
@@ -369,12 +369,14 @@ async def fold_share(settings: Settings, version: int, share: Share, ends: dict[
                 await apply(batch)
                 if progress:
                     progress(result.records - counted)
+                _keep(batch)
                 counted, batch = result.records, []
         if batch:
             await apply(batch)
         if progress and result.records > counted:
             progress(result.records - counted)
-        del streams, read, extra, copies
+        _keep(streams, read, extra, copies, batch)
+        del streams, read, extra, copies, batch
         result.seconds["fold"] = round(time.monotonic() - clock, 2)
 
         clock = time.monotonic()
@@ -385,6 +387,7 @@ async def fold_share(settings: Settings, version: int, share: Share, ends: dict[
         result.erasures = {h: state.erasures.rows[h] for h in state.new_erasures}
         result.erased_refs = {r: state.erased_refs.rows[r] for r in state.new_refs}
         result.seconds["copy"] = round(time.monotonic() - clock, 2)
+        _keep(state, store)
     finally:
         await producer.close()
         await engine.dispose()
@@ -418,6 +421,15 @@ def shares_of(ends: dict[Tp, int], settings: Settings, share_size: int | None = 
 
 _COUNTER = None  # records folded, shared with the parent (set in each fold process)
 _TICK: Callable[[int], None] | None = None  # or told directly, when the parent folds in a thread
+_HOLD: list = []  # in a process that exits without taking its heap apart: what the fold would free
+_EXIT_WITHOUT_FREEING = False
+
+
+def _keep(*objects: Any) -> None:
+    """Hold what would be freed now, in a fold process that ends with `os._exit`: freeing a share's
+    millions of objects one by one costs seconds and gives back memory nobody will ask for."""
+    if _EXIT_WITHOUT_FREEING:
+        _HOLD.extend(objects)
 
 
 def _init(counter) -> None:
@@ -475,6 +487,8 @@ def fold_job(args: tuple) -> Folded:
 def run_child(job: Callable, args: tuple, send, counter) -> None:
     """A job's process (`streams.replay`): run it, send (True, result) or (False, error) to the
     parent, and exit at once, without taking the heap apart."""
+    global _EXIT_WITHOUT_FREEING
+    _EXIT_WITHOUT_FREEING = True
     _init(counter)
     try:
         out: tuple = (True, job(args))
