@@ -412,6 +412,9 @@ pg_write_conf() {
 listen_addresses = '127.0.0.1'
 port = $PG_PORT
 unix_socket_directories = '$sock'
+# a replay COPYs and indexes a whole version at once: room for its WAL between checkpoints
+max_wal_size = '4GB'
+shared_buffers = '512MB'
 EOF
 }
 
