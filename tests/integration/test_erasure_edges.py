@@ -79,6 +79,26 @@ async def test_notes_after_the_erasure_belong_to_the_new_relationship(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_booking_after_the_erasure_in_the_same_batch_is_kept(backend):
+    """A batch's rules run in stages (bookings before commands): the batch is cut around the
+    erasure, so the booking that came after it is a new relationship, as in a batch of its own."""
+    engine, projector = await fresh_projector(backend)
+    cid = customer_id("k", "ex", "ana@example.com")
+    await projector.apply([
+        (Position("bookings", 0, 0, T0), booking("ex", "m1", "ana@example.com", T0 - timedelta(days=10))),
+        (Position("customer-commands", 0, 0, T0), erasure("ana@example.com", T0)),
+        (Position("bookings", 0, 1, T0), booking("ex", "m2", "ana@example.com", T0 + timedelta(days=1))),
+    ])
+    async with engine.connect() as conn:
+        m = t.meetings.c
+        meetings = (await conn.execute(select(m.meeting_id).where(m.customer_id == cid))).scalars().all()
+        c = t.customers.c
+        appointments = (await conn.execute(select(c.appointments).where(c.customer_id == cid))).scalar()
+    assert meetings == ["m2"] and appointments == 1
+    await engine.dispose()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_an_erased_meeting_does_not_hide_one_whose_ids_join_the_same_way(backend):
     engine, projector = await fresh_projector(backend)
     feed = Feed(projector)
