@@ -55,7 +55,9 @@ def markdown(report: dict) -> str:
         sizes = ", ".join(f"{k} = {_num(v) if isinstance(v, (int, float)) else v}" for k, v in b["sizes"].items())
         retried = " (second attempt: the shared infrastructure restarted during the first)" \
             if (b.get("details") or {}).get("attempt") == 2 else ""
-        lines.append(f"- **{NUMBERS.get(b['name'], '')}. {b['title']}** ({b['seconds']:.0f} s{retried}): {sizes}")
+        own = (b.get("details") or {}).get("run")  # run alone and merged (`bench.run --merge`)
+        alone = f"; run alone on commit `{own['git']['commit']}` at {own['started_at']}" if own else ""
+        lines.append(f"- **{NUMBERS.get(b['name'], '')}. {b['title']}** ({b['seconds']:.0f} s{retried}{alone}): {sizes}")
     lines += ["", "## Where the time goes (profiles of this run)", ""]
     for b in report["benchmarks"]:
         lines += _profiles(b)

@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, one after the other, on the local infrastructure.
 
-    python -m bench.run [--only projection,scale_out,replay,api,freshness,intake]
+    python -m bench.run [--only projection,scale_out,replay,api,freshness,intake] [--merge]
 
 Writes `bench/results/results.json`, `results.md` and `results.png`. Sizes come from the
 environment (defaults: the issue's sizes where they fit the time budget):
@@ -95,12 +95,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(ORDER), help="comma-separated subset, in this order: "
                                                                  + ",".join(ORDER))
+    parser.add_argument("--merge", action="store_true",
+                        help="replace only these benchmarks in the existing results, each marked with its own run")
     args = parser.parse_args()
     wanted = [n for n in ORDER if n in args.only.split(",")]
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    report = {"started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-              "git": git_state(), "benchmarks": []}
+    run = {"started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+           "git": git_state()}
+    report = {**run, "benchmarks": []}
     for name in wanted:
         print(f"== {name}", flush=True)
         began = time.perf_counter()
@@ -122,8 +125,15 @@ def main() -> None:
         for row in result.rows:
             print(f"   {row.metric}: {row.value:,} {row.unit}" + (f" (baseline {row.baseline:,}, ratio {row.ratio})"
                                                                  if row.baseline is not None else ""), flush=True)
+        if args.merge:
+            result.details["run"] = run  # its own commit and machine, apart from the report's
         report["benchmarks"].append(asdict(result))
     report["total_seconds"] = round(time.perf_counter() - started, 1)
+    if args.merge and (RESULTS / "results.json").exists():
+        kept = json.loads((RESULTS / "results.json").read_text())
+        fresh = {b["name"]: b for b in report["benchmarks"]}
+        kept["benchmarks"] = [fresh.pop(b["name"], b) for b in kept["benchmarks"]] + list(fresh.values())
+        report = kept
     (RESULTS / "results.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     (RESULTS / "results.md").write_text(markdown(report))
     png = plot(report, RESULTS / "results.png")
