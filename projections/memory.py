@@ -28,9 +28,9 @@ from customers.ids import email_hash
 from projections import payments as money
 from projections import tables as t
 from projections.meetings import Meeting
-from projections.rules.model import (Changes, Communication, Erasure, Key, Note, Payment, Profile, Summary, View)
+from projections.rules.model import Changes, Erasure, Key, Payment, Profile, View
 from projections.store import (MEETING_COLUMNS, PAYMENT_COLUMNS, SUMMARY_COLUMNS, Wanted, communication_row,
-                               meeting_values, payment_values, profile_rows, summary_values, wanted)
+                               meeting_values, note_row, payment_values, profile_rows, summary_values, wanted)
 
 _MISSING = object()
 
@@ -124,10 +124,9 @@ class MemTable:
                         del index[value]
 
 
-def _checker(table: Table, names: Iterable[str] | None = None) -> Callable[[Any], None]:
+def _checker(table: Table) -> Callable[[Any], None]:
     """A check of an object's string attributes against the lengths of `table`'s columns."""
-    limits = [(c.name, c.type.length) for c in table.c
-              if isinstance(c.type, String) and c.type.length and (names is None or c.name in names)]
+    limits = [(c.name, c.type.length) for c in table.c if isinstance(c.type, String) and c.type.length]
 
     def check(obj: Any) -> None:
         for name, length in limits:
@@ -199,10 +198,9 @@ class FoldState:
         self.new_erasures, self.new_refs = self._ledger_marks
 
 
-_CHECKS = {
-    "payment": _checker(t.payments), "note": _checker(t.notes), "profile": _checker(t.customer_profiles),
-    "communication": _checker(t.communications),
-}
+# meetings and summaries are not checked: booking events are held to the columns' lengths when decoded
+_CHECK_PAYMENT, _CHECK_NOTE = _checker(t.payments), _checker(t.notes)
+_CHECK_PROFILE, _CHECK_COMMUNICATION = _checker(t.customer_profiles), _checker(t.communications)
 _MAX_TAG, _MAX_FIELD_KEY, _MAX_FIELD_VALUE = (t.customer_tags.c.tag.type.length, t.customer_field_values.c.key.type.length,
                                               t.customer_field_values.c.value.type.length)
 _MAX_ALIAS, _MAX_EVENT = t.payment_aliases.c.alias.type.length, t.stripe_events_applied.c.event_id.type.length
@@ -212,10 +210,6 @@ _MAX_EMAIL_ID = t.email_reports.c.email_id.type.length
 def _too_long(value: str | None, length: int, where: str) -> None:
     if value is not None and len(value) > length:
         raise ValueTooLong(f"value too long for type character varying({length}) ({where})")
-
-
-def _copy_payment(p: Payment) -> Payment:
-    return copy(p)
 
 
 def _copy_profile(p: Profile) -> Profile:
@@ -240,7 +234,7 @@ class MemoryStore:
         await self.load_meetings(view, w.meetings)
         pids = {s.aliases.rows[a] for a in w.names if a in s.aliases} | {n for n in w.names if n in s.payments}
         for pid in sorted(pids):
-            view.keep_payment(_copy_payment(s.payments.rows[pid]))
+            view.keep_payment(copy(s.payments.rows[pid]))
         for note_id in w.notes:
             if (note := s.notes.get(note_id)) is not None:
                 view.notes[note_id] = copy(note)
@@ -297,7 +291,7 @@ class MemoryStore:
             if pid in changes.payments_removed:
                 continue
             if pid not in view.payments:
-                view.keep_payment(_copy_payment(s.payments.rows[pid]))
+                view.keep_payment(copy(s.payments.rows[pid]))
             candidates.add(pid)
         self._meetings_for([view.payments[pid] for pid in candidates], view)
         return candidates
@@ -355,19 +349,17 @@ class MemoryStore:
         for key in changes.meetings:  # booking events are held to the columns' lengths when decoded
             if (m := view.meetings.get(key)) is not None:
                 s.meetings.put(key, m)
-        check = _CHECKS["payment"]
         for pid in sorted(changes.payments):
             if (p := view.payments.get(pid)) is None:
                 continue
-            check(p)
+            _CHECK_PAYMENT(p)
             s.payments.put(pid, p)
             for alias in money.ids(p.state, pid):
                 _too_long(alias, _MAX_ALIAS, "payment_aliases.alias")
                 s.aliases.put(alias, pid)
-        check = _CHECKS["note"]
         for note_id in changes.notes:
             if (n := view.notes.get(note_id)) is not None:
-                check(n)
+                _CHECK_NOTE(n)
                 s.notes.put(note_id, n)
         self._write_profiles(view, changes)
         for event_id, kind in changes.stripe_events.items():
@@ -389,10 +381,9 @@ class MemoryStore:
             s.communications.delete(i)
         for i in changes.reports_removed:
             s.reports.delete(i)
-        check = _CHECKS["communication"]
         for i in changes.communications:
             if (c := view.communications.get(i)) is not None:
-                check(c)
+                _CHECK_COMMUNICATION(c)
                 s.communications.put(i, c)
         for i in changes.reports:
             if i in view.reports:
@@ -400,10 +391,9 @@ class MemoryStore:
                 s.reports.put(i, view.reports[i])
         for key in changes.profiles_removed:
             s.profiles.delete(key)
-        check = _CHECKS["profile"]
         for key in changes.profiles:
             if (p := view.profiles.get(key)) is not None:
-                check(p)
+                _CHECK_PROFILE(p)
                 for tag in p.tags:
                     _too_long(tag, _MAX_TAG, "customer_tags.tag")
                 for name, value in p.fields.items():
@@ -449,15 +439,13 @@ def version_rows(state: FoldState, version: int) -> Iterator[tuple[Table, tuple[
     yield t.payment_aliases, ("version", "alias", "payment_id"), (
         (version, a, pid) for a, pid in state.aliases.rows.items())
     yield t.customers, SUMMARY_COLUMNS, (summary_values(k, s, version, secret) for k, s in state.summaries.rows.items())
-    yield t.notes, ("version", "note_id", "expert_id", "customer_id", "body", "created_at", "deleted"), (
-        (version, n.note_id, n.expert_id, n.customer_id, n.body, n.created_at, n.deleted)
-        for n in state.notes.rows.values())
     yield t.stripe_events_applied, ("version", "event_id", "event_type", "applied_at"), (
         (version, e, kind, at) for e, (kind, at) in state.stripe_events.rows.items())
     yield t.field_definitions, ("version", "expert_id", "definitions", "updated_at"), (
         (version, e, d, at) for e, (d, at) in state.definitions.rows.items())
     profiles = [profile_rows(p, version) for p in state.profiles.rows.values()]
-    for table, rows in ((t.customer_profiles, [row for row, _, _ in profiles]),
+    for table, rows in ((t.notes, [note_row(n, version) for n in state.notes.rows.values()]),
+                        (t.customer_profiles, [row for row, _, _ in profiles]),
                         (t.customer_tags, [tag for _, tags, _ in profiles for tag in tags]),
                         (t.customer_field_values, [value for _, _, values in profiles for value in values]),
                         (t.communications, [communication_row(c, version) for c in state.communications.rows.values()])):

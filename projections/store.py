@@ -114,31 +114,30 @@ class Store:
         """The stored state of every key the items name."""
         view = View(self.version, self.secret, await watermark(self.conn, self.version), now)
         w = wanted(items, self.secret)
-        refs, events, meeting_keys, names, note_ids = w.refs, w.events, w.meetings, w.names, w.notes
         d, v = self.dialect, self.version
         if w.email_hashes:
             e = t.erasures.c
             view.erased_emails = {r.email_hash: r.erased_at for r in await self._rows(
                 select(e.email_hash, e.erased_at).where(any_of(d, e.email_hash, sorted(w.email_hashes))))}
-        if refs:
+        if w.refs:
             r = t.erased_refs.c
             view.erased_refs = {(row.kind, row.ref): row.erased_at for row in await self._rows(
-                select(r.kind, r.ref, r.erased_at).where(in_tuples(d, (r.kind, r.ref), sorted(refs))))}
-        if events:
+                select(r.kind, r.ref, r.erased_at).where(in_tuples(d, (r.kind, r.ref), sorted(w.refs))))}
+        if w.events:
             s = t.stripe_events_applied.c
             view.stripe_seen = {row.event_id for row in await self._rows(
-                select(s.event_id).where(s.version == v, any_of(d, s.event_id, sorted(events))))}
-        if meeting_keys:
-            await self.load_meetings(view, meeting_keys)
-        if names:
+                select(s.event_id).where(s.version == v, any_of(d, s.event_id, sorted(w.events))))}
+        if w.meetings:
+            await self.load_meetings(view, w.meetings)
+        if w.names:
             a, p = t.payment_aliases.c, t.payments.c
-            ids = select(a.payment_id).where(a.version == v, any_of(d, a.alias, sorted(names)))
+            ids = select(a.payment_id).where(a.version == v, any_of(d, a.alias, sorted(w.names)))
             for row in await self._rows(select(t.payments).where(
-                    p.version == v, or_(p.payment_id.in_(ids.scalar_subquery()), any_of(d, p.payment_id, sorted(names))))):
+                    p.version == v, or_(p.payment_id.in_(ids.scalar_subquery()), any_of(d, p.payment_id, sorted(w.names))))):
                 view.keep_payment(from_row(Payment, row))
-        if note_ids:
+        if w.notes:
             n = t.notes.c
-            for row in await self._rows(select(t.notes).where(n.version == v, any_of(d, n.note_id, sorted(note_ids)))):
+            for row in await self._rows(select(t.notes).where(n.version == v, any_of(d, n.note_id, sorted(w.notes)))):
                 view.notes[row.note_id] = from_row(Note, row)
         if w.profiles:
             await self.load_profiles(view, w.profiles)
@@ -278,11 +277,11 @@ class Store:
             await self.conn.execute(delete(t.payment_aliases).where(
                 a.version == v, any_of(d, a.payment_id, sorted(changes.aliases_removed))))
         await self._delete(t.notes, ("note_id",), {(i,) for i in changes.notes_removed})
-        await bulk_upsert(self.conn, t.meetings, [self._meeting_row(view.meetings[k])
+        await bulk_upsert(self.conn, t.meetings, [meeting_row(view.meetings[k], v, self.secret)
                                                   for k in sorted(changes.meetings) if k in view.meetings],
                           ["version", "expert_id", "meeting_id"])
         payments = [view.payments[pid] for pid in sorted(changes.payments) if pid in view.payments]
-        await bulk_upsert(self.conn, t.payments, [self._payment_row(p) for p in payments], ["version", "payment_id"])
+        await bulk_upsert(self.conn, t.payments, [payment_row(p, v, self.secret) for p in payments], ["version", "payment_id"])
         aliases = sorted({(alias, p.payment_id) for p in payments for alias in money.ids(p.state, p.payment_id)})
         await bulk_upsert(self.conn, t.payment_aliases,
                           [{"version": v, "alias": alias, "payment_id": pid} for alias, pid in aliases],
@@ -368,7 +367,7 @@ class Store:
 
     async def write_summaries(self, view: View, changes: Changes) -> None:
         await self._delete(t.customers, ("expert_id", "customer_id"), changes.summaries_removed)
-        await bulk_upsert(self.conn, t.customers, [self._summary_row(k, view.summaries[k])
+        await bulk_upsert(self.conn, t.customers, [summary_row(k, view.summaries[k], self.version, self.secret)
                                                    for k in sorted(changes.summaries) if k in view.summaries],
                           ["version", "expert_id", "customer_id"])
 
@@ -379,15 +378,6 @@ class Store:
         where = (any_of(self.dialect, cols[0], sorted(k[0] for k in keys)) if len(cols) == 1
                  else in_tuples(self.dialect, cols, sorted(keys)))
         await self.conn.execute(delete(table).where(table.c.version == self.version, where))
-
-    def _meeting_row(self, m: Meeting) -> dict[str, Any]:
-        return meeting_row(m, self.version, self.secret)
-
-    def _payment_row(self, p: Payment) -> dict[str, Any]:
-        return payment_row(p, self.version, self.secret)
-
-    def _summary_row(self, key: Key, s: Summary) -> dict[str, Any]:
-        return summary_row(key, s, self.version, self.secret)
 
 
 # --- rows: the same for the SQL store's upserts and a fold's COPY ----------------------------------

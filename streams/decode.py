@@ -31,11 +31,15 @@ FAST_DECODERS: dict[str, Callable[[bytes], Any]] = {
 }
 
 
+def base_name(topic: str, prefix: str) -> str:
+    """A topic's name without the deployment's prefix (`bookings`, `customer-activity`, ...)."""
+    return topic[len(prefix):] if prefix and topic.startswith(prefix) else topic
+
+
 def decoder_for(topic: str, prefix: str, fast: bool = True) -> Callable[[bytes], Any]:
     """The worker's decoder for a topic: msgspec structs (`customers.wire`), or with `fast=False`
     the pydantic models; both accept and refuse the same records."""
-    name = topic[len(prefix):] if prefix and topic.startswith(prefix) else topic
-    return (FAST_DECODERS if fast else DECODERS)[name]
+    return (FAST_DECODERS if fast else DECODERS)[base_name(topic, prefix)]
 
 
 def dead_letter(value: bytes | None, error: BaseException, topic: str, partition: int, offset: int) -> bytes:

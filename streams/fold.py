@@ -55,7 +55,7 @@ from projections.physical import partition_name
 from projections.projector import in_order, run_batch
 from projections.rules.payment_facts import named
 from projections.sweep import watermark
-from streams.decode import dead_letter, decoder_for
+from streams.decode import base_name, dead_letter, decoder_for
 from streams.metrics import peak_rss_mb
 from streams.poison import kafka_time
 
@@ -123,10 +123,6 @@ def merged(streams: Iterable[list[Any]]) -> Iterable[Any]:
 
 
 
-def _base(topic: str, prefix: str) -> str:
-    return topic[len(prefix):] if prefix and topic.startswith(prefix) else topic
-
-
 # --- routing ---------------------------------------------------------------------------------------
 
 @dataclass
@@ -156,7 +152,7 @@ async def scan_shares(settings: Settings, shares: list[Share], ends: dict[Tp, in
     read = await read_partitions(settings, [tp for tp in shares[0].tps if tp[0] in movable], ends)
     scans = [Scan(share.index) for share in shares]
     for (topic, _p), records in read.items():
-        base, decode = _base(topic, prefix), decoder_for(topic, prefix)
+        base, decode = base_name(topic, prefix), decoder_for(topic, prefix)
         for src in records:
             if base == names.ACTIVITY and _names_its_key(src):
                 continue  # keyed by the expert it names: already in its expert's share
@@ -196,7 +192,7 @@ async def locate(settings: Settings, shares: list[Share], ends: dict[Tp, int], i
     read = await read_partitions(settings, [tp for tp in shares[0].tps if tp[0] in topics], ends)
     found: list[tuple[set[str], set[str]]] = [(set(), set()) for _ in shares]
     for (topic, _p), records in read.items():
-        base, decode = _base(topic, prefix), decoder_for(topic, prefix)
+        base, decode = base_name(topic, prefix), decoder_for(topic, prefix)
         for src in records:
             try:
                 item = decode(src.value)
@@ -329,7 +325,7 @@ async def fold_share(settings: Settings, version: int, share: Share, ends: dict[
                 log.warning("a copy of %s[%s]@%s failed here too: %s", src.topic, src.partition, src.offset,
                             type(exc).__name__)
                 return
-            await producer.publish(settings.topic(names.dlq(_base(src.topic, prefix))),
+            await producer.publish(settings.topic(names.dlq(base_name(src.topic, prefix))),
                                    [(src.key, dead_letter(src.value, exc, src.topic, src.partition, src.offset))])
             result.dead += 1
             log.warning("dead-lettered %s[%s]@%s: %s", src.topic, src.partition, src.offset, type(exc).__name__)

@@ -33,7 +33,7 @@ from customers import kafka as names
 from customers.settings import Settings
 from projections import tables as t
 from projections.db import bulk_upsert, make_engine, migrate
-from projections.physical import finish_bare_version, index_version
+from projections.physical import finish_bare_version
 from projections.projector import Projector, sweep_version
 from projections.versions import begin_replay, drop_version, ensure_live, group_for, reset_version, switch_to
 from streams import fold
@@ -123,7 +123,7 @@ async def replay(settings: Settings, *, on_progress: Callable[[Progress], None] 
             if sum(ends[tp] - positions[tp] for tp in tps) <= switch_lag:
                 if progress.indexed:
                     break
-                await _index(engine, version)
+                await finish_bare_version(engine, version)  # a resumed version: whatever it lacks
                 progress.indexed = True
                 continue  # what arrived while the indexes were built
             records = await consumer.getmany(*tps, timeout_ms=500, max_records=batch_size)
@@ -168,30 +168,30 @@ async def fold_history(settings: Settings, engine, version: int, *, processes: i
     n = 1 if engine.dialect.name != "postgresql" else max(1, processes or os.cpu_count() or 1)
     progress.total, progress.done = sum(ends.values()), 0
     seconds: dict[str, float] = {"prepare": round(time.monotonic() - clock, 2)}
-    async with _Runner(n, progress, on_progress) as runner:
-        clock = time.monotonic()
-        plan = fold.Plan()
-        if len(shares) > 1:  # the shares of one partition number together; process k takes the k-th, k + n-th, ...
-            by_partition: dict[tuple, list] = {}
-            for share in shares:
-                by_partition.setdefault(share.tps, []).append(share)
-            numbers = list(by_partition.values())
-            groups = [numbers[k::n] for k in range(min(n, len(numbers)))]
-            scans = [scan for found in await runner.map(fold.scan_job, [(settings, g, ends) for g in groups])
-                     for scan in found]
-            ids = {i for scan in scans for _src, named in scan.unkeyed for i in named}
-            providers = {email_id for scan in scans for _src, email_id in scan.reports}
-            located = {share: found for answers in await runner.map(
-                fold.locate_job, [(settings, g, ends, ids, providers) for g in groups])
-                for share, found in answers} if ids or providers else {}
-            plan = fold.route(scans, located)
-        seconds["route"] = round(time.monotonic() - clock, 2)
-        clock = time.monotonic()
-        jobs = [(settings, version, share, ends, plan.moved.get(share.index, set()), plan.extra.get(share.index, []),
-                 plan.copies.get(share.index, []), batch_size)
-                for share in sorted(shares, key=lambda share: -sum(ends.get(tp, 0) for tp in share.tps))]
-        results = await runner.map(fold.fold_job, jobs, counts=True)
-        seconds["fold_and_copy"] = round(time.monotonic() - clock, 2)
+    runner = _Runner(n, progress, on_progress)
+    clock = time.monotonic()
+    plan = fold.Plan()
+    if len(shares) > 1:  # the shares of one partition number together; process k takes the k-th, k + n-th, ...
+        by_partition: dict[tuple, list] = {}
+        for share in shares:
+            by_partition.setdefault(share.tps, []).append(share)
+        numbers = list(by_partition.values())
+        groups = [numbers[k::n] for k in range(min(n, len(numbers)))]
+        scans = [scan for found in await runner.map(fold.scan_job, [(settings, g, ends) for g in groups])
+                 for scan in found]
+        ids = {i for scan in scans for _src, named in scan.unkeyed for i in named}
+        providers = {email_id for scan in scans for _src, email_id in scan.reports}
+        located = {share: found for answers in await runner.map(
+            fold.locate_job, [(settings, g, ends, ids, providers) for g in groups])
+            for share, found in answers} if ids or providers else {}
+        plan = fold.route(scans, located)
+    seconds["route"] = round(time.monotonic() - clock, 2)
+    clock = time.monotonic()
+    jobs = [(settings, version, share, ends, plan.moved.get(share.index, set()), plan.extra.get(share.index, []),
+             plan.copies.get(share.index, []), batch_size)
+            for share in sorted(shares, key=lambda share: -sum(ends.get(tp, 0) for tp in share.tps))]
+    results = await runner.map(fold.fold_job, jobs, counts=True)
+    seconds["fold_and_copy"] = round(time.monotonic() - clock, 2)
     erasures: dict[str, datetime] = {}
     refs: dict[tuple[str, str], datetime] = {}
     last: dict[tuple[str, int], tuple[int, datetime | None]] = {}
@@ -238,12 +238,6 @@ class _Runner:
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(["streams.fold"])
         self.counter = self.context.Value("q", 0) if n > 1 else None
-
-    async def __aenter__(self) -> "_Runner":
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        return None
 
     async def map(self, job: Callable, args: list, counts: bool = False) -> list:
         if self.n == 1:
