@@ -139,7 +139,7 @@ class Scan:
 class Plan:
     """Where records go: what each share folds besides its own records, and what it leaves to others."""
 
-    moved: dict[int, set[Tp | tuple[str, int, int]]] = field(default_factory=lambda: defaultdict(set))
+    moved: dict[int, set[tuple[str, int, int]]] = field(default_factory=lambda: defaultdict(set))  # (topic, partition, offset)
     extra: dict[int, list[Record]] = field(default_factory=lambda: defaultdict(list))  # moved in
     copies: dict[int, list[Record]] = field(default_factory=lambda: defaultdict(list))  # another share's erasures
 
