@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     # how often the worker applies the passing of time (appointments becoming past): at least once a minute
     sweep_interval_seconds: float = Field(default=30.0, gt=0, le=60)
     dlq_max_attempts: int = 3
+    # a worker that starts more than this many records behind folds the backlog in bulk (0: never)
+    catchup_threshold: int = Field(default=50_000, ge=0)
+    catchup_max_records: int = Field(default=500_000, ge=1_000)  # records per catch-up round (its memory)
 
     @field_validator("stripe_webhook_secret")
     @classmethod

@@ -157,6 +157,7 @@ def replay(show_status: bool = typer.Option(False, "--status", help="only report
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from streams import fold
     from streams import replay as rp
 
     settings = get_settings()
@@ -177,7 +178,7 @@ def replay(show_status: bool = typer.Option(False, "--status", help="only report
                        size=p.total)
 
         result = asyncio.run(rp.replay(settings, on_progress=show, grace=grace, batch_size=batch_size,
-                                       processes=processes, fold_batch=fold_batch or rp.FOLD_BATCH,
+                                       processes=processes, fold_batch=fold_batch or fold.FOLD_BATCH,
                                        share_size=share_size or rp.SHARE_SIZE))
     console.print(f"version {result.version} is live ({'resumed' if result.resumed else 'new'}); "
                   f"{result.rate:,.0f} events/s")

@@ -17,7 +17,7 @@ out as copies; a batch writes its copies back through `write`, as it would write
 from __future__ import annotations
 
 from copy import copy
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Callable, Hashable, Iterable, Iterator
 
@@ -427,33 +427,115 @@ class MemoryStore:
 
 
 
-def version_rows(state: FoldState, version: int) -> Iterator[tuple[Table, tuple[str, ...], Iterator[tuple]]]:
-    """Every row of the state, table by table, as the SQL store would have written them: the
-    table, its columns, and the rows as tuples in that order (JSON columns as Python values).
+# --- the state as rows: all of it (a replay's COPY), or what changed since a snapshot (a catch-up) --------
 
-    Insight sums that came back to 0 are left out (readers skip them).
-    """
-    secret = state.secret
-    yield t.meetings, MEETING_COLUMNS, (meeting_values(m, version, secret) for m in state.meetings.rows.values())
-    yield t.payments, PAYMENT_COLUMNS, (payment_values(p, version, secret) for p in state.payments.rows.values())
-    yield t.payment_aliases, ("version", "alias", "payment_id"), (
-        (version, a, pid) for a, pid in state.aliases.rows.items())
-    yield t.customers, SUMMARY_COLUMNS, (summary_values(k, s, version, secret) for k, s in state.summaries.rows.items())
-    yield t.stripe_events_applied, ("version", "event_id", "event_type", "applied_at"), (
-        (version, e, kind, at) for e, (kind, at) in state.stripe_events.rows.items())
-    yield t.field_definitions, ("version", "expert_id", "definitions", "updated_at"), (
-        (version, e, d, at) for e, (d, at) in state.definitions.rows.items())
-    profiles = [profile_rows(p, version) for p in state.profiles.rows.values()]
-    for table, rows in ((t.notes, [note_row(n, version) for n in state.notes.rows.values()]),
-                        (t.customer_profiles, [row for row, _, _ in profiles]),
-                        (t.customer_tags, [tag for _, tags, _ in profiles for tag in tags]),
-                        (t.customer_field_values, [value for _, _, values in profiles for value in values]),
-                        (t.communications, [communication_row(c, version) for c in state.communications.rows.values()])):
-        columns = tuple(c.name for c in table.c)
-        yield table, columns, (tuple(row[c] for c in columns) for row in rows)
-    yield t.email_reports, ("version", "email_id", "reports"), (
-        (version, i, r) for i, r in state.reports.rows.items())
-    yield t.customer_insights, ("version", "expert_id", "customer_id", "contribution"), (
-        (version, e, c, rows) for (e, c), rows in state.contributions.rows.items())
-    yield t.insight_counts, ("version", "expert_id", "month", "metric", "dim", "value", "label"), (
-        (version, e, m, k, d, value, label) for (e, m, k, d), (value, label) in state.counts.rows.items() if value)
+_PROFILE_TABLES = (t.customer_profiles, t.customer_tags, t.customer_field_values)
+
+
+def _columns(table: Table) -> tuple[str, ...]:
+    return tuple(c.name for c in table.c)
+
+
+def _profile_tuples(version: int, _secret: str, _key: Key, p: Profile) -> Iterator[tuple[Table, tuple]]:
+    row, tags, values = profile_rows(p, version)
+    for table, rows in zip(_PROFILE_TABLES, ([row], tags, values)):
+        columns = _columns(table)
+        for r in rows:
+            yield table, tuple(r[c] for c in columns)
+
+
+@dataclass(frozen=True)
+class Sink:
+    """How one in-memory table is stored: the SQL tables its values become, the columns its keys
+    stand for (after `version`, in each of those tables), and a value's row (`one`: a single
+    table's tuple, None for no row) or rows (`rows`: (table, tuple) pairs, several tables)."""
+
+    name: str  # the `FoldState` attribute
+    tables: tuple[Table, ...]
+    keys: tuple[str, ...]
+    one: Callable[[int, str, Any, Any], tuple | None] | None = None
+    rows: Callable[[int, str, Any, Any], Iterable[tuple[Table, tuple]]] | None = None
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return {t.meetings: MEETING_COLUMNS, t.payments: PAYMENT_COLUMNS,
+                t.customers: SUMMARY_COLUMNS}.get(self.tables[0]) or _columns(self.tables[0])
+
+    def key_values(self, key: Any) -> tuple:
+        return key if isinstance(key, tuple) else (key,)
+
+
+SINKS = (
+    Sink("meetings", (t.meetings,), ("expert_id", "meeting_id"), one=lambda v, s, _k, m: meeting_values(m, v, s)),
+    Sink("payments", (t.payments,), ("payment_id",), one=lambda v, s, _k, p: payment_values(p, v, s)),
+    Sink("aliases", (t.payment_aliases,), ("alias",), one=lambda v, _s, a, pid: (v, a, pid)),
+    Sink("summaries", (t.customers,), ("expert_id", "customer_id"), one=lambda v, s, k, x: summary_values(k, x, v, s)),
+    Sink("stripe_events", (t.stripe_events_applied,), ("event_id",),
+         one=lambda v, _s, e, x: (v, e, x[0], x[1])),
+    Sink("definitions", (t.field_definitions,), ("expert_id",), one=lambda v, _s, e, x: (v, e, x[0], x[1])),
+    Sink("notes", (t.notes,), ("note_id",),
+         one=lambda v, _s, _k, n: tuple(note_row(n, v)[c] for c in _columns(t.notes))),
+    Sink("profiles", _PROFILE_TABLES, ("expert_id", "customer_id"), rows=_profile_tuples),
+    Sink("communications", (t.communications,), ("communication_id",),
+         one=lambda v, _s, _k, c: tuple(communication_row(c, v)[n] for n in _columns(t.communications))),
+    Sink("reports", (t.email_reports,), ("email_id",), one=lambda v, _s, i, r: (v, i, r)),
+    Sink("contributions", (t.customer_insights,), ("expert_id", "customer_id"),
+         one=lambda v, _s, k, rows: (v, k[0], k[1], rows)),
+    # an insight sum that came back to 0 has no row (readers skip it)
+    Sink("counts", (t.insight_counts,), ("expert_id", "month", "metric", "dim"),
+         one=lambda v, _s, k, x: (v, *k, x[0], x[1]) if x[0] else None),
+)
+
+
+def _rows_of(sink: Sink, version: int, secret: str, items: Iterable[tuple[Any, Any]]) -> Iterator[tuple[Table, tuple[str, ...], Iterable[tuple]]]:
+    if sink.one is not None:
+        one = sink.one
+        yield sink.tables[0], sink.columns, (row for row in (one(version, secret, k, x) for k, x in items)
+                                             if row is not None)
+        return
+    by_table: dict[Table, list[tuple]] = {table: [] for table in sink.tables}
+    for k, x in items:
+        for table, row in sink.rows(version, secret, k, x):
+            by_table[table].append(row)
+    for table, rows in by_table.items():
+        yield table, _columns(table), rows
+
+
+def version_rows(state: FoldState, version: int) -> Iterator[tuple[Table, tuple[str, ...], Iterable[tuple]]]:
+    """Every row of the state, table by table, as the SQL store would have written them: the
+    table, its columns, and the rows as tuples in that order (JSON columns as Python values)."""
+    for sink in SINKS:
+        yield from _rows_of(sink, version, state.secret, getattr(state, sink.name).rows.items())
+
+
+def snapshot(state: FoldState) -> dict[str, dict]:
+    """What each table holds now (the rows are not copied: a batch replaces a row, never changes it)."""
+    return {sink.name: dict(getattr(state, sink.name).rows) for sink in SINKS}
+
+
+@dataclass
+class Changed:
+    """What one table's rows became since a snapshot: the keys whose stored rows must go (removed
+    or replaced), and the rows to write for the keys added or replaced."""
+
+    sink: Sink
+    stale: list[tuple]
+    rows: list[tuple[Table, tuple[str, ...], Iterable[tuple]]]
+    written: int = 0
+
+
+def changed_since(state: FoldState, before: dict[str, dict], version: int) -> Iterator[Changed]:
+    """Table by table, what the state changed since `before` (`snapshot`)."""
+    for sink in SINKS:
+        now, old = getattr(state, sink.name).rows, before[sink.name]
+        stale = [sink.key_values(k) for k in old if k not in now]
+        fresh = []
+        for k, x in now.items():
+            was = old.get(k, _MISSING)
+            if was is _MISSING:
+                fresh.append((k, x))
+            elif was is not x and was != x:
+                fresh.append((k, x))
+                stale.append(sink.key_values(k))
+        if stale or fresh:
+            yield Changed(sink, stale, list(_rows_of(sink, version, state.secret, fresh)), len(fresh))

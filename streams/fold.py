@@ -62,6 +62,7 @@ from streams.poison import kafka_time
 log = logging.getLogger("customers.fold")
 
 Tp = tuple[str, int]  # (topic, partition)
+FOLD_BATCH = 250_000  # records a fold's rules take at once (larger: fewer passes, more memory)
 Record = Any  # a Kafka record as the consumer gives it: topic, partition, offset, key, value, timestamp (ms)
 
 
@@ -87,10 +88,13 @@ def slice_of(key: bytes | None, parts: int) -> int:
 # --- reading ---------------------------------------------------------------------------------------
 
 async def read_partitions(settings: Settings, tps: Iterable[Tp], ends: dict[Tp, int],
-                          keep: Callable[[Any], bool] | None = None) -> dict[Tp, list[Any]]:
-    """Every record of these partitions from offset 0 up to `ends` (exclusive), in order: Kafka's
-    records as the consumer gives them (topic, partition, offset, key, value, timestamp in ms)."""
-    wanted = [TopicPartition(topic, p) for topic, p in tps if ends.get((topic, p), 0) > 0]
+                          keep: Callable[[Any], bool] | None = None,
+                          starts: dict[Tp, int] | None = None) -> dict[Tp, list[Any]]:
+    """Every record of these partitions from `starts` (default: offset 0) up to `ends`
+    (exclusive), in order: Kafka's records as the consumer gives them (topic, partition, offset,
+    key, value, timestamp in ms)."""
+    starts = starts or {}
+    wanted = [TopicPartition(topic, p) for topic, p in tps if ends.get((topic, p), 0) > starts.get((topic, p), 0)]
     out: dict[Tp, list[Any]] = {(tp.topic, tp.partition): [] for tp in wanted}
     if not wanted:
         return out
@@ -101,6 +105,9 @@ async def read_partitions(settings: Settings, tps: Iterable[Tp], ends: dict[Tp, 
     try:
         consumer.assign(wanted)
         await consumer.seek_to_beginning(*wanted)
+        for tp in wanted:
+            if starts.get((tp.topic, tp.partition)):
+                consumer.seek(tp, starts[(tp.topic, tp.partition)])
         open_tps = set(wanted)
         while open_tps:
             fetched = await consumer.getmany(*open_tps, timeout_ms=1000, max_records=20_000)
@@ -286,6 +293,48 @@ async def load_ledger(conn) -> tuple[dict, dict]:
     return erasures, refs
 
 
+class DeadLetters:
+    """Sends a record that does not decode, or fails when applied alone, to its `.dlq` topic."""
+
+    def __init__(self, settings: Settings, producer: Any) -> None:
+        self.settings, self.producer = settings, producer
+
+    async def __call__(self, src: Record, exc: BaseException) -> None:
+        s = self.settings
+        await self.producer.publish(s.topic(names.dlq(base_name(src.topic, s.topic_prefix))),
+                                    [(src.key, dead_letter(src.value, exc, src.topic, src.partition, src.offset))])
+        log.warning("dead-lettered %s[%s]@%s: %s", src.topic, src.partition, src.offset, type(exc).__name__)
+
+
+class Applying:
+    """Applies batches of decoded records to a `FoldState` through the worker's unit of work
+    (`run_batch`, cut around erasures): a batch that fails is rolled back and its records are
+    applied one by one; a record that fails alone goes to `to_dlq`, and the rest flow on."""
+
+    def __init__(self, state: FoldState, store: MemoryStore, to_dlq: Callable[[Record, BaseException], Any]) -> None:
+        self.state, self.store, self.to_dlq = state, store, to_dlq
+
+    async def __call__(self, batch: list[tuple[Record, Any]]) -> None:
+        state, store, now = self.state, self.store, datetime.now(timezone.utc)
+        state.begin()
+        try:
+            for part in in_order([item for _, item in batch]):
+                _keep(await run_batch(store, part, now))
+            state.commit()
+            return
+        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the fold
+            state.rollback()
+            log.warning("fold batch failed (%s); applying its records one by one", type(exc).__name__)
+        for src, item in batch:
+            state.begin()
+            try:
+                await run_batch(store, [item], now)
+                state.commit()
+            except Exception as exc:  # noqa: BLE001
+                state.rollback()
+                await self.to_dlq(src, exc)
+
+
 async def fold_share(settings: Settings, version: int, share: Share, ends: dict[Tp, int],
                      moved: set, extra: list[Any], copies: list[Any] = (), *, batch_size: int = 5000,
                      progress: Callable[[int], None] | None = None) -> Folded:
@@ -325,31 +374,11 @@ async def fold_share(settings: Settings, version: int, share: Share, ends: dict[
                 log.warning("a copy of %s[%s]@%s failed here too: %s", src.topic, src.partition, src.offset,
                             type(exc).__name__)
                 return
-            await producer.publish(settings.topic(names.dlq(base_name(src.topic, prefix))),
-                                   [(src.key, dead_letter(src.value, exc, src.topic, src.partition, src.offset))])
+            await dead_letters(src, exc)
             result.dead += 1
-            log.warning("dead-lettered %s[%s]@%s: %s", src.topic, src.partition, src.offset, type(exc).__name__)
 
-        async def apply(batch: list[tuple[Any, Any]]) -> None:
-            now = datetime.now(timezone.utc)
-            state.begin()
-            try:
-                for part in in_order([item for _, item in batch]):
-                    _keep(await run_batch(store, part, now))
-                state.commit()
-                return
-            except Exception as exc:  # noqa: BLE001 - one bad record must not stop the share
-                state.rollback()
-                log.warning("fold batch failed (%s); applying its records one by one", type(exc).__name__)
-            for src, item in batch:
-                state.begin()
-                try:
-                    await run_batch(store, [item], now)
-                    state.commit()
-                except Exception as exc:  # noqa: BLE001
-                    state.rollback()
-                    await to_dlq(src, exc)
-
+        dead_letters = DeadLetters(settings, producer)
+        apply = Applying(state, store, to_dlq)
         batch: list[tuple[Any, Any]] = []
         decoders: dict[str, Callable] = {}
         counted = 0

@@ -41,7 +41,6 @@ from streams.poison import Applier, Source, kafka_time
 
 log = logging.getLogger("customers.replay")
 SWITCH_LAG = 500
-FOLD_BATCH = 250_000  # records a fold's rules take at once (larger: fewer passes, more memory)
 SHARE_SIZE = 150_000  # most records a fold process holds at once: partitions are sliced to fit (its memory)
 
 
@@ -72,7 +71,7 @@ async def _partitions(consumer: AIOKafkaConsumer, topics: list[str]) -> list[Top
 
 async def replay(settings: Settings, *, on_progress: Callable[[Progress], None] | None = None,
                  batch_size: int = 2000, grace: float | None = None, switch_lag: int = SWITCH_LAG,
-                 processes: int | None = None, fold_batch: int = FOLD_BATCH, share_size: int | None = SHARE_SIZE
+                 processes: int | None = None, fold_batch: int = fold.FOLD_BATCH, share_size: int | None = SHARE_SIZE
                  ) -> Progress:
     """Rebuild into a new version and switch readers to it (see the module's docstring).
 

@@ -18,6 +18,7 @@ from projections.projector import Projector
 from projections.versions import ensure_live, group_for
 from streams.agents import Agents
 from streams.app import create_app, restart_process
+from streams.catchup import catch_up
 from streams.metrics import WorkerMetrics
 from streams.sweeper import Sweeper
 
@@ -65,6 +66,10 @@ def run(settings: Settings, *, metrics_port: int | None = None, loglevel: str = 
         on_built: Callable[[Agents], None] | None = None) -> None:
     """Prepare, build and run the worker; `on_built` sees the agents before Faust starts them."""
     version = asyncio.run(prepare(settings))
+    caught = asyncio.run(catch_up(settings, version))  # far behind: the backlog folded in bulk first
+    if caught:
+        log.info("caught up %s of %s records in %s s, %s rounds", caught.records, caught.behind, caught.seconds,
+                 len(caught.rounds))
     metrics = WorkerMetrics()
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)

@@ -1,0 +1,117 @@
+"""A worker far behind folds its backlog in bulk (`streams.catchup`) and ends where the batches would.
+
+The mixed stream of `test_fold_equals_live` (payment-first histories whose facts sit on other
+partitions than their bookings, an erasure and a re-booking after it on another partition,
+messages and their reports, profiles, notes, an appointment passing before T) is produced once.
+The reference database applies all of it through the live engine in random batch sizes. A
+second database applies only the first records the same way (the worker's past), then catches up
+on the rest in bulk, in several rounds; a third catches up on everything from nothing. Both are
+swept to T and must equal the reference table by table, row by row.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from customers import kafka as names
+from projections.db import make_engine, migrate
+from projections.projector import Projector
+from projections.versions import ensure_live
+from streams import catchup
+from streams.decode import decoder_for
+from streams.fold import read_partitions
+from testing.harness import fresh_pg_database, settings_for
+from tests.integration.test_fold_equals_live import (PARTITIONS, SEED, Mixed, check_snapshot, differences,
+                                                     position_of, produce, time_of)
+from tests.integration.test_rebuild_equals_live import SECRET, summaries_recount, tables
+
+
+async def _live(engine, settings, batch, rng) -> Projector:
+    live = Projector(engine, version=await ensure_live(engine, settings.consumer_group), id_secret=SECRET)
+    i = 0
+    while i < len(batch):
+        size = rng.randint(1, 300)
+        await live.apply(batch[i:i + size])
+        i += size
+    return live
+
+
+def _assert_equal(want: dict, got: dict, label: str) -> None:
+    diffs = differences(want, got)
+    summary = "; ".join(f"{name}: {len(a)} rows only live, {len(b)} only caught up" for name, (a, b) in diffs.items())
+    for name in want:
+        only_live, only_caught = diffs.get(name, ([], []))
+        assert got[name] == want[name], (f"{label}: {name} differs [{summary}]\n"
+                                         f"only live: {only_live[:5]}\nonly caught up: {only_caught[:5]}")
+
+
+async def test_a_bulk_catch_up_ends_equal_to_the_live_read_model():
+    until = (datetime.now(timezone.utc) + timedelta(hours=1)).replace(second=0, microsecond=0)
+    mixed = Mixed(SEED, until)
+    reference = await fresh_pg_database()
+    await migrate(reference)
+    settings = settings_for(reference, topic_partitions=PARTITIONS, customer_id_secret=SECRET)
+    await names.ensure_topics(settings)
+    await produce(settings, mixed.records, (names.COMMANDS, mixed.erasure.model_dump_json().encode()), mixed.again)
+    topics = [settings.topic(n) for n in names.PROJECTED]
+    ends = await names.end_offsets(settings, topics)
+    read = await read_partitions(settings, sorted(ends), ends)
+    rng = random.Random(SEED)
+    streams = [read[tp] for tp in sorted(read)]
+    rng.shuffle(streams)
+    ordered = list(heapq.merge(*streams, key=time_of))
+    batch = [(position_of(src), decoder_for(src.topic, settings.topic_prefix)(src.value)) for src in ordered]
+
+    engine = make_engine(reference)
+    try:
+        live = await _live(engine, settings, batch, random.Random(SEED))
+        await live.sweep(until)
+        want = await tables(engine, live.version)
+        check_snapshot(want, mixed, "live")
+    finally:
+        await engine.dispose()
+
+    for label, past in (("behind", len(batch) * 2 // 5), ("from nothing", 0)):
+        url = await fresh_pg_database()
+        await migrate(url)
+        mine = settings.model_copy(update={"database_url": url})
+        engine = make_engine(url)
+        try:
+            worker = await _live(engine, mine, batch[:past], random.Random(SEED + 1))
+            behind = len(batch) - past
+            # below the threshold: nothing is done, the batches take it
+            assert await catchup.catch_up(mine, worker.version, threshold=behind) is None
+            rounds: list[int] = []
+            done = await catchup.catch_up(mine, worker.version, threshold=1, max_records=max(1_000, behind // 3),
+                                          on_round=lambda r, left: rounds.append(r.records))
+            assert done is not None and done.behind == behind
+            assert done.left == 0 and done.records == behind == sum(rounds)
+            assert len(rounds) == -(-behind // max(1_000, behind // 3)) or len(rounds) >= 2, rounds
+            assert all(r.dead == 0 for r in done.rounds)
+            assert await worker.stored_offsets() == {tp: end - 1 for tp, end in ends.items() if end}
+            await worker.sweep(until)
+            got = await tables(engine, worker.version)
+            _assert_equal(want, got, label)
+            check_snapshot(got, mixed, label)
+            await summaries_recount(engine, worker.version)
+            # caught up: a second call finds nothing to do
+            assert await catchup.catch_up(mine, worker.version, threshold=1) is None
+        finally:
+            await engine.dispose()
+
+
+@pytest.mark.parametrize("stored,ends,limit,want", [
+    ({}, {("a", 0): 10, ("a", 1): 0}, 100, ({("a", 0): 0, ("a", 1): 0}, {("a", 0): 10, ("a", 1): 0})),
+    ({("a", 0): 9}, {("a", 0): 10}, 100, ({("a", 0): 10}, {("a", 0): 10})),
+    ({("a", 0): 99, ("a", 1): 299}, {("a", 0): 200, ("a", 1): 600}, 200,
+     ({("a", 0): 100, ("a", 1): 300}, {("a", 0): 150, ("a", 1): 450})),
+])
+def test_a_round_takes_the_same_share_of_every_partition(stored, ends, limit, want):
+    assert catchup.round_range(stored, ends, limit) == want
+    starts, cut = catchup.round_range(stored, ends, limit)
+    assert sum(cut[tp] - starts[tp] for tp in ends) <= limit
+    assert catchup.backlog(stored, ends) == sum(max(0, e - stored.get(tp, -1) - 1) for tp, e in ends.items())
