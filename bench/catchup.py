@@ -18,7 +18,6 @@ start, so the ratio is conservative.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 import json
 import time
@@ -61,17 +60,20 @@ async def one(history: int, events: int, experts: int) -> dict:
             try:
                 await wait_for(caught_up, timeout=900, interval=0.25)
                 seconds = round(time.perf_counter() - started, 2)
-                await asyncio.sleep(3)  # its last round's report, in its log
+
+                async def reported() -> list[str]:  # the rounds' report, in its log
+                    with open(worker.log_path) as f:
+                        lines = [json.loads(line)["msg"] for line in f if '"customers.catchup"' in line]
+                    return lines if any(line.startswith("caught up") for line in lines) else []
+                rounds = await wait_for(reported, timeout=60, interval=0.5)
             finally:
                 stop_worker(worker)
-            with open(worker.log_path) as f:
-                rounds = [line.strip() for line in f if "caught up" in line]
         finally:
             await engine.dispose()
     return {"history": sum(counts.values()), "behind": behind, "events_produced": sum(more.values()),
             "preload_seconds": preloaded, "seconds_to_head": seconds,
             "history_from_nothing": {"seconds": from_nothing, "rounds": [r.__dict__ for r in first.rounds]},
-            "worker_log": rounds[-6:]}
+            "worker_log": rounds}
 
 
 async def run(history: int, events: int, baseline_events: int, experts: int) -> Result:

@@ -508,34 +508,40 @@ def version_rows(state: FoldState, version: int) -> Iterator[tuple[Table, tuple[
         yield from _rows_of(sink, version, state.secret, getattr(state, sink.name).rows.items())
 
 
-def snapshot(state: FoldState) -> dict[str, dict]:
+def snapshot(state: FoldState, skip: Iterable[str] = ()) -> dict[str, dict]:
     """What each table holds now (the rows are not copied: a batch replaces a row, never changes it)."""
-    return {sink.name: dict(getattr(state, sink.name).rows) for sink in SINKS}
+    return {sink.name: dict(getattr(state, sink.name).rows) for sink in SINKS if sink.name not in skip}
 
 
 @dataclass
 class Changed:
-    """What one table's rows became since a snapshot: the keys whose stored rows must go (removed
-    or replaced), and the rows to write for the keys added or replaced."""
+    """What one table's rows became since a snapshot: the keys removed, the keys whose row was
+    replaced, and the rows to write for the keys added and for those replaced."""
 
     sink: Sink
-    stale: list[tuple]
-    rows: list[tuple[Table, tuple[str, ...], Iterable[tuple]]]
+    removed: list[tuple]  # as the tables' key columns
+    gone: list[Any]  # the same keys, as the in-memory table's
+    replaced: list[tuple]
+    added_rows: list[tuple[Table, tuple[str, ...], Iterable[tuple]]]
+    replaced_rows: list[tuple[Table, tuple[str, ...], Iterable[tuple]]]
     written: int = 0
 
 
 def changed_since(state: FoldState, before: dict[str, dict], version: int) -> Iterator[Changed]:
-    """Table by table, what the state changed since `before` (`snapshot`)."""
+    """Table by table (those `before` holds: `snapshot`), what the state changed since."""
     for sink in SINKS:
+        if sink.name not in before:
+            continue
         now, old = getattr(state, sink.name).rows, before[sink.name]
-        stale = [sink.key_values(k) for k in old if k not in now]
-        fresh = []
+        gone = [k for k in old if k not in now]
+        added, replaced = [], []
         for k, x in now.items():
             was = old.get(k, _MISSING)
             if was is _MISSING:
-                fresh.append((k, x))
+                added.append((k, x))
             elif was is not x and was != x:
-                fresh.append((k, x))
-                stale.append(sink.key_values(k))
-        if stale or fresh:
-            yield Changed(sink, stale, list(_rows_of(sink, version, state.secret, fresh)), len(fresh))
+                replaced.append((k, x))
+        if gone or added or replaced:
+            yield Changed(sink, [sink.key_values(k) for k in gone], gone, [sink.key_values(k) for k, _ in replaced],
+                          list(_rows_of(sink, version, state.secret, added)),
+                          list(_rows_of(sink, version, state.secret, replaced)), len(added) + len(replaced))

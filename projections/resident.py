@@ -13,14 +13,19 @@ array parameter, whatever its length.
 
 from __future__ import annotations
 
+from collections import defaultdict
+import time
+from dataclasses import dataclass, field, fields
 from typing import Any, Iterable
 
-from sqlalchemy import delete, or_, select
+import msgspec
+
+from sqlalchemy import JSON, delete, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from projections import tables as t
-from projections.db import any_of, bulk_upsert, copy_rows, in_tuples
-from projections.meetings import meeting_from_row
+from projections.db import add_counts, any_of, bulk_upsert, copy_rows, in_tuples
+from projections.meetings import Meeting
 from projections.memory import Changed, FoldState
 from projections.physical import partition_name
 from projections.rules.model import Communication, Note, Payment, Profile, Summary, from_row
@@ -30,9 +35,28 @@ def experts_named(items: Iterable[Any]) -> set[str]:
     return {e for item in items if (e := getattr(item, "expert_id", None))}
 
 
-async def load_for(conn: AsyncConnection, version: int, secret: str, items: list[Any]) -> FoldState:
-    """A `FoldState` holding every row of `version` that applying `items` may read."""
+@dataclass
+class Held:
+    """What a state kept from batch to batch holds: the experts loaded in full, and the keys it
+    removed (per table), which the tables may still hold until its writes commit."""
+
+    experts: set[str] = field(default_factory=set)
+    gone: dict[str, set] = field(default_factory=lambda: defaultdict(set))
+
+    def forget(self, changes: Iterable[Changed]) -> None:
+        for change in changes:
+            self.gone[change.sink.name].update(change.gone)
+
+
+async def load_for(conn: AsyncConnection, version: int, secret: str, items: list[Any],
+                   state: FoldState | None = None, held: Held | None = None) -> FoldState:
+    """A `FoldState` holding every row of `version` that applying `items` may read.
+
+    Given the `state` of earlier records and what it `held`, only what it lacks is added: a row
+    it holds may be newer than the table's, and a row it removed may still be in the table, its
+    writes not committed yet. `held` grows by the experts loaded."""
     d, v = conn.dialect.name, version
+    held = held or Held()
     w = wanted(items, secret)
     names = set(w.names)
     for item in items:
@@ -66,78 +90,155 @@ async def load_for(conn: AsyncConnection, version: int, secret: str, items: list
                 x.version == v, any_of(d, x.email_hash, hashes))) if r[0]}
 
     # the ledger entries the records name (as the SQL store reads them per batch)
+    state = state or FoldState(secret)
     e, r = t.erasures.c, t.erased_refs.c
-    erasures = {x.email_hash: x.erased_at for x in await rows(select(e.email_hash, e.erased_at).where(
-        any_of(d, e.email_hash, sorted(w.email_hashes | w.erased))))} if w.email_hashes or w.erased else {}
-    refs = {(x.kind, x.ref): x.erased_at for x in await rows(select(r.kind, r.ref, r.erased_at).where(
-        in_tuples(d, (r.kind, r.ref), sorted(w.refs))))} if w.refs else {}
-    state = FoldState(secret, erasures, refs)
-    if w.events:
+    if hashes := sorted((w.email_hashes | w.erased) - state.erasures.rows.keys()):
+        for x in await rows(select(e.email_hash, e.erased_at).where(any_of(d, e.email_hash, hashes))):
+            state.erasures.put(x.email_hash, x.erased_at)
+    if wanted_refs := sorted(w.refs - state.erased_refs.rows.keys()):
+        for x in await rows(select(r.kind, r.ref, r.erased_at).where(in_tuples(d, (r.kind, r.ref), wanted_refs))):
+            state.erased_refs.put((x.kind, x.ref), x.erased_at)
+    if events := sorted(w.events - state.stripe_events.rows.keys()):
         s = t.stripe_events_applied.c
-        for x in await rows(select(t.stripe_events_applied).where(s.version == v, any_of(d, s.event_id, sorted(w.events)))):
+        for x in await rows(select(t.stripe_events_applied).where(s.version == v, any_of(d, s.event_id, events))):
             state.stripe_events.put(x.event_id, (x.event_type, x.applied_at))
-    if not experts and not named_payments:
-        return state
+    named_payments = [x for x in named_payments if x.payment_id not in state.payments]
+    experts -= held.experts
+    held.experts |= experts
+
+    def _add(name: str, key: Any, value: Any) -> None:
+        table = getattr(state, name)
+        if key not in table and key not in held.gone.get(name, ()):
+            table.put(key, value)
 
     who = sorted(experts)
+    raw = await _raw(conn)
 
-    def of(table) -> Any:
-        return select(table).where(table.c.version == v, any_of(d, table.c.expert_id, who))
+    async def of(table, cls: type | None = None, columns: tuple[str, ...] = (), where: str = "expert_id = ANY($2)",
+                 arg: Any = who) -> list:
+        """The rows of `table` for `who` (or `where`), as `cls` values made of the columns after
+        `columns` (or tuples of `columns`), read without the ORM's row machinery: this is the
+        catch-up's longest read."""
+        names = columns + (tuple(f.name for f in fields(cls)) if cls else ())
+        json_at = [i for i, n in enumerate(names) if isinstance(table.c[n].type, JSON)]
+        select_list = ", ".join(f'"{n}"::text' if i in json_at else f'"{n}"' for i, n in enumerate(names))
+        records = await raw.fetch(f"SELECT {select_list} FROM {table.name} WHERE version = $1 AND {where}", v, arg)
+        out = []
+        for record in records:
+            values = list(record)
+            for i in json_at:
+                if values[i] is not None:
+                    values[i] = _json(values[i])
+            out.append(((*values[:len(columns)], cls(*values[len(columns):])) if columns else cls(*values))
+                       if cls else tuple(values))
+        return out
 
-    for x in await rows(of(t.meetings)):
-        state.meetings.put((x.expert_id, x.meeting_id), meeting_from_row(x))
-    payments = {x.payment_id: x for x in named_payments}
-    for x in await rows(select(t.payments).where(p.version == v, or_(any_of(d, p.expert_id, who),
-                                                                      any_of(d, p.hint_expert, who)))):
+    providers = set(w.provider_ids) - state.reports.rows.keys()
+    if who:  # every row of the experts reached for the first time
+        for x in await of(t.meetings, Meeting):
+            _add("meetings", (x.expert_id, x.meeting_id), x)
+        for x in await of(t.customers, Summary, ("expert_id", "customer_id")):
+            _add("summaries", (x[0], x[1]), x[2])
+        for x in await of(t.notes, Note):
+            _add("notes", x.note_id, x)
+        for expert, definitions, at in await of(t.field_definitions, columns=("expert_id", "definitions", "updated_at")):
+            _add("definitions", expert, (definitions, at))
+        for x in await of(t.customer_profiles, Profile):
+            _add("profiles", (x.expert_id, x.customer_id), x)
+        for x in await of(t.communications, Communication):
+            _add("communications", x.communication_id, x)
+            if x.provider_message_id and x.provider_message_id not in state.reports:
+                providers.add(x.provider_message_id)
+        for expert, customer, contribution in await of(t.customer_insights,
+                                                       columns=("expert_id", "customer_id", "contribution")):
+            _add("contributions", (expert, customer), contribution)
+    payments = {x.payment_id: from_row(Payment, x) for x in named_payments}
+    for x in await of(t.payments, Payment, where="(expert_id = ANY($2) OR hint_expert = ANY($2))") if who else ():
         payments[x.payment_id] = x
-    for pid, x in payments.items():
-        state.payments.put(pid, from_row(Payment, x))
-    if payments:
-        for x in await rows(select(a.alias, a.payment_id).where(a.version == v, any_of(d, a.payment_id, sorted(payments)))):
-            state.aliases.put(x.alias, x.payment_id)
-    for x in await rows(of(t.customers)):
-        state.summaries.put((x.expert_id, x.customer_id), from_row(Summary, x))
-    for x in await rows(of(t.notes)):
-        state.notes.put(x.note_id, from_row(Note, x))
-    for x in await rows(of(t.field_definitions)):
-        state.definitions.put(x.expert_id, (x.definitions, x.updated_at))
-    for x in await rows(of(t.customer_profiles)):
-        state.profiles.put((x.expert_id, x.customer_id), from_row(Profile, x))
-    providers = set(w.provider_ids)
-    for x in await rows(of(t.communications)):
-        state.communications.put(x.communication_id, from_row(Communication, x))
-        if x.provider_message_id:
-            providers.add(x.provider_message_id)
+    fresh = sorted(pid for pid in payments if pid not in state.payments)
+    fresh = [pid for pid in fresh if pid not in held.gone.get("payments", ())]
+    for pid in fresh:
+        state.payments.put(pid, payments[pid])
+    if fresh:  # the aliases of a payment held already may have changed since they were written
+        for alias, pid in await of(t.payment_aliases, columns=("alias", "payment_id"), where="payment_id = ANY($2)",
+                                   arg=fresh):
+            _add("aliases", alias, pid)
     if providers:
-        er = t.email_reports.c
-        for x in await rows(select(t.email_reports).where(er.version == v, any_of(d, er.email_id, sorted(providers)))):
-            state.reports.put(x.email_id, x.reports)
-    for x in await rows(of(t.customer_insights)):
-        state.contributions.put((x.expert_id, x.customer_id), x.contribution)
-    for x in await rows(of(t.insight_counts)):
-        state.counts.put((x.expert_id, x.month, x.metric, x.dim), (x.value, x.label))
+        for email_id, reports in await of(t.email_reports, columns=("email_id", "reports"), where="email_id = ANY($2)",
+                                          arg=sorted(providers)):
+            _add("reports", email_id, reports)
     return state
 
 
-async def write_changed(conn: AsyncConnection, version: int, changes: Iterable[Changed], state: FoldState) -> dict[str, int]:
-    """In the caller's transaction: each table's stale rows deleted, its new rows COPYed, and the
-    ledger entries the fold added. Returns the rows written per table."""
+async def _raw(conn: AsyncConnection) -> Any:
+    await conn.execute(select(1))  # the transaction is open before the driver is used directly
+    return (await conn.get_raw_connection()).driver_connection
+
+
+_json = msgspec.json.decode
+
+
+async def write_changed(conn: AsyncConnection, version: int, changes: Iterable[Changed],
+                        erasures: dict[str, Any], erased_refs: dict[tuple[str, str], Any],
+                        counts: dict[tuple[str, str, str, str], tuple[int, str | None]],
+                        seconds: dict[str, float] | None = None) -> dict[str, int]:
+    """In the caller's transaction: what each table's rows became (`projections.memory.Changed`),
+    the differences added to the insight sums (`counts`: (expert, month, metric, dim) -> (value
+    to add, label or None)), and the ledger entries the fold added. Rows added are COPYed; rows
+    replaced are COPYed to a staging table and updated from it in one statement (an update that
+    changes no indexed column stays on its page); rows removed are deleted by key. A value
+    spread over several tables (a profile, its tags and field values) is deleted and written
+    again. Returns the rows written per table; `seconds`, when given, gets the time per table."""
     d = conn.dialect.name
     written: dict[str, int] = {}
+    seconds = {} if seconds is None else seconds
+    clock = time.monotonic()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        seconds[name] = round(seconds.get(name, 0.0) + now - clock, 2)
+        clock = now
     for change in changes:
         sink = change.sink
-        if change.stale:
+        several = len(sink.tables) > 1
+        gone = change.removed + (change.replaced if several else [])
+        if gone:
             for table in sink.tables:
                 columns = tuple(table.c[k] for k in sink.keys)
-                where = (any_of(d, columns[0], [k[0] for k in change.stale]) if len(columns) == 1
-                         else in_tuples(d, columns, change.stale))
+                where = (any_of(d, columns[0], [k[0] for k in gone]) if len(columns) == 1
+                         else in_tuples(d, columns, gone))
                 await conn.execute(delete(table).where(table.c.version == version, where))
-        for table, columns, rows in change.rows:
-            into = partition_name(table, version) if d == "postgresql" else None
-            written[table.name] = await copy_rows(conn, table, columns, rows, into=into)
-    await bulk_upsert(conn, t.erasures, [{"email_hash": h, "erased_at": state.erasures.rows[h]}
-                                         for h in sorted(state.new_erasures)], ["email_hash"])
-    await bulk_upsert(conn, t.erased_refs, [{"kind": k, "ref": r, "erased_at": state.erased_refs.rows[(k, r)]}
-                                            for k, r in sorted(state.new_refs)], ["kind", "ref"])
+        for table, columns, rows in change.added_rows + (change.replaced_rows if several else []):
+            written[table.name] = written.get(table.name, 0) + await copy_rows(
+                conn, table, columns, rows, into=partition_name(table, version))
+        if change.replaced and not several:
+            for table, columns, rows in change.replaced_rows:
+                written[table.name] = written.get(table.name, 0) + await _update_from_stage(
+                    conn, table, columns, rows, ("version", *sink.keys), version)
+        lap(sink.tables[0].name)
+    await add_counts(conn, t.insight_counts, [
+        {"version": version, "expert_id": e, "month": m, "metric": k, "dim": dim, "value": value, "label": label}
+        for (e, m, k, dim), (value, label) in sorted(counts.items()) if value or label is not None],
+        ["version", "expert_id", "month", "metric", "dim"])
+    lap("insight_counts")
+    await bulk_upsert(conn, t.erasures, [{"email_hash": h, "erased_at": at} for h, at in sorted(erasures.items())],
+                      ["email_hash"])
+    await bulk_upsert(conn, t.erased_refs, [{"kind": k, "ref": r, "erased_at": at}
+                                            for (k, r), at in sorted(erased_refs.items())], ["kind", "ref"])
     return written
 
+
+async def _update_from_stage(conn: AsyncConnection, table, columns: tuple[str, ...], rows: Iterable[tuple],
+                             keys: tuple[str, ...], version: int) -> int:
+    """Rows of existing keys, replaced: COPYed to a temporary table, then one UPDATE ... FROM it."""
+    stage = f"stage_{table.name}"
+    target = partition_name(table, version)
+    await conn.execute(text(f'CREATE TEMPORARY TABLE IF NOT EXISTS "{stage}" (LIKE "{target}") ON COMMIT DELETE ROWS'))
+    count = await copy_rows(conn, table, columns, rows, into=stage)
+    others = [c for c in columns if c not in keys]
+    await conn.execute(text(
+        f'UPDATE "{target}" AS t SET ' + ", ".join(f'"{c}" = s."{c}"' for c in others)
+        + f' FROM "{stage}" AS s WHERE ' + " AND ".join(f't."{k}" = s."{k}"' for k in keys)))
+    await conn.execute(text(f'TRUNCATE "{stage}"'))
+    return count

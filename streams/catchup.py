@@ -24,14 +24,17 @@ PostgreSQL only (key lists travel as array parameters); on SQLite the worker cat
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from customers import kafka as names
 from customers.kafka import end_offsets
@@ -39,8 +42,10 @@ from customers.settings import Settings
 from projections import claims
 from projections import tables as t
 from projections.db import make_engine, upsert
+from projections.physical import partition_name
+from projections.projector import Statistics, VersionChanged
 from projections.memory import MemoryStore, changed_since, snapshot
-from projections.resident import load_for, write_changed
+from projections.resident import Held, load_for, write_changed
 from projections.sweep import watermark
 from projections.versions import live_version
 from streams.decode import decoder_for
@@ -57,8 +62,9 @@ class Round:
     records: int = 0
     dead: int = 0
     experts_loaded: int = 0
-    rows_loaded: int = 0
+    rows_held: int = 0  # rows of the state after its load
     rows_written: dict[str, int] = field(default_factory=dict)
+    write_seconds: dict[str, float] = field(default_factory=dict)  # per table
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -102,13 +108,81 @@ async def stored_offsets(conn, version: int) -> dict[Tp, int]:
     return {(r.topic, r.partition): r.offset for r in rows}
 
 
+class _Writer:
+    """The rounds' writes, on a thread of its own (its own event loop and connections), so that
+    PostgreSQL writes round n while this process folds round n+1; at most one round waits."""
+
+    def __init__(self, settings: Settings, version: int) -> None:
+        self.settings, self.version = settings, version
+        self.jobs: queue.Queue = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="catchup-writer", daemon=True)
+        self.thread.start()
+
+    async def _main(self) -> None:
+        engine = make_engine(self.settings.database_url)
+        try:
+            while (job := self.jobs.get()) is not None:
+                try:
+                    if self.error is None:
+                        await self._write(engine, *job)
+                except BaseException as exc:  # noqa: BLE001 - raised in the catch-up's own thread
+                    self.error = exc
+                finally:
+                    self.jobs.task_done()
+            if self.error is None:  # the tables changed a lot: the planner's statistics follow
+                try:
+                    async with engine.begin() as conn:
+                        tables = ", ".join(f'"{partition_name(n, self.version)}"' for n in Statistics.TABLES)
+                        await conn.execute(text(f"ANALYZE {tables}"))
+                except Exception as exc:  # noqa: BLE001 - an optimisation; the worker analyses as it goes
+                    log.warning("ANALYZE after the catch-up failed (%s)", type(exc).__name__)
+        finally:
+            self.jobs.task_done()
+            await engine.dispose()
+
+    async def _write(self, engine, result: Round, changes: list, erasures: dict, refs: dict, counts: dict,
+                     positions: list) -> None:
+        clock = time.monotonic()
+        async with engine.begin() as conn:
+            if await live_version(conn, lock=True) != self.version:  # readers moved on: written nowhere
+                raise VersionChanged(await live_version(conn))
+            result.rows_written = await write_changed(conn, self.version, changes, erasures, refs, counts,
+                                                      result.write_seconds)
+            if positions:
+                await upsert(conn, t.projection_offsets, positions, ["version", "topic", "partition"])
+        result.seconds["write"] = round(time.monotonic() - clock, 2)
+        log.info("round of %s records written in %s s (%s)", result.records, result.seconds["write"],
+                 result.write_seconds)
+
+    async def put(self, *job: Any) -> None:
+        self._raise()
+        await asyncio.get_running_loop().run_in_executor(None, self.jobs.put, job)
+
+    async def drain(self) -> None:
+        """Every round handed over is written (or failed)."""
+        await asyncio.get_running_loop().run_in_executor(None, self.jobs.join)
+        self._raise()
+
+    async def finish(self) -> None:
+        await self.drain()
+        await asyncio.get_running_loop().run_in_executor(None, self.jobs.put, None)
+        await asyncio.get_running_loop().run_in_executor(None, self.thread.join)
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
 async def catch_up(settings: Settings, version: int, *, threshold: int | None = None,
-                   max_records: int | None = None, batch_size: int = FOLD_BATCH,
+                   max_records: int | None = None, max_rows: int | None = None, batch_size: int = FOLD_BATCH,
                    on_round: Callable[[Round, int], None] | None = None) -> CatchUp | None:
     """Fold the backlog of `version` in rounds while more than `threshold` records remain
     (None: nothing was far enough behind, or the database is not PostgreSQL)."""
     threshold = settings.catchup_threshold if threshold is None else threshold
     max_records = max_records or settings.catchup_max_records
+    max_rows = max_rows or settings.catchup_max_rows
     topics = [settings.topic(n) for n in names.PROJECTED]
     engine = make_engine(settings.database_url)
     started = time.monotonic()
@@ -121,56 +195,61 @@ async def catch_up(settings: Settings, version: int, *, threshold: int | None = 
             return None
         log.info("%s records behind (threshold %s): catching up in bulk", behind, threshold)
         done = CatchUp(behind)
-        while True:
-            one = await _round(settings, engine, version, topics, max_records, batch_size)
-            if one is None:  # readers moved to another version: the worker follows it
-                break
-            done.rounds.append(one)
-            async with engine.connect() as conn:
-                done.left = backlog(await stored_offsets(conn, version), await end_offsets(settings, topics))
-            if on_round:
-                on_round(one, done.left)
-            log.info("caught up %s records in %.1f s (%s); %s left", one.records, sum(one.seconds.values()), one.seconds,
-                     done.left)
-            if done.left <= threshold or not one.records:
-                break
+        async with engine.connect() as conn:
+            lock = claims.lock_id(("version", version))
+            await conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": lock})  # no batch beside the rounds
+            try:
+                if await live_version(conn) == version:
+                    await _rounds(settings, conn, version, topics, done, threshold, max_records, max_rows,
+                                  batch_size, on_round)
+            finally:
+                await conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": lock})
+                await conn.commit()
+            done.left = backlog(await stored_offsets(conn, version), await end_offsets(settings, topics))
         done.seconds = round(time.monotonic() - started, 2)
+        log.info("caught up %s records in %s s, %s rounds; %s left", done.records, done.seconds, len(done.rounds),
+                 done.left)
         return done
     finally:
         await engine.dispose()
 
 
-async def _round(settings: Settings, engine, version: int, topics: list[str], max_records: int,
-                 batch_size: int) -> Round | None:
-    result, clock = Round(), time.monotonic()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.monotonic()
-        result.seconds[name] = round(now - clock, 2)
-        clock = now
-
+async def _rounds(settings: Settings, conn, version: int, topics: list[str], done: CatchUp, threshold: int,
+                  max_records: int, max_rows: int, batch_size: int,
+                  on_round: Callable[[Round, int], None] | None) -> None:
+    """The rounds, holding the version's lock on `conn`: each read, loaded and folded here while
+    the writer commits the one before."""
+    positions = await stored_offsets(conn, version)
+    await conn.commit()
     producer = names.LazyProducer(settings, timeout=60.0)
+    writer = _Writer(settings, version)
+    dead_letters = DeadLetters(settings, producer)
+    state, held = None, Held()
     gc_was = gc.isenabled()
-    gc.disable()  # a round's state is a few large acyclic tables, as in a replay's fold
+    gc.disable()  # the state is a few large acyclic tables, as in a replay's fold
     try:
-        async with engine.begin() as conn:
-            await claims.hold(conn, claims.Claim(version, exclusive=True))
-            if await live_version(conn, lock=True) != version:
-                return None
-            stored = await stored_offsets(conn, version)
-            starts, ends = round_range(stored, await end_offsets(settings, topics), max_records)
+        while True:
+            ends_now = await end_offsets(settings, topics)
+            left = backlog(positions, ends_now)
+            if not left or (done.rounds and left <= threshold):
+                break
+            result, clock = Round(), time.monotonic()
+
+            def lap(name: str) -> None:
+                nonlocal clock
+                now = time.monotonic()
+                result.seconds[name] = round(now - clock, 2)
+                clock = now
+
+            starts, ends = round_range(positions, ends_now, max_records)
             read = await read_partitions(settings, list(ends), ends, starts=starts)
             lap("read")
 
-            prefix, decoders = settings.topic_prefix, {}
-            dead_letters = DeadLetters(settings, producer)
-
-            async def to_dlq(src: Any, exc: BaseException) -> None:
+            async def to_dlq(src: Any, exc: BaseException, result: Round = result) -> None:
                 await dead_letters(src, exc)
                 result.dead += 1
 
-            decoded: list[tuple[Any, Any]] = []
+            decoded, decoders, prefix = [], {}, settings.topic_prefix
             for src in merged(read.values()):
                 decode = decoders.get(src.topic) or decoders.setdefault(src.topic, decoder_for(src.topic, prefix))
                 result.records += 1
@@ -180,29 +259,45 @@ async def _round(settings: Settings, engine, version: int, topics: list[str], ma
                     await to_dlq(src, exc)
             lap("decode")
 
-            state = await load_for(conn, version, settings.customer_id_secret, [item for _, item in decoded])
-            before = snapshot(state)
-            result.experts_loaded = len({k[0] for k in state.summaries.rows} | {k[0] for k in state.meetings.rows})
-            result.rows_loaded = sum(len(rows) for rows in before.values())
+            experts = len(held.experts)
+            state = await load_for(conn, version, settings.customer_id_secret, [item for _, item in decoded],
+                                   state, held)
+            await conn.commit()
+            before = snapshot(state, skip=("counts",))  # insight sums are held as differences to add
+            result.experts_loaded = len(held.experts) - experts
+            result.rows_held = sum(len(rows) for rows in before.values())
             lap("load")
 
             apply = Applying(state, MemoryStore(state, version, await watermark(conn, version)), to_dlq)
+            await conn.commit()
             for i in range(0, len(decoded), batch_size):
                 await apply(decoded[i:i + batch_size])
             lap("fold")
 
-            result.rows_written = await write_changed(conn, version, changed_since(state, before, version), state)
-            positions = [{"version": version, "topic": tp[0], "partition": tp[1], "offset": end - 1,
-                          "event_time": kafka_time(read[tp][-1].timestamp) if read.get(tp) else None}
-                         for tp, end in ends.items() if end > starts[tp]]
-            if positions:
-                await upsert(conn, t.projection_offsets, positions, ["version", "topic", "partition"])
-            lap("write")
-        lap("commit")
-        return result
+            changes = list(changed_since(state, before, version))
+            held.forget(changes)
+            counts = dict(state.counts.rows)
+            state.counts.rows.clear()
+            erasures = {h: state.erasures.rows[h] for h in state.new_erasures}
+            refs = {r: state.erased_refs.rows[r] for r in state.new_refs}
+            state.new_erasures, state.new_refs = set(), set()
+            written = [{"version": version, "topic": tp[0], "partition": tp[1], "offset": end - 1,
+                        "event_time": kafka_time(read[tp][-1].timestamp) if read.get(tp) else None}
+                       for tp, end in ends.items() if end > starts[tp]]
+            lap("changes")
+            await writer.put(result, changes, erasures, refs, counts, written)
+            lap("handover")
+            positions.update({(p["topic"], p["partition"]): p["offset"] for p in written})
+            done.rounds.append(result)
+            if on_round:
+                on_round(result, backlog(positions, ends_now))
+            log.info("round of %s records folded (%s)", result.records, result.seconds)
+            del read, decoded, changes
+            if sum(len(table) for table in state.tables()) > max_rows:  # memory: start again from the tables
+                await writer.drain()
+                state, held = None, Held()
+        await writer.finish()
     finally:
         await producer.close()
         if gc_was:
             gc.enable()
-            gc.collect()
-

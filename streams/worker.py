@@ -66,10 +66,11 @@ def run(settings: Settings, *, metrics_port: int | None = None, loglevel: str = 
         on_built: Callable[[Agents], None] | None = None) -> None:
     """Prepare, build and run the worker; `on_built` sees the agents before Faust starts them."""
     version = asyncio.run(prepare(settings))
-    caught = asyncio.run(catch_up(settings, version))  # far behind: the backlog folded in bulk first
-    if caught:
-        log.info("caught up %s of %s records in %s s, %s rounds", caught.records, caught.behind, caught.seconds,
-                 len(caught.rounds))
+    try:
+        asyncio.run(catch_up(settings, version))  # far behind: the backlog folded in bulk first
+    except Exception as exc:  # noqa: BLE001 - the batches take what the rounds did not write
+        log.warning("bulk catch-up stopped (%s: %s); the batches go on from the stored offsets",
+                    type(exc).__name__, exc)
     metrics = WorkerMetrics()
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)

@@ -5,7 +5,8 @@ partitions than their bookings, an erasure and a re-booking after it on another 
 messages and their reports, profiles, notes, an appointment passing before T) is produced once.
 The reference database applies all of it through the live engine in random batch sizes. A
 second database applies only the first records the same way (the worker's past), then catches up
-on the rest in bulk, in several rounds; a third catches up on everything from nothing. Both are
+on the rest in bulk, in several rounds; a third catches up on everything from nothing; a fourth
+drops its state after every round (the memory bound) and loads it again from the tables. Both are
 swept to T and must equal the reference table by table, row by row.
 """
 
@@ -75,7 +76,12 @@ async def test_a_bulk_catch_up_ends_equal_to_the_live_read_model():
     finally:
         await engine.dispose()
 
-    for label, past in (("behind", len(batch) * 2 // 5), ("from nothing", 0)):
+    # the state kept from round to round; from nothing; and the state dropped after every round
+    # and a catch-up whose second round fails to write: the first stays, the rest is taken again
+    for label, past, max_rows, failing in (("behind", len(batch) * 2 // 5, None, False),
+                                           ("from nothing", 0, None, False),
+                                           ("reloaded each round", len(batch) // 5, 1, False),
+                                           ("after a failed round", len(batch) // 5, None, True)):
         url = await fresh_pg_database()
         await migrate(url)
         mine = settings.model_copy(update={"database_url": url})
@@ -85,12 +91,17 @@ async def test_a_bulk_catch_up_ends_equal_to_the_live_read_model():
             behind = len(batch) - past
             # below the threshold: nothing is done, the batches take it
             assert await catchup.catch_up(mine, worker.version, threshold=behind) is None
+            if failing:
+                await _fails_in_its_second_round(mine, worker, behind, batch[past:])
+                behind = catchup.backlog(await worker.stored_offsets(), ends)
             rounds: list[int] = []
             done = await catchup.catch_up(mine, worker.version, threshold=1, max_records=max(1_000, behind // 3),
-                                          on_round=lambda r, left: rounds.append(r.records))
+                                          max_rows=max_rows, on_round=lambda r, left: rounds.append(r.records))
             assert done is not None and done.behind == behind
             assert done.left == 0 and done.records == behind == sum(rounds)
-            assert len(rounds) == -(-behind // max(1_000, behind // 3)) or len(rounds) >= 2, rounds
+            assert len(rounds) >= 2 or failing, rounds
+            loads = [r.experts_loaded for r in done.rounds]
+            assert all(loads) if max_rows else failing or not all(loads[1:]), loads  # kept: later rounds load few
             assert all(r.dead == 0 for r in done.rounds)
             assert await worker.stored_offsets() == {tp: end - 1 for tp, end in ends.items() if end}
             await worker.sweep(until)
@@ -102,6 +113,27 @@ async def test_a_bulk_catch_up_ends_equal_to_the_live_read_model():
             assert await catchup.catch_up(mine, worker.version, threshold=1) is None
         finally:
             await engine.dispose()
+
+
+async def _fails_in_its_second_round(settings, worker: Projector, behind: int, rest: list) -> None:
+    """The second round's write fails: the catch-up stops with the error, the first round's rows
+    and offsets are committed, the second's are not."""
+    real, calls = catchup.write_changed, []
+
+    async def failing(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("the database went away")
+        return await real(*args, **kw)
+    catchup.write_changed = failing
+    try:
+        with pytest.raises(RuntimeError, match="went away"):
+            await catchup.catch_up(settings, worker.version, threshold=1, max_records=max(1_000, behind // 3))
+    finally:
+        catchup.write_changed = real
+    stored = await worker.stored_offsets()
+    applied = sum(1 for pos, _ in rest if pos.offset <= stored.get((pos.topic, pos.partition), -1))
+    assert 0 < applied < behind, (applied, behind)  # the first round, and nothing of the second
 
 
 @pytest.mark.parametrize("stored,ends,limit,want", [

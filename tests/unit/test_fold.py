@@ -11,7 +11,7 @@ import pytest
 
 from customers.commands import CustomerErased
 from customers.ids import customer_id, email_hash
-from projections.memory import FoldState, MemoryStore, MemTable, ValueTooLong, version_rows
+from projections.memory import FoldState, MemoryStore, MemTable, ValueTooLong, changed_since, snapshot, version_rows
 from projections.projector import in_order, run_batch
 from projections.rules.summaries import summary_of
 from streams.fold import Plan, Scan, Share, route, shares_of
@@ -168,3 +168,38 @@ def test_topics_of_different_partition_counts_are_one_share():
     (share,) = shares_of(ends, settings)
     assert share.parts == 1 and set(share.tps) >= {("p.bookings", 0), ("p.bookings", 1)}
     assert isinstance(share, Share)
+
+
+# --- what a state kept between rounds writes back (a catch-up) -------------------------------------
+
+def test_what_changed_since_a_snapshot_is_the_rows_added_replaced_and_removed():
+    state = FoldState(SECRET)
+    fold(state, [created("m1", pi="pi_1"), paid("pi_1", 7000, meeting="m1"), created("m2", start=T0 + 48 * H)])
+    before = snapshot(state, skip=("counts",))
+    assert "counts" not in before and before["meetings"].keys() == {("ex", "m1"), ("ex", "m2")}
+    fold(state, [event("booking.cancelled", "m2", T0 + H, reason="x"), created("m3", start=T0 + 72 * H)])
+    changes = {c.sink.name: c for c in changed_since(state, before, 7)}
+    meetings = changes["meetings"]
+    assert meetings.removed == [] and meetings.replaced == [("ex", "m2")]
+    [(table, columns, added)] = meetings.added_rows
+    added = list(added)
+    assert table.name == "meetings" and len(added) == 1 and added[0][0] == 7
+    assert dict(zip(columns, added[0]))["meeting_id"] == "m3"
+    [(_t, _c, replaced)] = meetings.replaced_rows
+    assert [dict(zip(columns, row))["cancelled_at"] for row in replaced] == [T0 + H]
+    assert changes["summaries"].replaced == [("ex", ANA)] and "payments" not in changes  # untouched: not written
+    assert "counts" not in changes
+    # a removal names the key as the table's columns and as the state's
+    del state.payments.rows["pi_1"]
+    [gone] = [c for c in changed_since(state, before, 7) if c.sink.name == "payments"]
+    assert gone.removed == [("pi_1",)] and gone.gone == ["pi_1"] and not list(gone.added_rows[0][2]) and gone.written == 0
+
+
+def test_the_whole_state_as_rows_has_a_row_per_value_and_leaves_out_sums_of_zero():
+    state = FoldState(SECRET)
+    fold(state, [created("m1", pi="pi_1"), paid("pi_1", 7000, meeting="m1")])
+    key = next(iter(state.counts.rows))
+    state.counts.rows[key] = (0, None)
+    rows = {table.name: list(r) for table, _c, r in version_rows(state, 1)}
+    assert len(rows["meetings"]) == 1 and len(rows["payments"]) == 1 and len(rows["customers"]) == 1
+    assert len(rows["insight_counts"]) == len(state.counts.rows) - 1
