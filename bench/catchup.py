@@ -66,6 +66,7 @@ async def one(history: int, events: int, experts: int) -> dict:
                         lines = [json.loads(line)["msg"] for line in f if '"customers.catchup"' in line]
                     return lines if any(line.startswith("caught up") for line in lines) else []
                 rounds = await wait_for(reported, timeout=60, interval=0.5)
+                peak = peak_rss_of(worker.proc.pid)
             finally:
                 stop_worker(worker)
         finally:
@@ -73,7 +74,7 @@ async def one(history: int, events: int, experts: int) -> dict:
     return {"history": sum(counts.values()), "behind": behind, "events_produced": sum(more.values()),
             "preload_seconds": preloaded, "seconds_to_head": seconds,
             "history_from_nothing": {"seconds": from_nothing, "rounds": [r.__dict__ for r in first.rounds]},
-            "worker_log": rounds}
+            "worker_peak_rss_mb": peak, "worker_log": rounds}
 
 
 async def run(history: int, events: int, baseline_events: int, experts: int) -> Result:
@@ -84,13 +85,25 @@ async def run(history: int, events: int, baseline_events: int, experts: int) -> 
                     "partitions": 4, "mix": "as the projection benchmark"}
     base = await engine.run(baseline_events, 2000, False)
     result.details["baseline"] = base
-    result.details["run"] = await one(history, events, experts)
+    result.details["restart"] = await one(history, events, experts)
     result.rows += rows_of(result.details)
     return result
 
 
+def peak_rss_of(pid: int) -> float | None:
+    """A live process's peak resident memory (VmHWM), MiB."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
 def rows_of(details: dict) -> list[Row]:
-    base, run = details["baseline"], details["run"]
+    base, run = details["baseline"], details["restart"]
     rate = run["behind"] / run["seconds_to_head"]
     nothing = run["history_from_nothing"]
     return [
@@ -99,7 +112,8 @@ def rows_of(details: dict) -> list[Row]:
             baseline_label=f"the per-batch engine on {base['events']:,} of the same records (bench.engine)",
             ratio=round(rate / base["apply_rate"], 1), goal=f">= {GOAL:,} events/s (aim >= {AIM:,})",
             met=rate >= GOAL, attainment=round(rate / GOAL, 3),
-            note=f"{run['seconds_to_head']} s from the process's start, start-up and joining the group included"),
+            note=f"{run['seconds_to_head']} s from the process's start, start-up and joining the group included; "
+                 f"the worker's peak RSS {run.get('worker_peak_rss_mb')} MiB"),
         Row("catchup", f"the history's {run['history']:,} records caught up from nothing (set-up)",
             round(run["history"] / nothing["seconds"]), "events/s",
             note=f"{nothing['seconds']} s; phases of its rounds (s): {[r['seconds'] for r in nothing['rounds']]}"),

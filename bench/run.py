@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, one after the other, on the local infrastructure.
 
-    python -m bench.run [--only projection,scale_out,replay,api,freshness,intake] [--merge]
+    python -m bench.run [--only projection,scale_out,replay,catchup,api,freshness,intake] [--merge]
 
 Writes `bench/results/results.json`, `results.md` and `results.png`. Sizes come from the
 environment (defaults: the issue's sizes where they fit the time budget):
@@ -10,7 +10,8 @@ environment (defaults: the issue's sizes where they fit the time budget):
 | `BENCH_PROJECTION_EVENTS` | 200000 | 1: events pre-loaded for the worker |
 | `BENCH_SCALE_EVENTS` | 100000 | 1b: events projected by one worker, then by two, on 12 partitions |
 | `BENCH_REPLAY_EVENTS`, `BENCH_REPLAY_SMALL`, `BENCH_REPLAY_BASELINE` | 1000000, 200000, 50000 | 2: events replayed (the goal's size), the growth curve's smaller run, the per-batch engine's records (the baseline) |
-| `BENCH_EXPERTS` | 2000 | 1, 2: experts in the generated history |
+| `BENCH_CATCHUP_HISTORY`, `BENCH_CATCHUP_EVENTS` | 300000, 300000 | 2b: events projected before the worker stops, events produced while it is stopped (the goal's size) |
+| `BENCH_EXPERTS` | 2000 | 1, 2, 2b: experts in the generated history |
 | `BENCH_API_MEETINGS`, `BENCH_API_CUSTOMERS`, `BENCH_API_BIG_MEETINGS`, `BENCH_API_EXPERTS` | 1000000, 10000, 50000, 2000 | 3 |
 | `BENCH_API_REQUESTS` | 200 | 3, 6: requests of each kind |
 | `BENCH_INSIGHTS_CUSTOMERS` | 10000 | 6: customers of the big expert of `GET /api/insights` |
@@ -35,7 +36,7 @@ from bench.common import (RESULTS, ROOT, Profiler, Result, env_float, env_int, i
                           run_async)
 from bench.report import markdown, plot
 
-ORDER = ["projection", "scale_out", "replay", "api", "insights", "freshness", "intake"]
+ORDER = ["projection", "scale_out", "replay", "catchup", "api", "insights", "freshness", "intake"]
 
 
 async def one(name: str) -> Result:
@@ -54,6 +55,11 @@ async def one(name: str) -> Result:
         return await replay.run(env_int("BENCH_REPLAY_EVENTS", 1_000_000), env_int("BENCH_REPLAY_SMALL", 200_000),
                                 env_int("BENCH_REPLAY_BASELINE", 50_000), env_int("BENCH_EXPERTS", 2000),
                                 profile_seconds=20 if Profiler.available() else 0)
+    if name == "catchup":
+        from bench import catchup
+
+        return await catchup.run(env_int("BENCH_CATCHUP_HISTORY", 300_000), env_int("BENCH_CATCHUP_EVENTS", 300_000),
+                                 env_int("BENCH_REPLAY_BASELINE", 50_000), env_int("BENCH_EXPERTS", 2000))
     if name == "insights":
         from bench import insights
 

@@ -3,23 +3,26 @@
 A worker that starts (after an outage, a deployment, a long stop) more than `CATCHUP_THRESHOLD`
 records behind the live version's stored offsets does not crawl through the backlog in batches
 of `WORKER_BATCH_SIZE`. Before it joins its consumer group it takes the backlog in *rounds* of at
-most `CATCHUP_MAX_RECORDS` records, each round one transaction:
+most `CATCHUP_MAX_RECORDS` records:
 
-1. the version's own lock, exclusively (`projections.claims`): other workers' batches wait for
-   the round and then skip what it applied; the version must still be the live one;
-2. the stored offsets, read under that lock, and the records after them up to the topics' ends
-   (every projected topic, every partition, merged in timestamp order as a replay merges them);
-3. every row those records may read (`projections.resident.load_for`: all the rows of the
-   experts they reach), into the replay's in-memory state (`projections.memory`);
+1. for the whole catch-up, the version's own lock, exclusively, at session level
+   (`projections.claims`): other workers' batches wait, and then skip what it applied;
+2. each round, the records after the offsets reached so far up to the topics' ends (every
+   projected topic, every partition, merged in timestamp order as a replay merges them);
+3. every row those records may read that the state does not hold yet
+   (`projections.resident.load_for`: all the rows of the experts they reach) into the replay's
+   in-memory state (`projections.memory`), kept from round to round;
 4. the records folded through the worker's own unit of work (`projections.projector.run_batch`),
-   in batches, a failing record dead-lettered as in the worker (`streams.fold.Applying`);
-5. only what changed written back (stale rows deleted by key, new rows COPYed), the erasure
-   ledger's new entries, and the offsets: one commit.
+   a failing record dead-lettered as in the worker (`streams.fold.Applying`);
+5. what the round changed, the erasure ledger's new entries, the insight sums' differences and
+   the round's offsets, written in one transaction by a writer thread while the next round is
+   read and folded.
 
 Rounds continue while more than the threshold remains; then the worker joins its group, and the
-rebalance handler resumes each partition at the database's offsets (`streams.rebalance`). A crash
-in a round rolls it back: nothing of it was written, and the next start reads the same records.
-PostgreSQL only (key lists travel as array parameters); on SQLite the worker catches up in batches.
+rebalance handler resumes each partition at the database's offsets (`streams.rebalance`). A round
+that fails to write rolls back and stops the catch-up: the rounds before it stay, and the batches
+(or the next start) read the rest again. PostgreSQL only (key lists travel as array parameters);
+on SQLite the worker catches up in batches.
 """
 
 from __future__ import annotations
