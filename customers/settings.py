@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     # a worker that starts more than this many records behind folds the backlog in bulk (0: never)
     catchup_threshold: int = Field(default=50_000, ge=0)
     catchup_max_records: int = Field(default=100_000, ge=1_000)  # records per catch-up round
-    catchup_max_rows: int = Field(default=3_000_000, ge=10_000)  # rows a catch-up holds before reloading (its memory)
+    catchup_max_rows: int = Field(default=1_000_000, ge=10_000)  # rows a catch-up holds before reloading (its memory)
 
     @field_validator("stripe_webhook_secret")
     @classmethod
