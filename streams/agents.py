@@ -91,6 +91,14 @@ class Agents:
             except VersionChanged as exc:
                 await self._follow(exc)
 
+    async def restart(self) -> None:
+        """Leave the consumer group promptly and start this worker again in place."""
+        try:
+            await asyncio.wait_for(self.app.consumer.stop(), 5)
+        except Exception:  # noqa: BLE001 - restarting anyway
+            pass
+        restart_process()
+
     async def _follow(self, change: VersionChanged) -> None:
         """A replay switched readers to a new version: start again on it, in this same process.
 
@@ -98,8 +106,4 @@ class Agents:
         offsets (in the database, and in its consumer group) say where to resume.
         """
         log.warning("readers now see version %s; restarting the worker on it", change.live)
-        try:
-            await asyncio.wait_for(self.app.consumer.stop(), 5)  # leave the group promptly
-        except Exception:  # noqa: BLE001 - restarting anyway
-            pass
-        restart_process()
+        await self.restart()

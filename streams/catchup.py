@@ -304,3 +304,34 @@ async def _rounds(settings: Settings, conn, version: int, topics: list[str], don
         await producer.close()
         if gc_was:
             gc.enable()
+
+
+class FallenBehind:
+    """While the worker runs: when the live version stays more than `CATCHUP_THRESHOLD` records
+    behind (the database was away for a while, a burst the batches cannot keep up with), the
+    worker starts again in place, and its start folds the backlog in bulk (`catch_up`).
+
+    Checked every `CATCHUP_CHECK_SECONDS`; it takes two checks in a row over the threshold (a
+    rebalance moving a dead worker's partitions is not a reason), and never within the first
+    check interval after a start."""
+
+    def __init__(self, app: Any, settings: Settings, projector: Any, leave: Callable[[], Any]) -> None:
+        self.settings, self.projector, self.leave = settings, projector, leave
+        self.topics = [settings.topic(n) for n in names.PROJECTED]
+        self.started, self.strikes = time.monotonic(), 0
+        if settings.catchup_threshold > 0 and settings.database_url.startswith("postgresql"):
+            app.timer(settings.catchup_check_seconds, name="fallen_behind")(self.check)
+
+    async def check(self) -> None:
+        if time.monotonic() - self.started < self.settings.catchup_check_seconds:
+            return
+        try:
+            behind = backlog(await self.projector.stored_offsets(), await end_offsets(self.settings, self.topics))
+        except Exception as exc:  # noqa: BLE001 - an outage: the next check looks again
+            log.info("backlog unknown (%s)", type(exc).__name__)
+            return
+        self.strikes = self.strikes + 1 if behind > self.settings.catchup_threshold else 0
+        if self.strikes >= 2:
+            log.warning("%s records behind (threshold %s): starting again to catch up in bulk", behind,
+                        self.settings.catchup_threshold)
+            await self.leave()

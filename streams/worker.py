@@ -18,7 +18,7 @@ from projections.projector import Projector
 from projections.versions import ensure_live, group_for
 from streams.agents import Agents
 from streams.app import create_app, restart_process
-from streams.catchup import catch_up
+from streams.catchup import FallenBehind, catch_up
 from streams.metrics import WorkerMetrics
 from streams.sweeper import Sweeper
 
@@ -59,6 +59,7 @@ def build(settings: Settings, version: int, metrics: WorkerMetrics | None = None
     metrics = metrics or WorkerMetrics()
     agents = Agents(app, settings, projector, metrics)
     Sweeper(app, settings, projector, metrics)
+    FallenBehind(app, settings, projector, agents.restart)
     return app, agents
 
 

@@ -12,11 +12,14 @@ swept to T and must equal the reference table by table, row by row.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
+import json
 import random
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import text
 
 from customers import kafka as names
 from projections.db import make_engine, migrate
@@ -25,7 +28,8 @@ from projections.versions import ensure_live
 from streams import catchup
 from streams.decode import decoder_for
 from streams.fold import read_partitions
-from testing.harness import fresh_pg_database, settings_for
+from testing import samples as s
+from testing.harness import WorkerProcess, eventually, fresh_pg_database, settings_for
 from tests.integration.test_fold_equals_live import (PARTITIONS, SEED, Mixed, check_snapshot, differences,
                                                      position_of, produce, time_of)
 from tests.integration.test_rebuild_equals_live import SECRET, summaries_recount, tables
@@ -147,3 +151,54 @@ def test_a_round_takes_the_same_share_of_every_partition(stored, ends, limit, wa
     starts, cut = catchup.round_range(stored, ends, limit)
     assert sum(cut[tp] - starts[tp] for tp in ends) <= limit
     assert catchup.backlog(stored, ends) == sum(max(0, e - stored.get(tp, -1) - 1) for tp, e in ends.items())
+
+
+async def _produce_bookings(settings, first: int, count: int, start: datetime) -> None:
+    producer = names.new_producer(settings)
+    await producer.start()
+    try:
+        pending = []
+        for n in range(first, first + count):
+            expert = f"ex{n % 25}"
+            booking = s.booking_created(expert, f"m{n}", f"person{n % 700}@example.com", f"Person {n % 700}",
+                                        start + timedelta(hours=n))
+            pending.append(await producer.send(settings.topic(names.BOOKINGS), key=expert.encode(),
+                                               value=json.dumps(booking).encode()))
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def test_a_worker_far_behind_catches_up_in_bulk_when_it_starts_and_when_it_falls_behind():
+    url = await fresh_pg_database()
+    await migrate(url)
+    settings = settings_for(url, catchup_threshold=1_500, catchup_max_records=1_000, catchup_check_seconds=2.0)
+    await names.ensure_topics(settings)
+    start = datetime.now(timezone.utc) + timedelta(days=30)
+    await _produce_bookings(settings, 0, 3_000, start)
+    topics = [settings.topic(n) for n in names.PROJECTED]
+    engine = make_engine(url)
+    worker = WorkerProcess(settings, name="worker-catchup").start()
+
+    def log() -> str:
+        return worker.log_path.read_text()
+
+    async def caught_up(total: int) -> bool:
+        ends = await names.end_offsets(settings, topics)
+        async with engine.connect() as conn:
+            booked = (await conn.execute(text("SELECT coalesce(sum(appointments), 0) FROM customers"))).scalar()
+            stored = await catchup.stored_offsets(conn, 1)
+        return booked == total and catchup.backlog(stored, ends) == 0
+    try:
+        await eventually(lambda: caught_up(3_000), timeout=90)
+        assert log().count("catching up in bulk") == 1  # at its start: 3,000 behind, over the threshold
+        assert "round of" in log()
+        # a burst the batches cannot take in two checks: the worker starts again and folds it
+        await _produce_bookings(settings, 3_000, 30_000, start)
+        await eventually(lambda: caught_up(33_000), timeout=180)
+        assert "starting again to catch up in bulk" in log(), log()[-3000:]
+        assert log().count("catching up in bulk") >= 2
+        assert worker.alive()
+    finally:
+        worker.stop()
+        await engine.dispose()
