@@ -3,6 +3,10 @@ export PYTHONPATH := $(CURDIR)
 
 .PHONY: install infra-up infra-down up test test-unit test-integration test-e2e test-faults bench compose-check
 
+# Unset, ENVIRONMENT means production: every development target says which environment it is.
+up: export ENVIRONMENT = local
+test test-unit test-integration test-e2e test-faults bench: export ENVIRONMENT = test
+
 install:
 	$(PYTHON) -m pip install -q -e '.[test]'
 

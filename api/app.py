@@ -5,8 +5,10 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -19,6 +21,7 @@ from api.profiles import Profiles
 from api.ops import ApiMetrics, LagProbe
 from api.routes import admin, customers, export, insights, metrics, notes, pages, profiles, session
 from api.web import HERE, SignInRequired, sign_in_url, templates
+from customers.bodies import BodyLimit, shown_errors
 from customers.settings import Settings
 from projections.queries import make_engine
 
@@ -41,6 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.notes = Notes(app.state.engine, app.state.commands, settings.notes_visible_wait_seconds)
     app.state.profiles = Profiles(app.state.notes)
 
+    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)  # inside: its 413 gets the headers
     app.add_middleware(SecurityHeaders)
     app.add_middleware(AccessLog)
 
@@ -53,6 +57,10 @@ def create_app(settings: Settings) -> FastAPI:
         if exc.status_code == 405:  # Allow: every method of the path, not only the first route's
             exc.headers = {**(exc.headers or {}), "Allow": ", ".join(_methods_of(app, request))}
         return await http_exception_handler(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError):  # what was sent, shortened
+        return JSONResponse({"detail": jsonable_encoder(shown_errors(exc.errors()))}, status_code=422)
 
     return app
 

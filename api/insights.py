@@ -11,7 +11,10 @@ from typing import Any
 
 from projections.queries import PERIOD_METRICS
 
-MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+# a real month, 0001-01 to 9999-12 (no lookaround: the routes' pydantic patterns use the same text)
+MONTH_PATTERN = r"^(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})-(0[1-9]|1[0-2])$"
+MONTH = re.compile(MONTH_PATTERN)
+FIRST_MONTH = 12  # the index of 0001-01
 MAX_MONTHS = 36
 DEFAULT_MONTHS = 12
 TOP = 10
@@ -31,12 +34,13 @@ def _month(index: int) -> str:
 
 
 def months_between(first: str | None, last: str | None, now: datetime) -> list[str]:
-    """The months asked for: default the last 12 up to this one (UTC), at most 36."""
+    """The months asked for: default the last 12 up to this one (UTC), at most 36. A `from`
+    computed from `to` starts no earlier than 0001-01."""
     for name, value in (("from", first), ("to", last)):
         if value is not None and not MONTH.fullmatch(value):
             raise BadRange(f"{name}: a month is YYYY-MM")
     end = _index(last) if last else _index(now.strftime("%Y-%m"))
-    start = _index(first) if first else end - DEFAULT_MONTHS + 1
+    start = _index(first) if first else max(end - DEFAULT_MONTHS + 1, FIRST_MONTH)
     if first and not last:
         end = min(start + DEFAULT_MONTHS - 1, _index(now.strftime("%Y-%m")))
         end = max(end, start)

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from api.notes import Notes, NotFound
 from projections import queries
+from customers.bodies import shorten
 from customers.commands import (MAX_FIELDS, CommunicationLogged, CustomerArchived, CustomerFieldsSet,
                                   CustomerTagsSet, CustomerUnarchived, FieldDefinition, FieldsDefined, field_value,
                                   normalise_tags)
@@ -35,7 +36,7 @@ def checked_values(definitions: list[dict[str, Any]], values: dict[str, Any]) ->
     for key, value in values.items():
         definition = by_key.get(key)
         if definition is None:
-            raise Invalid(f"fields.{key}", "no such custom field")
+            raise Invalid(f"fields.{shorten(key)}", "no such custom field")
         if value is None:
             out[key] = None
             continue

@@ -1,17 +1,20 @@
 """Card numbers in free text: found by digits and the Luhn check, replaced by a mask.
 
-One scan for everything the service writes: log lines, dead letters, note bodies and
-cancellation reasons (masked when the event or command is validated, so before it is published
-by the intake or the notes API, and again when the worker decodes it).
+One scan for everything the service writes: log lines, dead letters, and every free text an
+event or command carries (`CardSafe`: masked when the model is validated, so before the intake
+or the API publishes it, and again when the worker decodes it).
 """
 
 from __future__ import annotations
 
 import re
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ -]?\d)*")  # digits, in groups split by one space or dash
 GROUP = re.compile(r"\d+")
-MASK = "[card-number-removed]"
+MASK = "[card number]"  # 13 characters: never longer than the 13 to 19 digits it replaces
 
 
 def _luhn(digits: str) -> bool:
@@ -51,3 +54,9 @@ def _mask_run(run: str) -> str:
 def mask_card_numbers(text: str) -> str:
     """Mask card numbers (13 to 19 digits passing the Luhn check, in one piece or in groups)."""
     return DIGIT_RUN.sub(lambda m: _mask_run(m.group(0)), text)
+
+
+CardSafe = Annotated[str, AfterValidator(mask_card_numbers)]
+"""Free text that is published or stored (note bodies, summaries, subjects, reasons, tags, field
+labels, choices and values): card numbers masked whenever a model validates it. Constraints given
+with `= Field(...)` apply to the text as written, before the mask."""

@@ -10,7 +10,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
-from customers.cards import mask_card_numbers
+from customers.cards import CardSafe
 from customers.events import as_utc
 from customers.ids import email_hash
 
@@ -31,11 +31,8 @@ class NoteAdded(_Command):
     note_id: str
     expert_id: str
     customer_id: str
-    body: str = Field(min_length=1, max_length=10_000)
+    body: CardSafe = Field(min_length=1, max_length=10_000)
     created_at: datetime
-
-    # card numbers masked when the API builds the command (before it is published) and on decoding
-    _masked = field_validator("body")(classmethod(lambda cls, v: mask_card_numbers(v)))
 
 
 class NoteDeleted(_Command):
@@ -69,7 +66,7 @@ FIELD_TYPES = ("text", "number", "date", "boolean", "choice")
 MAX_FIELDS = 50
 MAX_TAGS = 20
 MAX_TEXT_VALUE = 500
-FieldValue = Union[bool, int, float, str]
+FieldValue = Union[bool, int, float, CardSafe]  # text values masked as any free text
 
 
 class FieldDefinition(BaseModel):
@@ -77,9 +74,9 @@ class FieldDefinition(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     key: str = Field(pattern=FIELD_KEY)
-    label: str = Field(min_length=1, max_length=80, pattern=r"^[^\x00]*$")
+    label: CardSafe = Field(min_length=1, max_length=80, pattern=r"^[^\x00]*$")
     type: Literal["text", "number", "date", "boolean", "choice"]
-    choices: list[Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[^\x00]*$")]] | None = \
+    choices: list[Annotated[CardSafe, Field(min_length=1, max_length=80, pattern=r"^[^\x00]*$")]] | None = \
         Field(default=None, max_length=50)
 
     @model_validator(mode="after")
@@ -132,7 +129,7 @@ def field_value(definition: FieldDefinition, value: object) -> FieldValue:
     value = value.strip()
     if not 1 <= len(value) <= MAX_TEXT_VALUE:
         raise ValueError(f"must be 1 to {MAX_TEXT_VALUE} characters")
-    return mask_card_numbers(value)
+    return value
 
 
 def canonical(value: FieldValue) -> str:
@@ -183,17 +180,12 @@ class CustomerFieldsSet(_OnCustomer):
     type: Literal["customer.fields_set"] = "customer.fields_set"
     values: dict[Annotated[str, Field(pattern=FIELD_KEY)], FieldValue | None] = Field(max_length=MAX_FIELDS)
 
-    @field_validator("values")
-    @classmethod
-    def _masked(cls, v: dict) -> dict:
-        return {k: mask_card_numbers(x) if isinstance(x, str) else x for k, x in v.items()}
-
 
 class CustomerTagsSet(_OnCustomer):
     """The customer's whole set of tags."""
 
     type: Literal["customer.tags_set"] = "customer.tags_set"
-    tags: list[str] = Field(max_length=MAX_TAGS)
+    tags: list[CardSafe] = Field(max_length=MAX_TAGS)
 
     _normalised = field_validator("tags")(classmethod(lambda cls, v: normalise_tags(v)))
 
@@ -212,10 +204,9 @@ class CommunicationLogged(_OnCustomer):
     type: Literal["communication.logged"] = "communication.logged"
     communication_id: str = Field(pattern=r"^cm_[0-9a-f]{32}$")
     channel: Literal["phone", "email", "message", "in_person"]
-    summary: str = Field(min_length=1, max_length=2000)
+    summary: CardSafe = Field(min_length=1, max_length=2000)
     at: datetime
 
-    _masked = field_validator("summary")(classmethod(lambda cls, v: mask_card_numbers(v)))
     _utc = field_validator("at")(classmethod(lambda cls, v: as_utc(v)))
 
 

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
-from customers.cards import mask_card_numbers
+from customers.cards import CardSafe
 
 
 def normalise_email(email: str) -> str:
@@ -145,11 +145,8 @@ class BookingRescheduled(_BookingEvent, _Scheduled):
 
 class BookingCancelled(_BookingEvent):
     type: Literal["booking.cancelled"]
-    reason: str | None = Field(default=None, max_length=REASON)
+    reason: CardSafe | None = Field(default=None, max_length=REASON)
     cancelled_by: Literal["customer", "expert", "system"] | None = None
-
-    # free text that is published and stored: card numbers masked at the door and on decoding
-    _masked = field_validator("reason")(classmethod(lambda cls, v: mask_card_numbers(v) if v else v))
 
 
 class BookingNoShow(_BookingEvent):

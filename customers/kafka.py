@@ -9,7 +9,8 @@ from typing import Iterable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import MessageSizeTooLargeError, TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
 from customers.events import parse_booking_event
 from customers.settings import Settings
@@ -24,7 +25,10 @@ COMMUNICATIONS = "communications"  # message.sent, keyed by expert
 EMAIL_EVENTS = "email-events"  # verified email-provider webhooks, keyed by the provider's email id
 SOURCES = (BOOKINGS, STRIPE_EVENTS, COMMANDS, COMMUNICATIONS, EMAIL_EVENTS)
 PROJECTED = (BOOKINGS, ACTIVITY, COMMANDS, COMMUNICATIONS, EMAIL_EVENTS)
+# every topic that has a `.dlq` beside it (`customers dlq list/retry` reads them all)
+DEAD_LETTERED = (BOOKINGS, STRIPE_EVENTS, ACTIVITY, COMMANDS, COMMUNICATIONS, EMAIL_EVENTS)
 FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
+DAY_MS = 86_400_000
 MAX_RECORD_BYTES = 1 << 20  # the producer's max_request_size (and the broker's default message.max.bytes)
 
 
@@ -33,12 +37,22 @@ def dlq(name: str) -> str:
 
 
 def all_topics(settings: Settings) -> list[str]:
-    names = [BOOKINGS, STRIPE_EVENTS, ACTIVITY, COMMANDS, COMMUNICATIONS, EMAIL_EVENTS]
-    return [settings.topic(n) for n in names + [dlq(n) for n in names]]
+    return [settings.topic(n) for n in DEAD_LETTERED + tuple(dlq(n) for n in DEAD_LETTERED)]
+
+
+def dead_letter_retention(settings: Settings) -> dict[str, str]:
+    """A dead-letter topic keeps its letters `DLQ_RETENTION_DAYS` (they hold personal data)."""
+    return {"retention.ms": str(round(settings.dlq_retention_days * DAY_MS)), "retention.bytes": "-1"}
+
+
+def topic_configs(settings: Settings, name: str) -> dict[str, str]:
+    return dead_letter_retention(settings) if name.endswith(".dlq") else dict(FOREVER)
 
 
 async def ensure_topics(settings: Settings, timeout: float | None = 60.0) -> None:
-    """Create every topic the service uses (idempotent). Source topics are retained forever.
+    """Create every topic the service uses (idempotent). Source topics are retained forever,
+    dead-letter topics `DLQ_RETENTION_DAYS`; a dead-letter topic made with another retention gets
+    this one.
 
     Waits for the broker for `timeout` seconds (None: until it answers, with a warning every 30 s).
     """
@@ -60,7 +74,8 @@ async def ensure_topics(settings: Settings, timeout: float | None = 60.0) -> Non
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(name, num_partitions=settings.topic_partitions, replication_factor=1, topic_configs=dict(FOREVER))
+            NewTopic(name, num_partitions=settings.topic_partitions, replication_factor=1,
+                     topic_configs=topic_configs(settings, name))
             for name in all_topics(settings) if name not in existing
         ]
         if wanted:
@@ -68,8 +83,33 @@ async def ensure_topics(settings: Settings, timeout: float | None = 60.0) -> Non
                 await admin.create_topics(wanted)
             except TopicAlreadyExistsError:
                 pass
+        await _retain_dead_letters(admin, settings, [n for n in all_topics(settings) if n.endswith(".dlq")])
     finally:
         await admin.close()
+
+
+async def _retain_dead_letters(admin: AIOKafkaAdminClient, settings: Settings, names: list[str]) -> None:
+    """Set the dead-letter retention on existing `.dlq` topics whose retention differs (made
+    before it was finite, or with another `DLQ_RETENTION_DAYS`). Altering replaces the topic's
+    own settings by these two, the only ones the service gives a topic. A broker that refuses
+    is logged, never fatal: the topics work either way."""
+    if not names:
+        return
+    wanted = dead_letter_retention(settings)
+    try:
+        described = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, n, dict.fromkeys(wanted)) for n in names])
+        stale = [name for response in described for error, _msg, _kind, name, entries in response.resources
+                 if not error and {e[0]: e[1] for e in entries} != wanted]
+        if not stale:
+            return
+        altered = await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, n, wanted) for n in stale])
+        refused = [(name, msg or error) for response in altered for error, msg, _kind, name in response.resources
+                   if error]
+    except KafkaError as exc:
+        refused = [(", ".join(names), type(exc).__name__)]
+    for name, why in refused:
+        log.warning("could not set the dead-letter retention of %s: %s", name, why)
 
 
 def new_producer(settings: Settings, **kw) -> AIOKafkaProducer:

@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import Field, TypeAdapter, field_validator
 
-from customers.cards import mask_card_numbers
+from customers.cards import CardSafe
 from customers.events import EVENT_ID, ID, _Model, as_utc, check_email
 
 SUBJECT = 300
@@ -55,11 +55,10 @@ class MessageSent(_Model):
     meeting_id: str | None = Field(default=None, min_length=1, max_length=ID)
     channel: Literal["email", "sms"]
     kind: Literal["confirmation", "reminder", "receipt", "cancellation", "follow_up", "other"]
-    subject: str = Field(default="", max_length=SUBJECT)
+    subject: CardSafe = Field(default="", max_length=SUBJECT)
     provider_message_id: str | None = Field(default=None, min_length=1, max_length=PROVIDER_ID)
 
     _utc = field_validator("occurred_at")(classmethod(lambda cls, v: as_utc(v)))
-    _masked = field_validator("subject")(classmethod(lambda cls, v: mask_card_numbers(v)))
 
 
 message_adapter: TypeAdapter[MessageSent] = TypeAdapter(MessageSent)

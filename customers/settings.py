@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -25,12 +27,16 @@ DEVELOPMENT_SECRETS = frozenset({
 MIN_SECRET_BYTES = 32
 SECRETS = ("auth_jwt_secret", "ingest_token", "stripe_webhook_secret", "customer_id_secret", "stripe_api_key",
            "resend_webhook_secret")
+ROTATED_SECRETS = ("stripe_webhook_secret", "resend_webhook_secret")  # comma-separated lists
+WEBHOOK_SECRET_PREFIX = "whsec_"
+SVIX_MIN_KEY_BYTES = 24  # the email provider's keys are 24 random bytes
+STRIPE_KEY_PREFIXES = ("sk_", "rk_")  # secret and restricted API keys
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", hide_input_in_errors=True)  # no secret in logs
 
-    environment: str = "local"  # local | test | production (any other: production's rules)
+    environment: str = "production"  # local | test | production (any other, or unset: production's rules)
     kafka_bootstrap_servers: str = "localhost:9092"
     database_url: str = f"sqlite+aiosqlite:///{Path('data/customers.db').absolute()}"
     topic_prefix: str = ""
@@ -49,6 +55,9 @@ class Settings(BaseSettings):
     auth_jwt_audience: str = ""
     ingest_token: str = ""
     intake_max_body_bytes: int = Field(default=1 << 20, ge=1024)  # Stripe's events are far smaller
+    intake_max_events: int = Field(default=500, ge=1)  # events in one request of the booking platform
+    # bodies of the read API and pages: 50 field definitions of 50 choices each fit
+    api_max_body_bytes: int = Field(default=256 << 10, ge=1024)
     customer_id_secret: str = DEV_PLACEHOLDER
 
     dev_sign_in: bool = False
@@ -61,15 +70,28 @@ class Settings(BaseSettings):
     # how often the worker applies the passing of time (appointments becoming past): at least once a minute
     sweep_interval_seconds: float = Field(default=30.0, gt=0, le=60)
     dlq_max_attempts: int = 3
+    # how long dead letters (originals with personal data) are kept before Kafka deletes them
+    dlq_retention_days: float = Field(default=14, gt=0, le=3650)
     # a worker that starts more than this many records behind folds the backlog in bulk (0: never)
     catchup_threshold: int = Field(default=50_000, ge=0)
     catchup_max_records: int = Field(default=100_000, ge=1_000)  # records per catch-up round
     catchup_max_rows: int = Field(default=1_000_000, ge=10_000)  # rows a catch-up holds before reloading (its memory)
+    catchup_check_seconds: float = Field(default=30.0, gt=0)  # how often a running worker compares its backlog with it
 
-    @field_validator("stripe_webhook_secret")
+    @field_validator(*ROTATED_SECRETS)
     @classmethod
     def _strip(cls, value: str) -> str:
         return ",".join(s.strip() for s in value.split(",") if s.strip())
+
+    @field_validator(*SECRETS)
+    @classmethod
+    def _in_its_format(cls, value: str, info: ValidationInfo) -> str:
+        """Every secret is checked in every environment: a malformed one stops the process here
+        rather than failing requests later."""
+        problem = _malformed(info.field_name, value)
+        if problem:
+            raise ValueError(f"{info.field_name.upper()} {problem}")
+        return value
 
     @field_validator("stripe_livemode", mode="before")
     @classmethod
@@ -128,6 +150,36 @@ class Settings(BaseSettings):
     @property
     def consumer_group(self) -> str:
         return f"{self.topic_prefix}customers-projection"
+
+
+def _malformed(name: str, value: str) -> str | None:
+    """Why `value` cannot work as the secret `name` (None: its format is right). Unset is no format."""
+    items = [s.strip() for s in value.split(",") if s.strip()] if name in ROTATED_SECRETS else [value]
+    for item in filter(None, items):
+        if item != item.strip() or not item.isprintable():
+            return "has surrounding spaces or control characters"
+        if name == "ingest_token" and not (item.isascii() and " " not in item):
+            return "must be ASCII without spaces (senders put it in an HTTP header)"
+        if name == "stripe_webhook_secret" and not (item.startswith(WEBHOOK_SECRET_PREFIX)
+                                                    and len(item) > len(WEBHOOK_SECRET_PREFIX)):
+            return "must start with whsec_, as Stripe shows the endpoint's signing secret (each one of a list)"
+        if name == "stripe_api_key" and not item.startswith(STRIPE_KEY_PREFIXES):
+            return "must be a Stripe secret or restricted key (sk_… or rk_…)"
+        if name == "resend_webhook_secret" and not _svix_key(item):
+            return (f"must be whsec_ followed by the base64 of at least {SVIX_MIN_KEY_BYTES} bytes, as the "
+                    "email provider shows the signing secret (each one of a list)")
+    return None
+
+
+def _svix_key(secret: str) -> bytes | None:
+    """The signing key of a Svix secret (`whsec_` + strict base64), None when it is not one."""
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        return None
+    try:
+        key = base64.b64decode(secret[len(WEBHOOK_SECRET_PREFIX):], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return key if len(key) >= SVIX_MIN_KEY_BYTES else None
 
 
 def _weak_secret(value: str, *, required: bool) -> str | None:

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 
 from customers.settings import Settings, get_settings
 
@@ -119,7 +120,8 @@ cli.add_typer(dlq_cli, name="dlq")
 
 
 @dlq_cli.command("list")
-def dlq_list(topic: str = typer.Option(None, help="bookings | stripe-events | customer-activity | customer-commands"),
+def dlq_list(topic: str = typer.Option(None, help="bookings | stripe-events | customer-activity | customer-commands | "
+                                                   "communications | email-events (default: all)"),
              full: bool = typer.Option(False, help="print each letter's original value too")) -> None:
     """List dead letters with their origin and error."""
     import json
@@ -253,9 +255,24 @@ def up(api_port: int = 8000, webhooks_port: int = 8001, demo: bool = True,
                 p.kill()
 
 
+def refusal(exc: ValidationError) -> str:
+    """The settings that stop a process, one a line, named as in the environment; never their values."""
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        name = ".".join(str(part) for part in error["loc"]).upper()
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"  {message}" if not name or message.startswith(name) else f"  {name}: {message}")
+    return "customers: refusing to start, the settings are invalid:\n" + "\n".join(lines)
+
+
 def main() -> None:
     logging.captureWarnings(True)
-    cli()
+    try:
+        cli()
+    except ValidationError as exc:  # a setting, not a bug: a short message and a failed exit, no traceback
+        if exc.title != Settings.__name__:
+            raise
+        raise SystemExit(refusal(exc)) from None
 
 
 if __name__ == "__main__":

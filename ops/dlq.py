@@ -15,7 +15,7 @@ from aiokafka.structs import OffsetAndMetadata
 from customers import kafka as names
 from customers.settings import Settings
 
-DEAD_LETTERED = (names.BOOKINGS, names.STRIPE_EVENTS, names.ACTIVITY, names.COMMANDS)
+DEAD_LETTERED = names.DEAD_LETTERED  # every topic with a `.dlq`
 
 
 def _letter(record) -> dict[str, Any]:

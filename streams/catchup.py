@@ -234,7 +234,7 @@ async def _rounds(settings: Settings, conn, version: int, topics: list[str], don
         while True:
             ends_now = await end_offsets(settings, topics)
             left = backlog(positions, ends_now)
-            if not left or (done.rounds and left <= threshold):
+            if left <= threshold:  # another worker may have caught up while this one waited for the lock
                 break
             result, clock = Round(), time.monotonic()
 

@@ -1,5 +1,5 @@
-"""`customers worker` with a fault the tests install: SIGKILL right after the Nth database commit,
-before Kafka's commit. The service itself has no such switch.
+"""`customers worker` with a fault the tests install: SIGKILL right after the Nth database commit
+that applied records, before Kafka's commit. The service itself has no such switch.
 
     python -m testing.faulty_worker --kill-after-batches N [--metrics-port P]
 """
@@ -21,14 +21,17 @@ log = logging.getLogger("customers.worker")
 
 def kill_after(batches: int):
     """A hook for `streams.worker.run`: wraps the applier's `applied` callback (told of every
-    committed batch) so the process dies by SIGKILL once `batches` have been committed."""
+    committed batch) so the process dies by SIGKILL once `batches` that applied records (not only
+    skipped records the database had) have been committed."""
 
     def install(agents: Agents) -> None:
         told, committed = agents.applier.applied, 0
 
-        def applied(*args) -> None:
+        def applied(result, *args) -> None:
             nonlocal committed
-            told(*args)
+            told(result, *args)
+            if not result.fresh:
+                return
             committed += 1
             if committed >= batches:
                 log.warning("fault injection: killing the worker after a database commit")

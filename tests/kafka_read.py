@@ -18,4 +18,4 @@ async def topic_names(bootstrap: str, prefix: str) -> list[str]:
 
 
 async def read_all(bootstrap: str, topic: str) -> list:
-    return await _read_all(Settings(kafka_bootstrap_servers=bootstrap), topic)
+    return await _read_all(Settings(environment="test", kafka_bootstrap_servers=bootstrap), topic)

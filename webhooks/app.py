@@ -20,11 +20,12 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest, CONTE
 from pydantic import ValidationError
 
 from customers import kafka as names
+from customers.bodies import BodyLimit
 from customers.events import parse_booking_event
 from customers.messages import DELIVERY, email_event_adapter, parse_message_event, provider_type
 from customers.settings import Settings
 from customers.stripe_facts import NotAStripeEvent, check_event, object_key, to_fact
-from webhooks.guards import BodyLimit, TooDeep, bearer_matches, check_record_sizes, parse_json, stripe_refusal
+from webhooks.guards import TooDeep, bearer_matches, check_record_sizes, parse_json, stripe_refusal
 from webhooks.openapi import BOOKINGS_DOC, MESSAGES_DOC, RESEND_DOC, STRIPE_DOC, describe
 from webhooks.svix import verify_svix
 
@@ -90,13 +91,14 @@ def verify_stripe(payload: bytes, signature: str | None, secrets: list[str]) -> 
 
 
 def foreign_event(event: dict, settings: Settings) -> tuple[str, str] | None:
-    """(reason, detail) when a verified event is not for this deployment: another Stripe mode, or a
-    connected account's event on an endpoint that is not a Connect endpoint."""
+    """(reason, detail) when a verified event is not for this deployment: another Stripe mode or none
+    (`livemode` must be exactly this deployment's boolean), or a connected account's event on an endpoint that is not a Connect endpoint."""
     livemode = event.get("livemode")
-    if isinstance(livemode, bool) and livemode != settings.livemode:
-        mode = "live" if livemode else "test"
-        return "livemode", (f"a {mode}-mode event; this service takes "
-                            f"{'live' if settings.livemode else 'test'}-mode events (STRIPE_LIVEMODE)")
+    if livemode is not settings.livemode:  # only the expected boolean: missing, text or numbers are refused
+        wanted = f"this service takes {'live' if settings.livemode else 'test'}-mode events (STRIPE_LIVEMODE)"
+        if not isinstance(livemode, bool):
+            return "livemode", f"the event's livemode field must be true or false; {wanted}"
+        return "livemode", f"a {'live' if livemode else 'test'}-mode event; {wanted}"
     if event.get("account") and not settings.stripe_connect_endpoint:
         return "connected_account", ("an event of a connected account; this endpoint is not a Connect endpoint "
                                      "(STRIPE_CONNECT_ENDPOINT)")
@@ -133,7 +135,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="customers intake", lifespan=lifespan)
     app.state.intake = intake
 
-    app.add_middleware(BodyLimit, max_bytes=settings.intake_max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.intake_max_body_bytes)  # every endpoint
     app.add_middleware(CountOutcomes, counter=intake.outcomes)
 
     @app.post("/webhooks/stripe", **STRIPE_DOC)
@@ -161,6 +163,9 @@ def create_app(settings: Settings) -> FastAPI:
         except ValueError:
             return JSONResponse({"detail": "body is not JSON", "errors": []}, status_code=422)
         items = body if isinstance(body, list) else [body]
+        if len(items) > settings.intake_max_events:
+            raise HTTPException(413, f"more than {settings.intake_max_events} events in one request; "
+                                     "nothing was published")
         errors, events = [], []
         for index, item in enumerate(items):
             try:
@@ -195,7 +200,8 @@ def create_app(settings: Settings) -> FastAPI:
         except ValidationError as exc:
             fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
             raise HTTPException(400, f"the event cannot be stored: {', '.join(fields)}") from exc
-        await intake.publish(names.EMAIL_EVENTS, [(event.email_id, payload)])
+        # only what the read model keeps (which email, what, when): not the subject, not the addresses
+        await intake.publish(names.EMAIL_EVENTS, [(event.email_id, event.model_dump_json().encode())])
         return {"received": True, "id": message_id, "published": True}
 
     @app.get("/healthz", include_in_schema=False)

@@ -1,7 +1,10 @@
 """What the intake refuses before anything is published.
 
-- a body larger than `INTAKE_MAX_BODY_BYTES`: 413, from its `Content-Length` before it is read,
-  or as soon as the bytes received pass the limit (chunked bodies);
+- a body larger than `INTAKE_MAX_BODY_BYTES`, on every endpoint: 413, from its `Content-Length`
+  before it is read, or as soon as the bytes received pass the limit (chunked bodies); the rest of
+  the body is read and thrown away first, boundedly, so that the sender reads the 413
+  (`customers.bodies.BodyLimit`);
+- more than `INTAKE_MAX_EVENTS` events in one request of the booking platform: 413;
 - JSON nested too deeply to parse: 400;
 - an `Authorization` header that is not the ingest token, whatever characters it holds: 401;
 - a Stripe event naming ids the read model cannot store (longer than their columns, NUL, lone
@@ -21,48 +24,14 @@ from typing import Any, Iterable
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from fastapi import HTTPException
 from pydantic import ValidationError
-from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
 
 from customers.cards import mask_card_numbers
 from customers.kafka import MAX_RECORD_BYTES
-
-BODY_LIMITED = ("/webhooks/stripe", "/events/bookings")
 
 STRIPE_EVENT_ID, STRIPE_EVENT_TYPE, STRIPE_ID, EMAIL = 255, 100, 200, 320
 # what a Stripe event's payment fact puts in a column, by field name; any other `id` or `*_id`
 # is a Stripe id, stored in a String(STRIPE_ID) column
 FACT_LIMITS = {"stripe_event_id": STRIPE_EVENT_ID, "stripe_event_type": STRIPE_EVENT_TYPE, "customer_email": EMAIL}
-
-
-class BodyLimit:
-    """Caps request bodies of `paths` at `max_bytes` (plain ASGI)."""
-
-    def __init__(self, app, max_bytes: int, paths: Iterable[str] = BODY_LIMITED) -> None:
-        self.app, self.max_bytes, self.paths = app, max_bytes, frozenset(paths)
-
-    def _too_large(self) -> str:
-        return f"the body is larger than {self.max_bytes} bytes"
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.paths:
-            return await self.app(scope, receive, send)
-        declared = Headers(scope=scope).get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            status, detail = (413, self._too_large()) if declared.isdigit() else (400, "bad Content-Length")
-            return await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
-        received = 0
-
-        async def counted():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:  # stop reading: the route answers 413
-                    raise HTTPException(413, self._too_large())
-            return message
-
-        await self.app(scope, counted, send)
 
 
 class TooDeep(ValueError):

@@ -38,7 +38,8 @@ BOOKING_SCHEMAS = _bookings.pop("$defs", {})
 
 _refusals = {
     400: {"model": Detail, "description": "JSON nested too deeply to read"},
-    413: {"model": Detail, "description": "the body (or one event) is larger than the intake or Kafka takes"},
+    413: {"model": Detail, "description": "the body (or one event) is larger than the intake or Kafka takes, "
+                                          "or it holds more events than one request may (INTAKE_MAX_EVENTS)"},
     503: {"model": Detail, "description": "Kafka did not acknowledge; retry later (`Retry-After`)"},
 }
 

@@ -14,12 +14,11 @@ from pydantic import BaseModel, Field
 
 from api.auth import PrincipalDep
 from api.deps import ConnDep, NowDep
-from api.insights import BadRange, Figures, figures, months_between
+from api.insights import MONTH_PATTERN, BadRange, Figures, figures, months_between
 from api.schemas import errors
 from projections import queries
 
 router = APIRouter(prefix="/api/insights", tags=["insights"])
-MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
 
 
 class MonthMoney(BaseModel):
@@ -91,7 +90,8 @@ async def read(conn, expert_id: str, first: str | None, last: str | None, now: d
 @router.get("", response_model=Insights, response_model_by_alias=True, responses=errors(400))
 async def get_insights(principal: PrincipalDep, conn: ConnDep, now: NowDep,
                        first: str | None = Query(default=None, alias="from", pattern=MONTH_PATTERN,
-                                                 description="first month, YYYY-MM (default: 11 months before `to`)"),
+                                                 description="first month, YYYY-MM, 0001-01 to 9999-12 "
+                                                             "(default: 11 months before `to`, not before 0001-01)"),
                        last: str | None = Query(default=None, alias="to", pattern=MONTH_PATTERN,
                                                 description="last month, YYYY-MM (default: this month, UTC)")) -> dict:
     """Per month: new and returning customers, appointments completed (as of `counted_as_of`, the

@@ -20,6 +20,7 @@ from api.schemas import detail, summary
 from api.charts import Series, stacked_bars
 from api.routes.insights import read
 from api.web import money, page_principal, templates
+from customers.commands import MAX_FIELDS, MAX_TAGS, MAX_TEXT_VALUE
 from projections import queries
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
@@ -41,9 +42,30 @@ NOTICES = {
     "unarchived": "Customer back in your list.",
     "logged": "Contact logged.",
     "saved-pending": "Saved. It will show here in a moment.",
-    "invalid": "That could not be saved: ",
+    "invalid": "That could not be saved.",
 }
 ERRORS = ("empty", "unavailable", "gone", "invalid")
+# why a form was refused: the address carries the code, the page shows the text; an unknown code
+# shows nothing more than "That could not be saved." (no text of the address reaches the page)
+PROBLEMS = {
+    "channel-and-summary": "a channel and a summary are needed",
+    "not-a-time": "the time is not a date and time",
+    "tag-length": "each tag must be 1 to 40 characters",
+    "tag-nul": "a tag must not contain NUL",
+    "tag-count": f"at most {MAX_TAGS} tags",
+    "field-count": f"at most {MAX_FIELDS} values",
+    "no-field": "no such custom field",
+    "boolean": "must be true or false",
+    "number": "must be a number",
+    "finite": "must be a finite number",
+    "range": "is out of range",
+    "string": "must be a string",
+    "nul": "must not contain NUL",
+    "date": "must be a date, YYYY-MM-DD",
+    "choice": "must be one of the field's choices",
+    "text-length": f"must be 1 to {MAX_TEXT_VALUE} characters",
+    "unfit": "the value does not fit",
+}
 
 
 @router.get("/customers", response_class=HTMLResponse)
@@ -77,16 +99,16 @@ async def customers_page(
 @router.get("/customers/{customer_id}", response_class=HTMLResponse)
 async def customer_page(request: Request, customer_id: str, user: PageUser, conn: ConnDep, now: NowDep,
                         settings: SettingsDep,
-                        notice: str | None = None, problem: str | None = Query(default=None, max_length=300)):
+                        notice: str | None = None,
+                        problem: str | None = Query(default=None, max_length=40),
+                        field: str | None = Query(default=None, max_length=40)):
     found = await queries.customer_detail(conn, user.expert_id, customer_id) \
         if valid_customer_id(customer_id) else None
     if found is None:
         return templates.TemplateResponse(request, "not_found.html", {"user": user}, status_code=404)
     customer = detail(found, now, settings.livemode)
     upcoming = [a for a in customer.appointments if a.status in ("upcoming", "in_progress")]
-    text = NOTICES.get(notice or "")
-    if notice == "invalid" and problem:
-        text = f"{text}{problem[:200]}"
+    text = _notice(notice, problem, field, found.get("definitions", []))
     stored = dict(found["profile"].fields) if found.get("profile") is not None else {}
     return templates.TemplateResponse(request, "customer.html", {
         "user": user, "c": customer, "upcoming": list(reversed(upcoming)),
@@ -96,9 +118,27 @@ async def customer_page(request: Request, customer_id: str, user: PageUser, conn
     })
 
 
-def _back(customer_id: str, notice: str, anchor: str = "notes", problem: str | None = None) -> RedirectResponse:
-    extra = f"&{urlencode({'problem': problem})}" if problem else ""
-    return RedirectResponse(f"/customers/{customer_id}?notice={notice}{extra}#{anchor}", status_code=303)
+def _notice(notice: str | None, problem: str | None, field: str | None, definitions: list[dict]) -> str | None:
+    """The message for the codes in the address, from `NOTICES` and `PROBLEMS` only; a field is
+    named by the label of the expert's own field with that key."""
+    text = NOTICES.get(notice or "")
+    if notice != "invalid" or problem not in PROBLEMS:
+        return text
+    label = next((d["label"] for d in definitions if field and d.get("key") == field), None)
+    return f"That could not be saved: {f'{label}: ' if label else ''}{PROBLEMS[problem]}."
+
+
+def _back(customer_id: str, notice: str, anchor: str = "notes", problem: str | None = None,
+          field: str | None = None) -> RedirectResponse:
+    """Back to the customer's page; `problem` is a key of `PROBLEMS`, `field` a custom field's key."""
+    codes = {k: v for k, v in (("notice", notice), ("problem", problem), ("field", field)) if v}
+    return RedirectResponse(f"/customers/{customer_id}?{urlencode(codes)}#{anchor}", status_code=303)
+
+
+def _refused(exc: Invalid) -> tuple[str, str | None]:
+    """(the `PROBLEMS` code of a refusal, the custom field it names, if any)."""
+    code = next((c for c, text in PROBLEMS.items() if text == exc.message), "unfit")
+    return code, exc.field.removeprefix("fields.") if exc.field.startswith("fields.") else None
 
 
 @router.post("/customers/{customer_id}/notes")
@@ -134,7 +174,8 @@ async def _saved(request: Request, user, customer_id: str, action, done: str, an
     except NotFound:
         return templates.TemplateResponse(request, "not_found.html", {"user": user}, status_code=404)
     except Invalid as exc:
-        return _back(customer_id, "invalid", anchor, problem=f"{exc.field.split('.')[-1]}: {exc.message}")
+        problem, field = _refused(exc)
+        return _back(customer_id, "invalid", anchor, problem=problem, field=field)
     except CommandsUnavailable:
         return _back(customer_id, "unavailable", anchor)
     return _back(customer_id, done if visible else "saved-pending", anchor)
@@ -197,12 +238,12 @@ async def log_form(request: Request, customer_id: str, user: PageUser, service: 
 
     text = summary.replace("\x00", "").strip()
     if not text or channel not in ("phone", "email", "message", "in_person"):
-        return _back(customer_id, "invalid", "communications", problem="a channel and a summary are needed")
+        return _back(customer_id, "invalid", "communications", problem="channel-and-summary")
     try:
         when = datetime.fromisoformat(at) if at else now
         when = when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
     except ValueError:
-        return _back(customer_id, "invalid", "communications", problem="the time is not a date and time")
+        return _back(customer_id, "invalid", "communications", problem="not-a-time")
 
     async def logged() -> bool:
         _cid, row = await service.log_communication(user.expert_id, customer_id, channel, text, when, now)

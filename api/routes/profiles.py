@@ -68,7 +68,8 @@ async def put_custom_fields(principal: PrincipalDep, service: ProfilesDep, now: 
 
 @router.put("/api/customers/{customer_id}/fields", status_code=204, response_class=Response, responses=WRITTEN)
 async def put_fields(customer_id: str, principal: PrincipalDep, service: ProfilesDep, now: NowDep,
-                     values: Annotated[dict[str, bool | int | float | str | None], Body()]) -> Response:
+                     values: Annotated[dict[str, bool | int | float | str | None], Body(max_length=MAX_FIELDS)]
+                     ) -> Response:
     """Set the named fields (each checked against its definition); `null` clears one."""
     return await _write(service.set_fields(principal.expert_id, customer_id, values, now),
                         f"/api/customers/{customer_id}")

@@ -137,3 +137,30 @@ async def test_access_log_names_routes_never_emails_or_tokens(site, caplog):
     assert lines[2].startswith("GET /api/customers/{customer_id} 404 ")
     text = "\n".join(lines)
     assert "@" not in text and "example.com" not in text and token not in text and token[:20] not in text
+
+
+async def test_the_page_shows_only_messages_the_service_wrote(site):
+    ana = (await site.api.client.get("/api/customers", params={"email": "ana@example.com"},
+                                     headers=site.stack.auth(site.a))).json()["customers"][0]
+    page = f"/customers/{ana['id']}"
+    forged = await site.page(page, notice="invalid", problem="your card was declined, call +1 555 0100")
+    assert forged.status_code == 200 and "declined" not in forged.text and "555" not in forged.text
+    assert "That could not be saved." in forged.text
+    assert "call us" not in (await site.page(page, notice="call us now")).text
+
+    r = await site.api.client.post(f"{page}/tags", data={"tags": "x" * 41}, cookies=site.cookie(), headers=ORIGIN)
+    assert r.status_code == 303 and "problem=tag-length" in r.headers["location"]
+    shown = await site.api.client.get(r.headers["location"].split("#")[0], cookies=site.cookie())
+    assert "That could not be saved: each tag must be 1 to 40 characters." in shown.text
+
+
+async def test_insights_months_are_real_months_on_the_page_and_the_api(site):
+    for params in ({"from": "0000-01", "to": "0000-12"}, {"to": "0000-05"}, {"from": "0000-12"}):
+        r = await site.page("/insights", **params)
+        assert r.status_code == 303 and r.headers["location"] == "/insights", params
+        api = await site.api.client.get("/api/insights", params=params, headers=site.stack.auth(site.a))
+        assert api.status_code == 422 and next(iter(params)) in api.text, params
+    early = await site.api.client.get("/api/insights", params={"to": "0001-05"}, headers=site.stack.auth(site.a))
+    assert early.status_code == 200 and early.json()["from"] == "0001-01" and early.json()["to"] == "0001-05"
+    assert (await site.page("/insights", to="0001-05")).status_code == 200
+    assert (await site.page("/insights", **{"from": "9999-12"})).status_code == 200

@@ -261,3 +261,18 @@ async def _applied_to(world, ends: dict) -> bool | None:
     finally:
         await engine.dispose()
     return all(stored.get(tp, -1) + 1 >= end for tp, end in ends.items() if end) or None
+
+
+async def test_a_report_is_published_without_its_recipient_sender_or_subject(world):
+    email_id = unique("re_private_")
+    body = json.dumps({"type": "email.delivered", "created_at": NOW.isoformat(),
+                       "data": {"email_id": email_id, "to": ["ana.private@example.com"], "from": "clinic@example.com",
+                                "subject": "Your results, Ana"}}).encode()
+    r = await world.resend(body)
+    assert r.status_code == 200 and r.json()["published"] is True
+    records = await read_all(world.stack.settings.kafka_bootstrap_servers, world.stack.settings.topic("email-events"))
+    [published] = [r.value for r in records if email_id.encode() in r.value]
+    out = json.loads(published)
+    assert out == {"type": "email.delivered", "created_at": out["created_at"], "data": {"email_id": email_id}}
+    assert datetime.fromisoformat(out["created_at"].replace("Z", "+00:00")) == NOW
+    assert b"example.com" not in published and b"Ana" not in published

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from api.insights import figures, median_days, months_between, stored_from
 from customers.facts import ChargeSeen, IntentSeen, PaymentObserved, RefundSeen
 from projections import payments as money
@@ -141,3 +143,14 @@ def test_the_months_asked_for():
         except ValueError:
             continue
         raise AssertionError((first, last))
+
+
+def test_months_are_real_months_and_a_computed_from_stays_in_range():
+    now = datetime(2026, 12, 4, tzinfo=UTC)
+    for first, last in (("0000-01", "0000-12"), (None, "0000-05"), ("0000-12", None), ("١٢٣٤-01", None)):
+        with pytest.raises(ValueError):
+            months_between(first, last, now)
+    assert months_between(None, "0001-05", now) == ["0001-01", "0001-02", "0001-03", "0001-04", "0001-05"]
+    assert months_between("0001-01", "0001-01", now) == ["0001-01"]
+    assert months_between("9999-12", None, now) == ["9999-12"]
+    assert months_between(None, "9999-12", now)[-1] == "9999-12"

@@ -46,6 +46,25 @@ async def test_a_live_deployment_refuses_test_events():
     assert len(intake.producer.sent) == 1
 
 
+MISSING = object()
+
+
+@pytest.mark.parametrize("deployment", [True, False])
+@pytest.mark.parametrize("livemode", [MISSING, None, "false", "true", 0, 1, "", []])
+async def test_an_event_without_a_boolean_livemode_is_refused(deployment, livemode):
+    """Only the expected boolean passes: a missing, textual or numeric `livemode` says no mode at all."""
+    intake = Intake(stripe_livemode=deployment)
+    event = intent_event()
+    del event["livemode"]
+    if livemode is not MISSING:
+        event["livemode"] = livemode
+    r = await intake.stripe(event)
+    assert r.status_code == 400 and "livemode" in r.json()["detail"] and "STRIPE_LIVEMODE" in r.json()["detail"]
+    assert intake.producer.sent == []
+    event["livemode"] = deployment
+    assert (await intake.stripe(event)).status_code == 200 and len(intake.producer.sent) == 1
+
+
 async def test_a_connected_account_event_needs_a_connect_endpoint():
     event = intent_event()
     event["account"] = "acct_someone"
