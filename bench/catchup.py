@@ -22,7 +22,8 @@ import itertools
 import json
 import time
 
-from bench.common import (Result, Row, bench_database, env_int, run_async, start_worker, stop_worker, wait_for)
+from bench.common import (Result, Row, bench_database, emit, env_int, peak_rss_mb, run_async, start_worker,
+                          stop_worker, wait_for)
 from bench.workload import Mix, marketplace, preload
 
 GOAL, AIM = 10_000, 15_000
@@ -66,7 +67,7 @@ async def one(history: int, events: int, experts: int) -> dict:
                         lines = [json.loads(line)["msg"] for line in f if '"customers.catchup"' in line]
                     return lines if any(line.startswith("caught up") for line in lines) else []
                 rounds = await wait_for(reported, timeout=60, interval=0.5)
-                peak = peak_rss_of(worker.proc.pid)
+                peak = peak_rss_mb(worker.proc.pid)
             finally:
                 stop_worker(worker)
         finally:
@@ -88,18 +89,6 @@ async def run(history: int, events: int, baseline_events: int, experts: int) -> 
     result.details["restart"] = await one(history, events, experts)
     result.rows += rows_of(result.details)
     return result
-
-
-def peak_rss_of(pid: int) -> float | None:
-    """A live process's peak resident memory (VmHWM), MiB."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
 
 
 def rows_of(details: dict) -> list[Row]:
@@ -128,14 +117,7 @@ def main() -> None:
     parser.add_argument("--experts", type=int, default=env_int("BENCH_EXPERTS", 2000))
     parser.add_argument("--out", default=None, help="also write the result (JSON) to this file")
     args = parser.parse_args()
-    result = run_async(run(args.history, args.events, args.baseline, args.experts))
-    text = json.dumps({"rows": [r.__dict__ for r in result.rows], "sizes": result.sizes, "details": result.details},
-                      indent=1, default=str)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    print(text)
-
+    emit(run_async(run(args.history, args.events, args.baseline, args.experts)), args.out)
 
 if __name__ == "__main__":
     main()

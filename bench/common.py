@@ -7,6 +7,7 @@ Each benchmark runs under its own `TOPIC_PREFIX` (`bench<hex>.`) and its own Pos
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -368,3 +369,13 @@ def reset_peak_rss() -> None:
             f.write("5")
     except OSError:
         pass
+
+
+def emit(result: Result, out: str | None = None) -> None:
+    """A benchmark's result as JSON on stdout (its rows, sizes and details), and in `out` if given."""
+    text = json.dumps({"rows": [r.__dict__ for r in result.rows], "sizes": result.sizes, "details": result.details},
+                      indent=1, default=str)
+    if out:
+        with open(out, "w") as f:
+            f.write(text + "\n")
+    print(text)

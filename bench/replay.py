@@ -18,11 +18,11 @@ conservative.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
-from bench.common import (Profiler, Result, Row, bench_database, env_int, peak_rss_mb, reset_peak_rss, run_async)
+from bench.common import (Profiler, Result, Row, bench_database, emit, env_int, peak_rss_mb, reset_peak_rss,
+                          run_async)
 from bench.workload import Mix, marketplace, preload
 
 GOAL_SECONDS, AIM_SECONDS = 60, 35
@@ -112,13 +112,7 @@ def main() -> None:
     args = parser.parse_args()
     result = run_async(run(args.events, args.small, args.baseline, args.experts, processes=args.processes))
     result.details.pop("profile", None)
-    text = json.dumps({"rows": [r.__dict__ for r in result.rows], "sizes": result.sizes, "details": result.details},
-                      indent=1, default=str)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    print(text)
-
+    emit(result, args.out)
 
 if __name__ == "__main__":
     main()
