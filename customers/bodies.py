@@ -43,7 +43,8 @@ def shown_errors(errors: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         error["msg"] = shorten(str(error.get("msg", "")), 300)
         if "input" in error:
             try:
-                text = json.dumps(error["input"], default=str, ensure_ascii=False)
+                # strict JSON: an infinite or NaN number cannot be shown (nor sent back at all)
+                text = json.dumps(error["input"], default=str, ensure_ascii=False, allow_nan=False)
                 short = len(text) <= SHOWN_CHARS and bool(text.encode("utf-8"))
             except (TypeError, ValueError):  # UnicodeEncodeError included
                 short = False

@@ -208,3 +208,11 @@ async def test_a_validation_error_on_a_lone_surrogate_is_a_422():
     async with api_client() as client:
         r = await client.put("/api/custom-fields", content=b'[{"key": "k", "label": "\\ud800", "type": "text"}]')
     assert r.status_code == 422
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), [1, float("inf")], {"a": float("nan")}])
+def test_a_refused_number_json_cannot_carry_is_not_shown(value):
+    shown = shown_errors([{"type": "model_attributes_type", "loc": ("body", 1), "msg": "Input should be an object",
+                           "input": value}])
+    assert "input" not in shown[0]
+    json.dumps(shown, allow_nan=False)  # what the response sends: strict JSON
