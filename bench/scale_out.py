@@ -75,7 +75,8 @@ async def follow(settings: Settings, db_name: str, total: int, workers: int, tim
 
 
 async def one_run(events: int, experts: int, workers: int, timeout: float, now: datetime) -> dict:
-    async with bench_database(topic_partitions=PARTITIONS) as (db_name, settings):
+    # the batches of one and of two workers: no bulk catch-up of the preloaded history (that is 2b)
+    async with bench_database(topic_partitions=PARTITIONS, catchup_threshold=0) as (db_name, settings):
         await preload(settings, marketplace(events, experts=experts, now=now), partitions=PARTITIONS)
         ends = await names.end_offsets(settings, [settings.topic(n) for n in names.PROJECTED])
         return await follow(settings, db_name, sum(ends.values()), workers, timeout)

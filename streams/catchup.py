@@ -18,8 +18,8 @@ most `CATCHUP_MAX_RECORDS` records:
    the round's offsets, written in one transaction by a writer thread while the next round is
    read and folded.
 
-Rounds continue while more than the threshold remains; then the worker joins its group, and the
-rebalance handler resumes each partition at the database's offsets (`streams.rebalance`). A round
+Rounds continue while more than the threshold remains; then the database's offsets are committed
+to the version's consumer group and the worker joins it, resuming where the rounds stopped. A round
 that fails to write rolls back and stops the catch-up: the rounds before it stay, and the batches
 (or the next start) read the rest again. PostgreSQL only (key lists travel as array parameters);
 on SQLite the worker catches up in batches.
@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import select, text
 
 from customers import kafka as names
@@ -50,7 +51,7 @@ from projections.projector import Statistics, VersionChanged
 from projections.memory import MemoryStore, changed_since, snapshot
 from projections.resident import Held, load_for, write_changed
 from projections.sweep import watermark
-from projections.versions import live_version
+from projections.versions import group_for, live_version
 from streams.decode import decoder_for
 from streams.fold import FOLD_BATCH, Applying, DeadLetters, Tp, merged, read_partitions
 from streams.poison import kafka_time
@@ -208,13 +209,35 @@ async def catch_up(settings: Settings, version: int, *, threshold: int | None = 
             finally:
                 await conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": lock})
                 await conn.commit()
-            done.left = backlog(await stored_offsets(conn, version), await end_offsets(settings, topics))
+            stored = await stored_offsets(conn, version)
+            done.left = backlog(stored, await end_offsets(settings, topics))
+        await _tell_the_group(settings, version, stored)
         done.seconds = round(time.monotonic() - started, 2)
         log.info("caught up %s records in %s s, %s rounds; %s left", done.records, done.seconds, len(done.rounds),
                  done.left)
         return done
     finally:
         await engine.dispose()
+
+
+async def _tell_the_group(settings: Settings, version: int, stored: dict[Tp, int]) -> None:
+    """Commit the database's offsets to the version's consumer group, before this worker joins it,
+    so that the records the catch-up applied are not fetched again only to be skipped. Best effort:
+    while other workers are members of the group, Kafka refuses a commit from outside it, and they
+    skip those records themselves (the database's offsets decide, `projections.projector`)."""
+    if not stored:
+        return
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
+                                group_id=group_for(settings.consumer_group, version))
+    try:
+        await consumer.start()
+        partitions = {TopicPartition(topic, p): offset + 1 for (topic, p), offset in stored.items()}
+        consumer.assign(list(partitions))
+        await consumer.commit(partitions)
+    except Exception as exc:  # noqa: BLE001 - the group resumes from the database's offsets anyway
+        log.info("the consumer group keeps its offsets (%s)", type(exc).__name__)
+    finally:
+        await consumer.stop()
 
 
 async def _rounds(settings: Settings, conn, version: int, topics: list[str], done: CatchUp, threshold: int,

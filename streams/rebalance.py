@@ -3,9 +3,7 @@
 Kafka's committed offset trails the database's (records are acknowledged only after their
 transaction commits), so normally nothing needs moving: records at or below the stored offset
 are skipped by the projector. When Kafka's committed offset is AHEAD of the database (a restored
-database, offsets moved by hand), the partition is moved back to the database's; when it is far
-behind (a bulk catch-up applied the backlog before the worker joined), forward to it, so that the
-records already applied are not fetched again only to be skipped.
+database, offsets moved by hand), the partition is moved back to the database's.
 """
 
 from __future__ import annotations
@@ -60,16 +58,12 @@ class ResumeFromDatabase:
         behind = {}
         for tp in mine:
             resume = stored.get((tp.topic, tp.partition), -1) + 1
-            kafka = committed.get((tp.topic, tp.partition), 0)
-            if kafka > resume:
+            if committed.get((tp.topic, tp.partition), 0) > resume:
                 log.warning("kafka is ahead of the database on %s[%s]; resuming at %s",
                             tp.topic, tp.partition, resume)
                 await self.app.consumer._commit({tp: resume})
                 await self.app.consumer.seek(tp, resume)
                 behind[tp] = resume
-            elif kafka < resume:  # a bulk catch-up applied these (`streams.catchup`): not read again
-                await self.app.consumer._commit({tp: resume})
-                await self.app.consumer.seek(tp, resume)
         if behind:
             self._watch = asyncio.ensure_future(self._keep_back(behind))
 

@@ -24,10 +24,11 @@ from sqlalchemy import text
 from customers import kafka as names
 from projections.db import make_engine, migrate
 from projections.projector import Projector
-from projections.versions import ensure_live
+from projections.versions import ensure_live, group_for
 from streams import catchup
 from streams.decode import decoder_for
 from streams.fold import read_partitions
+from streams.rebalance import committed_offsets
 from testing import samples as s
 from testing.harness import WorkerProcess, eventually, fresh_pg_database, settings_for
 from tests.integration.test_fold_equals_live import (PARTITIONS, SEED, Mixed, check_snapshot, differences,
@@ -108,6 +109,9 @@ async def test_a_bulk_catch_up_ends_equal_to_the_live_read_model():
             assert all(loads) if max_rows else failing or not all(loads[1:]), loads  # kept: later rounds load few
             assert all(r.dead == 0 for r in done.rounds)
             assert await worker.stored_offsets() == {tp: end - 1 for tp, end in ends.items() if end}
+            # the consumer group resumes where the catch-up stopped, not at what it applied
+            group = group_for(mine.consumer_group, worker.version)
+            assert await committed_offsets(mine, group) == {tp: end for tp, end in ends.items() if end}
             await worker.sweep(until)
             got = await tables(engine, worker.version)
             _assert_equal(want, got, label)
