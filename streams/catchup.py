@@ -329,32 +329,58 @@ async def _rounds(settings: Settings, conn, version: int, topics: list[str], don
             gc.enable()
 
 
-class FallenBehind:
-    """While the worker runs: when the live version stays more than `CATCHUP_THRESHOLD` records
-    behind (the database was away for a while, a burst the batches cannot keep up with), the
-    worker starts again in place, and its start folds the backlog in bulk (`catch_up`).
+class Progress:
+    """Pure: what a running worker's checks of its version's backlog call for. Two checks in a row
+    over the threshold: a bulk catch-up ("behind"). Two checks in a row with records waiting and
+    the stored offsets where they were: a restart ("stalled"): a worker that holds partitions and
+    fetches nothing leaves the group, and the group is formed again (a liveness guard; the batches
+    move the offsets at every commit, a dead-lettered record included)."""
 
-    Checked every `CATCHUP_CHECK_SECONDS`; it takes two checks in a row over the threshold (a
-    rebalance moving a dead worker's partitions is not a reason), and never within the first
-    check interval after a start."""
+    def __init__(self, threshold: int) -> None:
+        self.threshold, self.over, self.idle = threshold, 0, 0
+        self.last: dict[Tp, int] | None = None
+
+    def after(self, behind: int, stored: dict[Tp, int]) -> str | None:
+        self.over = self.over + 1 if self.threshold > 0 and behind > self.threshold else 0
+        self.idle = self.idle + 1 if behind > 0 and stored == self.last else 0
+        self.last = dict(stored)
+        if self.over >= 2:
+            return "behind"
+        if self.idle >= 2:
+            return "stalled"
+        return None
+
+
+class FallenBehind:
+    """While the worker runs, every `CATCHUP_CHECK_SECONDS` (`Progress` decides): when the live
+    version stays more than `CATCHUP_THRESHOLD` records behind (the database was away for a while,
+    a burst the batches cannot keep up with), or makes no progress at all while records wait, the
+    worker starts again in place; its start folds a large backlog in bulk (`catch_up`). Never
+    within the first check interval after a start."""
 
     def __init__(self, app: Any, settings: Settings, projector: Any, leave: Callable[[], Any]) -> None:
         self.settings, self.projector, self.leave = settings, projector, leave
         self.topics = [settings.topic(n) for n in names.PROJECTED]
-        self.started, self.strikes = time.monotonic(), 0
-        if settings.catchup_threshold > 0 and settings.database_url.startswith("postgresql"):
+        self.started, self.progress = time.monotonic(), Progress(settings.catchup_threshold)
+        if settings.database_url.startswith("postgresql"):
             app.timer(settings.catchup_check_seconds, name="fallen_behind")(self.check)
 
     async def check(self) -> None:
         if time.monotonic() - self.started < self.settings.catchup_check_seconds:
             return
         try:
-            behind = backlog(await self.projector.stored_offsets(), await end_offsets(self.settings, self.topics))
-        except Exception as exc:  # noqa: BLE001 - an outage: the next check looks again
+            stored = await self.projector.stored_offsets()
+            behind = backlog(stored, await end_offsets(self.settings, self.topics))
+        except Exception as exc:  # noqa: BLE001 - an outage: the checks start over after it
             log.info("backlog unknown (%s)", type(exc).__name__)
+            self.progress.last = None
             return
-        self.strikes = self.strikes + 1 if behind > self.settings.catchup_threshold else 0
-        if self.strikes >= 2:
+        verdict = self.progress.after(behind, stored)
+        if verdict == "behind":
             log.warning("%s records behind (threshold %s): starting again to catch up in bulk", behind,
                         self.settings.catchup_threshold)
+        elif verdict == "stalled":
+            log.warning("%s records waiting and no progress in %s s: starting again", behind,
+                        round(2 * self.settings.catchup_check_seconds))
+        if verdict:
             await self.leave()

@@ -206,3 +206,20 @@ async def test_a_worker_far_behind_catches_up_in_bulk_when_it_starts_and_when_it
     finally:
         worker.stop()
         await engine.dispose()
+
+
+def test_a_running_worker_restarts_when_it_stays_behind_or_makes_no_progress():
+    p = catchup.Progress(threshold=100)
+    a, b = {("t", 0): 5}, {("t", 0): 9}
+    assert p.after(500, a) is None  # once over the threshold: a rebalance may be moving partitions
+    assert p.after(50, b) is None and p.after(500, {("t", 0): 10}) is None
+    assert p.after(500, {("t", 0): 20}) == "behind"  # twice in a row
+    idle = catchup.Progress(threshold=100)
+    assert idle.after(3, a) is None and idle.after(3, a) is None  # the first check has nothing to compare
+    assert idle.after(3, a) == "stalled"  # records wait, the offsets did not move in two checks
+    assert idle.after(3, b) is None  # it moved
+    done = catchup.Progress(threshold=100)
+    assert all(done.after(0, a) is None for _ in range(5))  # nothing waits: nothing to do
+    never = catchup.Progress(threshold=0)  # no bulk catch-up; the liveness guard stays
+    assert never.after(10**6, a) is None and never.after(10**6, b) is None
+    assert never.after(10**6, b) is None and never.after(10**6, b) == "stalled"
