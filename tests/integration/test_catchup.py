@@ -24,26 +24,16 @@ from sqlalchemy import text
 from customers import kafka as names
 from projections.db import make_engine, migrate
 from projections.projector import Projector
-from projections.versions import ensure_live, group_for
+from projections.versions import group_for
 from streams import catchup
 from streams.decode import decoder_for
 from streams.fold import read_partitions
 from streams.rebalance import committed_offsets
 from testing import samples as s
 from testing.harness import WorkerProcess, eventually, fresh_pg_database, settings_for
-from tests.integration.test_fold_equals_live import (PARTITIONS, SEED, Mixed, check_snapshot, differences,
-                                                     position_of, produce, time_of)
+from tests.integration.test_fold_equals_live import (PARTITIONS, SEED, Mixed, apply_live, check_snapshot,
+                                                     differences, position_of, produce, time_of)
 from tests.integration.test_rebuild_equals_live import SECRET, summaries_recount, tables
-
-
-async def _live(engine, settings, batch, rng) -> Projector:
-    live = Projector(engine, version=await ensure_live(engine, settings.consumer_group), id_secret=SECRET)
-    i = 0
-    while i < len(batch):
-        size = rng.randint(1, 300)
-        await live.apply(batch[i:i + size])
-        i += size
-    return live
 
 
 def _assert_equal(want: dict, got: dict, label: str) -> None:
@@ -74,7 +64,7 @@ async def test_a_bulk_catch_up_ends_equal_to_the_live_read_model():
 
     engine = make_engine(reference)
     try:
-        live = await _live(engine, settings, batch, random.Random(SEED))
+        live = await apply_live(engine, settings, batch, random.Random(SEED))
         await live.sweep(until)
         want = await tables(engine, live.version)
         check_snapshot(want, mixed, "live")
@@ -92,7 +82,7 @@ async def test_a_bulk_catch_up_ends_equal_to_the_live_read_model():
         mine = settings.model_copy(update={"database_url": url})
         engine = make_engine(url)
         try:
-            worker = await _live(engine, mine, batch[:past], random.Random(SEED + 1))
+            worker = await apply_live(engine, mine, batch[:past], random.Random(SEED + 1))
             behind = len(batch) - past
             # below the threshold: nothing is done, the batches take it
             assert await catchup.catch_up(mine, worker.version, threshold=behind) is None

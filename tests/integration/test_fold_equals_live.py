@@ -199,6 +199,17 @@ async def produce(settings, records: list[tuple[str, bytes]], then: tuple[str, b
         await producer.stop()
 
 
+async def apply_live(engine, settings, batch: list, rng: random.Random) -> Projector:
+    """The live engine over `batch` ((position, item) pairs), in batches of random sizes."""
+    live = Projector(engine, version=await ensure_live(engine, settings.consumer_group), id_secret=SECRET)
+    i = 0
+    while i < len(batch):
+        size = rng.randint(1, 300)
+        await live.apply(batch[i:i + size])
+        i += size
+    return live
+
+
 def named_rows(snapshot: dict[str, list], name: str) -> list[dict]:
     table = next(tb for tb in TABLES if tb.name == name)
     columns = [c.name for c in table.columns if c.name not in ("version", "applied_at")]
@@ -317,12 +328,7 @@ async def test_the_fold_with_one_and_three_processes_equals_the_live_read_model(
         rng.shuffle(streams)  # ties between partitions broken in no particular order
         ordered = list(heapq.merge(*streams, key=time_of))
         batch = [(position_of(src), decoder_for(src.topic, settings.topic_prefix)(src.value)) for src in ordered]
-        live = Projector(engine, version=await ensure_live(engine, settings.consumer_group), id_secret=SECRET)
-        i = 0
-        while i < len(batch):
-            size = rng.randint(1, 300)
-            await live.apply(batch[i:i + size])
-            i += size
+        live = await apply_live(engine, settings, batch, rng)
         await live.sweep(until)
         want = await tables(engine, live.version)
         check_snapshot(want, mixed, "live")
