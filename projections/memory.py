@@ -436,10 +436,13 @@ def _columns(table: Table) -> tuple[str, ...]:
     return tuple(c.name for c in table.c)
 
 
+_NOTE_COLUMNS, _COMMUNICATION_COLUMNS = _columns(t.notes), _columns(t.communications)
+_PROFILE_COLUMNS = [(table, _columns(table)) for table in _PROFILE_TABLES]
+
+
 def _profile_tuples(version: int, _secret: str, _key: Key, p: Profile) -> Iterator[tuple[Table, tuple]]:
     row, tags, values = profile_rows(p, version)
-    for table, rows in zip(_PROFILE_TABLES, ([row], tags, values)):
-        columns = _columns(table)
+    for (table, columns), rows in zip(_PROFILE_COLUMNS, ([row], tags, values)):
         for r in rows:
             yield table, tuple(r[c] for c in columns)
 
@@ -474,10 +477,10 @@ SINKS = (
          one=lambda v, _s, e, x: (v, e, x[0], x[1])),
     Sink("definitions", (t.field_definitions,), ("expert_id",), one=lambda v, _s, e, x: (v, e, x[0], x[1])),
     Sink("notes", (t.notes,), ("note_id",),
-         one=lambda v, _s, _k, n: tuple(note_row(n, v)[c] for c in _columns(t.notes))),
+         one=lambda v, _s, _k, n: tuple(note_row(n, v)[c] for c in _NOTE_COLUMNS)),
     Sink("profiles", _PROFILE_TABLES, ("expert_id", "customer_id"), rows=_profile_tuples),
     Sink("communications", (t.communications,), ("communication_id",),
-         one=lambda v, _s, _k, c: tuple(communication_row(c, v)[n] for n in _columns(t.communications))),
+         one=lambda v, _s, _k, c: tuple(communication_row(c, v)[n] for n in _COMMUNICATION_COLUMNS)),
     Sink("reports", (t.email_reports,), ("email_id",), one=lambda v, _s, i, r: (v, i, r)),
     Sink("contributions", (t.customer_insights,), ("expert_id", "customer_id"),
          one=lambda v, _s, k, rows: (v, k[0], k[1], rows)),

@@ -128,11 +128,7 @@ class Projector:
 
     async def stored_offsets(self) -> dict[tuple[str, int], int]:
         async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                select(t.projection_offsets.c.topic, t.projection_offsets.c.partition,
-                       t.projection_offsets.c.offset).where(t.projection_offsets.c.version == self.version)
-            )
-            return {(r.topic, r.partition): r.offset for r in rows}
+            return await stored_offsets(conn, self.version)
 
     async def apply(self, batch: list[tuple[Position, Any]]) -> Applied:
         """Apply decoded records (booking events, payment facts, commands) and their positions.
@@ -227,6 +223,13 @@ class Projector:
                  "offset": p.offset, "event_time": p.timestamp}
                 for p in newest.values()
             ], ["version", "topic", "partition"])
+
+
+async def stored_offsets(conn: AsyncConnection, version: int) -> dict[tuple[str, int], int]:
+    """The last offset applied to `version`, per (topic, partition), as `conn` sees them."""
+    o = t.projection_offsets.c
+    rows = await conn.execute(select(o.topic, o.partition, o.offset).where(o.version == version))
+    return {(r.topic, r.partition): r.offset for r in rows}
 
 
 def in_order(items: list[Any]) -> list[list[Any]]:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from sqlalchemy import select, text
+from sqlalchemy import text
 
 from customers import kafka as names
 from customers.kafka import end_offsets
@@ -47,7 +47,7 @@ from projections import claims
 from projections import tables as t
 from projections.db import make_engine, upsert
 from projections.physical import partition_name
-from projections.projector import Statistics, VersionChanged
+from projections.projector import Statistics, VersionChanged, stored_offsets
 from projections.memory import MemoryStore, changed_since, snapshot
 from projections.resident import Held, load_for, write_changed
 from projections.sweep import watermark
@@ -104,12 +104,6 @@ def round_range(stored: dict[Tp, int], ends: dict[Tp, int], limit: int) -> tuple
         behind = max(0, end - starts[tp])
         cut[tp] = starts[tp] + (behind * limit) // total
     return starts, cut
-
-
-async def stored_offsets(conn, version: int) -> dict[Tp, int]:
-    o = t.projection_offsets.c
-    rows = await conn.execute(select(o.topic, o.partition, o.offset).where(o.version == version))
-    return {(r.topic, r.partition): r.offset for r in rows}
 
 
 class _Writer:
