@@ -247,7 +247,8 @@ async def copy_rows(conn: AsyncConnection, table: Table, columns: Sequence[str],
             written += len(part)
         return written
     await conn.execute(text("SELECT 1"))  # the transaction is open before the driver is used directly
-    raw = (await conn.get_raw_connection()).driver_connection
+    adapted = await conn.get_raw_connection()
+    raw = adapted.driver_connection
     if any(isinstance(table.c[name].type, JSON) for name in columns):
         # JSON values go as they are and are encoded by the driver (msgspec), in binary COPY
         await raw.set_type_codec("json", schema="pg_catalog", encoder=_json, decoder=bytes.decode, format="binary")
@@ -255,8 +256,8 @@ async def copy_rows(conn: AsyncConnection, table: Table, columns: Sequence[str],
         for part in _chunks(records, chunk):
             await raw.copy_records_to_table(into or table.name, records=part, columns=list(columns))
             written += len(part)
-    finally:
-        await raw.reset_type_codec("json", schema="pg_catalog")
+    finally:  # the connection goes back to the pool as the dialect made it (JSON decoded by it)
+        await conn.dialect.setup_asyncpg_json_codec(adapted.dbapi_connection)
     return written
 
 

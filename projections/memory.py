@@ -46,7 +46,7 @@ class MemTable:
     hash serve erasures alone, and most histories fold without one.
     """
 
-    __slots__ = ("rows", "_fns", "_waiting", "idx", "undo", "_pairs")
+    __slots__ = ("rows", "_fns", "_waiting", "idx", "undo", "_pairs", "journal")
 
     def __init__(self, lazy: Iterable[str] = (), **indexes: Callable[[Any], Hashable | None]) -> None:
         self.rows: dict[Hashable, Any] = {}
@@ -54,6 +54,7 @@ class MemTable:
         self._waiting = {name: fn for name, fn in indexes.items() if name in lazy}
         self.idx: dict[str, dict[Hashable, set]] = {name: {} for name in self._fns}
         self.undo: list | None = None
+        self.journal: dict | None = None  # key -> the row before the first change since it was opened
         self._pairs = [(fn, self.idx[name]) for name, fn in self._fns.items()]
 
     def get(self, key: Hashable, default: Any = None) -> Any:
@@ -80,6 +81,8 @@ class MemTable:
         old = self.rows.get(key, _MISSING)
         if self.undo is not None:
             self.undo.append((key, old))
+        if self.journal is not None and key not in self.journal:
+            self.journal[key] = old
         if old is not _MISSING:
             self._unindex(key, old)
         self.rows[key] = row
@@ -91,7 +94,26 @@ class MemTable:
             return
         if self.undo is not None:
             self.undo.append((key, old))
+        if self.journal is not None and key not in self.journal:
+            self.journal[key] = old
         self._unindex(key, old)
+
+    def restore(self, journal: dict) -> None:
+        """Every key of `journal` back to the row it had when the journal was opened."""
+        for key, old in journal.items():
+            current = self.rows.pop(key, _MISSING)
+            if current is not _MISSING:
+                self._unindex(key, current)
+            if old is not _MISSING:
+                self.rows[key] = old
+                self._index(key, old)
+
+    def drop(self, keys: Iterable[Hashable]) -> None:
+        """Forget `keys` (an eviction: nothing is logged, the rows stay in the tables)."""
+        for key in keys:
+            old = self.rows.pop(key, _MISSING)
+            if old is not _MISSING:
+                self._unindex(key, old)
 
     def rollback(self) -> None:
         for key, old in reversed(self.undo or ()):
@@ -548,3 +570,121 @@ def changed_since(state: FoldState, before: dict[str, dict], version: int) -> It
             yield Changed(sink, [sink.key_values(k) for k in gone], gone, [sink.key_values(k) for k, _ in replaced],
                           list(_rows_of(sink, version, state.secret, added)),
                           list(_rows_of(sink, version, state.secret, replaced)), len(added) + len(replaced))
+
+
+# --- a state kept from batch to batch (the live worker): each batch's changes, from its journal ---------------
+
+JOURNALED = tuple(sink.name for sink in SINKS if sink.name != "counts") + ("erasures", "erased_refs")
+
+Journal = dict[str, dict]  # table name -> key -> the row before the batch (_MISSING: none)
+
+
+def open_journal(state: FoldState) -> Journal:
+    """Start logging the first previous row of every key each table changes; returns the log."""
+    journal: Journal = {}
+    for name in JOURNALED:
+        table = getattr(state, name)
+        table.journal = journal[name] = {}
+    return journal
+
+
+def close_journal(state: FoldState) -> None:
+    for name in JOURNALED:
+        getattr(state, name).journal = None
+
+
+def restore(state: FoldState, journal: Journal) -> None:
+    """The state as it was when `journal` was opened (journals are restored newest first)."""
+    for name, keys in journal.items():
+        getattr(state, name).restore(keys)
+
+
+def changed_in(state: FoldState, journal: Journal, version: int) -> list[Changed]:
+    """What the tables' rows became over one journal: `changed_since` for the keys it logged."""
+    out = []
+    for sink in SINKS:
+        logged = journal.get(sink.name)
+        if not logged:
+            continue
+        now = getattr(state, sink.name).rows
+        gone, added, replaced = [], [], []
+        for k, was in logged.items():
+            x = now.get(k, _MISSING)
+            if x is _MISSING:
+                if was is not _MISSING:
+                    gone.append(k)
+            elif was is _MISSING:
+                added.append((k, x))
+            elif was is not x and was != x:
+                replaced.append((k, x))
+        if gone or added or replaced:
+            out.append(Changed(sink, [sink.key_values(k) for k in gone], gone, [sink.key_values(k) for k, _ in replaced],
+                               list(_rows_of(sink, version, state.secret, added)),
+                               list(_rows_of(sink, version, state.secret, replaced)), len(added) + len(replaced)))
+    return out
+
+
+def _payment_scopes(pid: str, p: Any) -> Iterator[str]:
+    yield "p:" + pid
+    if owner := (p.expert_id or p.hint_expert):
+        yield owner
+
+
+# What a row is guarded by (`projections.live`): the expert it belongs to, or for what belongs
+# to no expert yet, the payment or the provider's message it is.
+SCOPES: dict[str, Callable[[Any, Any], Iterable[str]]] = {
+    "meetings": lambda k, _x: (k[0],),
+    "summaries": lambda k, _x: (k[0],),
+    "profiles": lambda k, _x: (k[0],),
+    "contributions": lambda k, _x: (k[0],),
+    "definitions": lambda k, _x: (k,),
+    "notes": lambda _k, x: (x.expert_id,),
+    "communications": lambda _k, x: (x.expert_id,),
+    "payments": _payment_scopes,
+    "aliases": lambda _k, pid: ("p:" + pid,),
+    "reports": lambda k, _x: ("r:" + k,),
+}
+
+
+def scopes_in(state: FoldState, journal: Journal) -> set[str]:
+    """Every scope a journal's changes touch: of each changed key, its row before and after."""
+    out: set[str] = set()
+    for name, scoped in SCOPES.items():
+        rows = getattr(state, name).rows
+        for k, was in (journal.get(name) or {}).items():
+            if was is not _MISSING:
+                out.update(scoped(k, was))
+            if (x := rows.get(k, _MISSING)) is not _MISSING:
+                out.update(scoped(k, x))
+    return out
+
+
+def evict(state: FoldState, experts: set[str], keep: set[str] = frozenset()) -> set[str]:
+    """Forget every row of `experts`, the payments they hold and the payments that name no expert
+    (but those whose scope is in `keep`), with their aliases, the delivery reports of the messages
+    forgotten, and the Stripe events applied (all read again by id when named). Returns the scopes
+    forgotten."""
+    scopes = set(experts)
+    for name in ("meetings", "summaries", "profiles", "contributions"):
+        table = getattr(state, name)
+        table.drop([k for k in table.rows if k[0] in experts])
+    state.definitions.drop([e for e in state.definitions.rows if e in experts])
+    state.notes.drop([k for k, x in state.notes.rows.items() if x.expert_id in experts])
+    messages = [(k, x.provider_message_id) for k, x in state.communications.rows.items() if x.expert_id in experts]
+    state.communications.drop([k for k, _ in messages])
+    reports = [i for _, i in messages if i and "r:" + i not in keep]
+    state.reports.drop(reports)
+    scopes.update("r:" + i for i in reports)
+    pids = [pid for pid, p in state.payments.rows.items()
+            if ((p.expert_id or p.hint_expert) in experts or not (p.expert_id or p.hint_expert))
+            and "p:" + pid not in keep]
+    state.payments.drop(pids)
+    scopes.update("p:" + pid for pid in pids)
+    gone = set(pids)
+    state.aliases.drop([a for a, pid in state.aliases.rows.items() if pid in gone])
+    state.stripe_events.drop(list(state.stripe_events.rows))
+    return scopes
+
+
+def rows_held(state: FoldState) -> int:
+    return sum(len(getattr(state, name)) for name in JOURNALED)

@@ -193,6 +193,7 @@ def index_version_sync(conn: Connection, version: int) -> None:
 
 
 def drop_version_tables_sync(conn: Connection, version: int) -> None:
+    conn.execute(delete(t.projection_generations).where(t.projection_generations.c.version == version))
     if conn.dialect.name != "postgresql":
         for table in VERSIONED:
             conn.execute(delete(table).where(table.c.version == version))

@@ -42,6 +42,7 @@ class Held:
 
     experts: set[str] = field(default_factory=set)
     gone: dict[str, set] = field(default_factory=lambda: defaultdict(set))
+    loaded: set[str] = field(default_factory=set)  # the scopes read since the caller last emptied it
 
     def forget(self, changes: Iterable[Changed]) -> None:
         for change in changes:
@@ -63,6 +64,8 @@ async def load_for(conn: AsyncConnection, version: int, secret: str, items: list
         if item.type == "booking.created" and getattr(item, "payment", None):
             names |= {i for i in (item.payment.payment_intent_id, item.payment.checkout_session_id) if i}
     experts = experts_named(items)
+    if state is not None:  # what the state holds already needs no look-up
+        names = {n for n in names if n not in state.aliases and n not in state.payments}
 
     async def rows(query) -> list:
         return list(await conn.execute(query))
@@ -105,6 +108,7 @@ async def load_for(conn: AsyncConnection, version: int, secret: str, items: list
     named_payments = [x for x in named_payments if x.payment_id not in state.payments]
     experts -= held.experts
     held.experts |= experts
+    held.loaded |= experts
 
     def _add(name: str, key: Any, value: Any) -> None:
         table = getattr(state, name)
@@ -159,6 +163,7 @@ async def load_for(conn: AsyncConnection, version: int, secret: str, items: list
     fresh = [pid for pid in fresh if pid not in held.gone.get("payments", ())]
     for pid in fresh:
         state.payments.put(pid, payments[pid])
+    held.loaded.update("p:" + pid for pid in fresh)
     if fresh:  # the aliases of a payment held already may have changed since they were written
         for alias, pid in await of(t.payment_aliases, columns=("alias", "payment_id"), where="payment_id = ANY($2)",
                                    arg=fresh):
@@ -167,6 +172,7 @@ async def load_for(conn: AsyncConnection, version: int, secret: str, items: list
         for email_id, reports in await of(t.email_reports, columns=("email_id", "reports"), where="email_id = ANY($2)",
                                           arg=sorted(providers)):
             _add("reports", email_id, reports)
+        held.loaded.update("r:" + i for i in providers)
     return state
 
 

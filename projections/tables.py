@@ -242,6 +242,17 @@ projection_offsets = Table(
     Column("event_time", UTC),
 )
 
+# Per version and scope (an expert, `p:<payment id>`, `r:<provider email id>`): bumped by every
+# writer of the scope's rows; a worker holding them checks it before it writes (`projections.fences`).
+projection_generations = Table(
+    "projection_generations",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("scope", String(300), primary_key=True),
+    Column("generation", BigInteger, nullable=False),
+    postgresql_with={"fillfactor": 70},
+)
+
 # Which version readers see; a replay switches it in one update.
 projection_versions = Table(
     "projection_versions",

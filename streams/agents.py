@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from datetime import datetime, timezone
 
 import faust
@@ -25,10 +26,11 @@ import faust
 from customers import kafka as names
 from customers import stripe_facts
 from customers.settings import Settings
+from projections.live import Resident
 from projections.projector import Projector, VersionChanged
 from streams import stripe_api
 from streams.app import restart_process
-from streams.batching import batches
+from streams.batching import batches, waiting
 from streams.gaps import GapGuard
 from streams.metrics import WorkerMetrics
 from streams.poison import Applier, Source
@@ -58,6 +60,13 @@ class Agents:
         self.applier = Applier(projector, self._send, prefix=settings.topic_prefix,
                                max_attempts=settings.dlq_max_attempts, applied=metrics.observe,
                                dead_lettered=lambda topic: metrics.dead_letters.labels(topic=topic).inc())
+        # PostgreSQL: the state lives in this worker (`projections.live`); SQLite: read per batch
+        self.resident = (Resident(projector.engine, version=projector.version, id_secret=projector.id_secret,
+                                  to_dlq=self.applier.to_dlq, max_rows=settings.worker_state_max_rows,
+                                  follow_live=projector.follow_live)
+                         if projector.engine.dialect.name == "postgresql" else None)
+        if self.resident:
+            app.on_partitions_assigned.connect(self._assigned)
 
     async def _send(self, topic: str, key: bytes | None, value: bytes) -> None:
         await self.app.producer.send_and_wait(topic, key, value, None, None, None)
@@ -83,6 +92,8 @@ class Agents:
     # --- bookings + activity + commands -> read model ----------------------------------------
 
     async def project(self, stream: faust.StreamT) -> None:
+        if self.resident:
+            return await self._project_resident(stream)
         async for batch in batches(stream.channel, self.settings.worker_batch_size, self.settings.worker_batch_window):
             batch = await self.gaps.without_gaps(batch)
             decoded = await self.applier.decode([_source(event) for event in batch])
@@ -90,6 +101,33 @@ class Agents:
                 await self.applier.apply(decoded)
             except VersionChanged as exc:
                 await self._follow(exc)
+
+    async def _project_resident(self, stream: faust.StreamT) -> None:
+        """Batches through the state held in memory: while one batch commits, the next is folded.
+        A batch is acknowledged to Kafka once its transaction committed."""
+        unacked: list = []
+        async for batch in batches(stream.channel, self.settings.worker_batch_size,
+                                   self.settings.worker_batch_window, ack=False):
+            started = time.perf_counter()
+            kept = await self.gaps.without_gaps(batch)
+            decoded = await self.applier.decode([_source(event) for event in kept])
+            wait = not waiting(stream.channel)  # nothing queued: commit now rather than with the next batch
+            try:
+                result = await self.resident.apply(decoded, wait=wait)
+            except VersionChanged as exc:
+                await self._follow(exc)
+                return
+            for event in unacked:  # the batch before this one is committed
+                event.ack()
+            unacked = [] if wait else batch
+            if wait:
+                for event in batch:
+                    event.ack()
+            self.metrics.observe(result, time.perf_counter() - started, len(kept))
+
+    async def _assigned(self, sender: object = None, assigned: object = (), **_kw: object) -> None:
+        projected = {self.settings.topic(n) for n in names.PROJECTED}
+        await self.resident.assigned({(tp.topic, tp.partition) for tp in assigned if tp.topic in projected})
 
     async def restart(self) -> None:
         """Leave the consumer group promptly and start this worker again in place."""

@@ -32,8 +32,9 @@ def _take_queued(queue: Any, batch: list, max_size: int) -> None:
             return
 
 
-async def batches(channel: Any, max_size: int, window: float = 0.0) -> AsyncIterator[list]:
-    """Yield lists of Faust events from `channel`; each list is acknowledged once the next is asked for."""
+async def batches(channel: Any, max_size: int, window: float = 0.0, *, ack: bool = True) -> AsyncIterator[list]:
+    """Yield lists of Faust events from `channel`; each list is acknowledged once the next is asked
+    for (without `ack`, the caller acknowledges them itself)."""
     queue = aiter(channel).queue  # the subscribed iterator's queue, as Faust's own take_events reads
     while True:
         try:
@@ -46,5 +47,11 @@ async def batches(channel: Any, max_size: int, window: float = 0.0) -> AsyncIter
             _take_queued(queue, batch, max_size)
         yield batch
         # reached only when the caller asks for the next batch: a batch that raised is not acked
-        for event in batch:
-            event.ack()
+        if ack:
+            for event in batch:
+                event.ack()
+
+
+def waiting(channel: Any) -> int:
+    """Records the channel holds already (the next batch's, when the caller is busy)."""
+    return aiter(channel).queue.qsize()

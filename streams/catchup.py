@@ -48,7 +48,9 @@ from projections import tables as t
 from projections.db import make_engine, upsert
 from projections.physical import partition_name
 from projections.projector import Statistics, VersionChanged, stored_offsets
-from projections.memory import MemoryStore, changed_since, snapshot
+from projections.fences import bump_generations
+from projections.live import EPOCH
+from projections.memory import MemoryStore, changed_in, close_journal, open_journal, rows_held, scopes_in
 from projections.resident import Held, load_for, write_changed
 from projections.sweep import watermark
 from projections.versions import group_for, live_version
@@ -139,12 +141,14 @@ class _Writer:
             self.jobs.task_done()
             await engine.dispose()
 
-    async def _write(self, engine, result: Round, changes: list, erasures: dict, refs: dict, counts: dict,
-                     positions: list) -> None:
+    async def _write(self, engine, result: Round, changes: list, scopes: set[str], erasures: dict, refs: dict,
+                     counts: dict, positions: list) -> None:
         clock = time.monotonic()
         async with engine.begin() as conn:
             if await live_version(conn, lock=True) != self.version:  # readers moved on: written nowhere
                 raise VersionChanged(await live_version(conn))
+            # the workers holding these rows in memory read them again (`projections.fences`)
+            await bump_generations(conn, self.version, None, scopes | ({EPOCH} if erasures else set()))
             result.rows_written = await write_changed(conn, self.version, changes, erasures, refs, counts,
                                                       result.write_seconds)
             if positions:
@@ -283,18 +287,23 @@ async def _rounds(settings: Settings, conn, version: int, topics: list[str], don
             state = await load_for(conn, version, settings.customer_id_secret, [item for _, item in decoded],
                                    state, held)
             await conn.commit()
-            before = snapshot(state, skip=("counts",))  # insight sums are held as differences to add
             result.experts_loaded = len(held.experts) - experts
-            result.rows_held = sum(len(rows) for rows in before.values())
+            result.rows_held = rows_held(state)
             lap("load")
 
             apply = Applying(state, MemoryStore(state, version, await watermark(conn, version)), to_dlq)
             await conn.commit()
-            for i in range(0, len(decoded), batch_size):
-                await apply(decoded[i:i + batch_size])
+            journal = open_journal(state)  # insight sums are held as differences to add
+            try:
+                for i in range(0, len(decoded), batch_size):
+                    await apply(decoded[i:i + batch_size])
+            finally:
+                close_journal(state)
             lap("fold")
 
-            changes = list(changed_since(state, before, version))
+            changes = changed_in(state, journal, version)
+            scopes = scopes_in(state, journal)
+            del journal
             held.forget(changes)
             counts = dict(state.counts.rows)
             state.counts.rows.clear()
@@ -305,7 +314,7 @@ async def _rounds(settings: Settings, conn, version: int, topics: list[str], don
                         "event_time": kafka_time(read[tp][-1].timestamp) if read.get(tp) else None}
                        for tp, end in ends.items() if end > starts[tp]]
             lap("changes")
-            await writer.put(result, changes, erasures, refs, counts, written)
+            await writer.put(result, changes, scopes, erasures, refs, counts, written)
             lap("handover")
             positions.update({(p["topic"], p["partition"]): p["offset"] for p in written})
             done.rounds.append(result)

@@ -1,0 +1,241 @@
+"""The live engine that holds its state in memory (`projections.live`) gives the read model the
+engine that reads each batch back gives (`projections.projector`), table for table:
+
+* one engine, in batches of random sizes, some left in flight while the next is folded;
+* two engines sharing the partitions, their batches interleaved: payment-first facts on other
+  partitions than their bookings, erasures reaching every expert (the fences catch the rows one
+  changed under the other, which then reads them again);
+* a memory budget so small that experts are forgotten and read again all the time;
+* a zombie: a worker that lost its partitions to another and still applies a batch from the
+  state it held. It must not write (the fences); the same scenario with the fences disabled
+  corrupts the read model, so this test fails without them.
+
+The stream is the mixed one of `test_fold_equals_live` (generated marketplace, payment-first
+histories, an erasure and a re-booking after it), read back from Kafka with real positions.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from customers import kafka as names
+from projections import fences
+from projections import live as live_module
+from projections.db import make_engine, migrate
+from projections.fences import Stale
+from projections.live import Resident
+from projections.versions import ensure_live
+from streams.decode import decoder_for
+from streams.fold import read_partitions
+from streams.poison import Source
+from testing.harness import fresh_pg_database, settings_for
+from tests.integration.test_fold_equals_live import (PARTITIONS, SEED, Mixed, apply_live, check_snapshot,
+                                                     differences, produce, time_of)
+from tests.integration.test_rebuild_equals_live import SECRET, summaries_recount, tables
+
+
+@pytest.fixture(scope="module")
+def until() -> datetime:
+    return (datetime.now(timezone.utc) + timedelta(hours=1)).replace(second=0, microsecond=0)
+
+
+@pytest.fixture(scope="module")
+async def history(until):
+    """(settings, mixed, decoded records in the live order, the reference read model)."""
+    mixed = Mixed(SEED, until)
+    url = await fresh_pg_database()
+    await migrate(url)
+    settings = settings_for(url, topic_partitions=PARTITIONS, customer_id_secret=SECRET)
+    await names.ensure_topics(settings)
+    await produce(settings, mixed.records, (names.COMMANDS, mixed.erasure.model_dump_json().encode()), mixed.again)
+    ends = await names.end_offsets(settings, [settings.topic(n) for n in names.PROJECTED])
+    read = await read_partitions(settings, sorted(ends), ends)
+    streams = [read[tp] for tp in sorted(read)]
+    random.Random(SEED).shuffle(streams)
+    ordered = list(heapq.merge(*streams, key=time_of))
+    records = [(Source(r.topic, r.partition, r.offset, r.key, r.value, time_of(r)),
+                decoder_for(r.topic, settings.topic_prefix)(r.value)) for r in ordered]
+    engine = make_engine(url)
+    try:
+        reference = await apply_live(engine, settings, [(src.position, item) for src, item in records],
+                                     random.Random(SEED))
+        await reference.sweep(until)
+        want = await tables(engine, reference.version)
+        check_snapshot(want, mixed, "reference")
+    finally:
+        await engine.dispose()
+    return settings, mixed, records, want
+
+
+class Fresh:
+    """A fresh database with the live version, and engines on it."""
+
+    def __init__(self, url: str, engine, version: int) -> None:
+        self.url, self.engine, self.version = url, engine, version
+        self.dead: list = []
+        self.residents: list[Resident] = []
+
+    @classmethod
+    async def make(cls) -> "Fresh":
+        url = await fresh_pg_database()
+        await migrate(url)
+        engine = make_engine(url)
+        return cls(url, engine, await ensure_live(engine, "g"))
+
+    def resident(self, **kw) -> Resident:
+        async def to_dlq(src, exc):
+            self.dead.append((src, exc))
+        r = Resident(self.engine, version=self.version, id_secret=SECRET, to_dlq=to_dlq, **kw)
+        self.residents.append(r)
+        return r
+
+    async def result(self, until: datetime) -> dict:
+        for r in self.residents:
+            await r.close()
+        from projections.projector import Projector
+        await Projector(self.engine, version=self.version, id_secret=SECRET).sweep(until)
+        return await tables(self.engine, self.version)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def assert_same(want: dict, got: dict, label: str) -> None:
+    diffs = differences(want, got)
+    summary = "; ".join(f"{name}: {len(a)} only in the reference, {len(b)} only here" for name, (a, b) in diffs.items())
+    for name in want:
+        a, b = diffs.get(name, ([], []))
+        assert got[name] == want[name], f"{label}: {name} differs [{summary}]\nreference: {a[:3]}\nhere: {b[:3]}"
+
+
+async def in_batches(resident: Resident, records: list, rng: random.Random) -> None:
+    i = 0
+    while i < len(records):
+        size = rng.randint(1, 300)
+        await resident.apply(records[i:i + size], wait=rng.random() < 0.3)
+        i += size
+
+
+async def test_one_engine_in_random_batches_equals_the_reference(history, until):
+    settings, mixed, records, want = history
+    db = await Fresh.make()
+    try:
+        await in_batches(db.resident(), records, random.Random(SEED + 1))
+        got = await db.result(until)
+        assert not db.dead
+        assert_same(want, got, "one engine")
+        check_snapshot(got, mixed, "one engine")
+        await summaries_recount(db.engine, db.version)
+    finally:
+        await db.close()
+
+
+async def test_two_engines_sharing_the_partitions_equal_the_reference(history, until):
+    settings, mixed, records, want = history
+    db = await Fresh.make()
+    try:
+        a, b = db.resident(), db.resident()
+        rng = random.Random(SEED + 2)
+        mine = {0: a, 1: b}
+        queues = {a: [], b: []}
+        for src, item in records:
+            queues[mine[src.partition % 2]].append((src, item))
+        # interleaved: each takes a random slice of its own records in turn
+        cursors = {a: 0, b: 0}
+        while any(cursors[e] < len(queues[e]) for e in (a, b)):
+            engine = rng.choice([e for e in (a, b) if cursors[e] < len(queues[e])])
+            size = rng.randint(1, 200)
+            await engine.apply(queues[engine][cursors[engine]:cursors[engine] + size], wait=rng.random() < 0.5)
+            cursors[engine] += size
+        got = await db.result(until)
+        assert not db.dead
+        assert a.stale + b.stale > 0, "the partitions shared nothing: the fences were never tried"
+        assert_same(want, got, "two engines")
+        await summaries_recount(db.engine, db.version)
+    finally:
+        await db.close()
+
+
+async def test_an_engine_that_forgets_experts_all_the_time_equals_the_reference(history, until):
+    settings, mixed, records, want = history
+    db = await Fresh.make()
+    try:
+        resident = db.resident(max_rows=300)
+        await in_batches(resident, records, random.Random(SEED + 3))
+        assert resident.evictions > 10
+        got = await db.result(until)
+        assert_same(want, got, "forgetting")
+    finally:
+        await db.close()
+
+
+def zombie_split(records: list) -> tuple[int, int]:
+    """(third, i): B takes over at a third; the zombie's first record after B's, `i`, is a booking
+    of a person both A and B saw book: A's summary of them lacks B's bookings."""
+    third = len(records) // 3
+
+    def person(item):
+        return (item.expert_id, item.customer.email.lower())
+    booked = [i for i, (_, item) in enumerate(records) if item is not None and item.type == "booking.created"]
+    early = {person(records[i][1]) for i in booked if i < third}
+    for i in booked:
+        if i >= 2 * third and person(records[i][1]) in early and any(
+                person(records[k][1]) == person(records[i][1]) for k in booked if third <= k < i):
+            return third, i
+    raise AssertionError("no person booked in every third")
+
+
+async def _zombie(records: list, until: datetime, *, rest: bool = True) -> tuple[dict, int]:
+    """A holds every partition and applies the first third; B takes them over and applies up to
+    `i`; A, a zombie that never learnt it lost them, applies record `i` alone from the state it
+    kept (which lacks B's records), then the rest."""
+    third, i = zombie_split(records)
+    db = await Fresh.make()
+    try:
+        a, b = db.resident(), db.resident()
+        await in_batches(a, records[:third], random.Random(1))
+        await a.flush()  # A's last write committed; then its partitions go to B
+        await in_batches(b, records[third:i], random.Random(2))
+        await b.flush()
+        await a.apply(records[i:i + 1])
+        if not rest:  # the tables as the zombie's write left them
+            for r in (a, b):
+                await r.close()
+            return await tables(db.engine, db.version), a.stale
+        await in_batches(a, records[i + 1:], random.Random(3))
+        return await db.result(until), a.stale
+    finally:
+        await db.close()
+
+
+async def test_a_zombie_cannot_write_from_the_state_it_held(history, until, monkeypatch):
+    settings, mixed, records, want = history
+    got, stale = await _zombie(records, until)
+    assert stale >= 1
+    assert_same(want, got, "zombie")
+    right, _ = await _zombie(records, until, rest=False)
+
+    # the same zombie with the fences disabled (offsets and generations written unchecked)
+    checked_offsets, checked_generations = fences.move_offsets, fences.bump_generations
+
+    async def unchecked_offsets(conn, version, expected, new):
+        raw = await fences._driver(conn)
+        stored = {(r[0], r[1]): r[2] for r in await raw.fetch(
+            'SELECT topic, "partition", "offset" FROM projection_offsets WHERE version = $1', version)}
+        await checked_offsets(conn, version, stored, new)
+
+    async def unchecked_generations(conn, version, expected, scopes):
+        return await checked_generations(conn, version, None, scopes)
+
+    monkeypatch.setattr(live_module, "move_offsets", unchecked_offsets)
+    async def unchecked_epoch(*args):
+        pass
+
+    monkeypatch.setattr(live_module, "bump_generations", unchecked_generations)
+    monkeypatch.setattr(live_module, "check_epoch", unchecked_epoch)
+    corrupted, _ = await _zombie(records, until, rest=False)
+    assert differences(right, corrupted), "the unfenced zombie left the read model intact: the test proves nothing"
