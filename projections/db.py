@@ -13,6 +13,7 @@ from typing import Any, AsyncIterator, Iterable, Iterator, Sequence
 import msgspec
 from sqlalchemy import JSON, BigInteger, Boolean, Integer, Table, bindparam, event, func, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 _json = msgspec.json.Encoder().encode
@@ -38,6 +39,10 @@ def make_engine(url: str, **kw: Any) -> AsyncEngine:
     kw.setdefault("pool_size", 10)
     kw.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kw)
+
+
+# what an unreachable database raises: waited out, never a reason to dead-letter
+TRANSIENT = (OperationalError, InterfaceError, ConnectionError, OSError, asyncio.TimeoutError)
 
 
 async def reachable(engine: AsyncEngine, timeout: float = 5.0) -> bool:

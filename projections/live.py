@@ -55,7 +55,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from projections import claims
-from projections.db import make_engine
+from projections.db import TRANSIENT, make_engine, reachable
 from projections.fences import Stale, bump_generations, check_epoch, move_offsets, read_generations
 from projections.memory import (Changed, FoldState, Journal, MemoryStore, changed_in, close_journal, evict,
                                 open_journal, restore, rows_held, scopes_in)
@@ -144,6 +144,8 @@ class Resident:
         self.evictions = 0
         self.stale = 0
         self.owned: set[Tp] = set()
+        # told of every committed batch: (what it applied, seconds from its hand-over to its commit, records)
+        self.committed: Callable[[Applied, float, int], None] = lambda *_: None
         self.lock = asyncio.Lock()  # a batch and an assignment's offsets, one at a time
 
     def _reset(self) -> None:
@@ -360,6 +362,7 @@ class Resident:
         """A batch with an erasure, alone: in one transaction holding the version exclusively, no
         other batch writes while it reads, folds and writes, and it bumps the erasures' epoch, so
         that every batch loaded before it and written after it is applied again."""
+        batch.started = time.perf_counter()
         while True:
             try:
                 async with self.engine.begin() as conn:
@@ -388,6 +391,7 @@ class Resident:
             b.result.by_type.clear()
 
     def _written(self, batch: Batch, bumped: dict[str, int]) -> None:
+        self.committed(batch.result, time.perf_counter() - batch.started, len(batch.records))
         self.generations.update(bumped)
         for tp, (offset, _) in batch.offsets.items():
             self.written[tp] = max(self.written.get(tp, -1), offset)
@@ -504,6 +508,4 @@ def _count(result: Applied, changes: Any) -> None:
 
 
 async def _outage(engine: AsyncEngine, exc: BaseException) -> bool:
-    from projections.db import reachable
-    from streams.retry import TRANSIENT
     return isinstance(exc, TRANSIENT) or not await reachable(engine)

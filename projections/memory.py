@@ -449,7 +449,7 @@ class MemoryStore:
 
 
 
-# --- the state as rows: all of it (a replay's COPY), or what changed since a snapshot (a catch-up) --------
+# --- the state as rows: all of it (a replay's COPY), or what a journal says changed (the worker, a catch-up) ---
 
 _PROFILE_TABLES = (t.customer_profiles, t.customer_tags, t.customer_field_values)
 
@@ -533,15 +533,10 @@ def version_rows(state: FoldState, version: int) -> Iterator[tuple[Table, tuple[
         yield from _rows_of(sink, version, state.secret, getattr(state, sink.name).rows.items())
 
 
-def snapshot(state: FoldState, skip: Iterable[str] = ()) -> dict[str, dict]:
-    """What each table holds now (the rows are not copied: a batch replaces a row, never changes it)."""
-    return {sink.name: dict(getattr(state, sink.name).rows) for sink in SINKS if sink.name not in skip}
-
-
 @dataclass
 class Changed:
-    """What one table's rows became since a snapshot: the keys removed, the keys whose row was
-    replaced, and the rows to write for the keys added and for those replaced."""
+    """What one table's rows became over a journal (`changed_in`): the keys removed, the keys
+    whose row was replaced, and the rows to write for the keys added and for those replaced."""
 
     sink: Sink
     removed: list[tuple]  # as the tables' key columns
@@ -550,26 +545,6 @@ class Changed:
     added_rows: list[tuple[Table, tuple[str, ...], Iterable[tuple]]]
     replaced_rows: list[tuple[Table, tuple[str, ...], Iterable[tuple]]]
     written: int = 0
-
-
-def changed_since(state: FoldState, before: dict[str, dict], version: int) -> Iterator[Changed]:
-    """Table by table (those `before` holds: `snapshot`), what the state changed since."""
-    for sink in SINKS:
-        if sink.name not in before:
-            continue
-        now, old = getattr(state, sink.name).rows, before[sink.name]
-        gone = [k for k in old if k not in now]
-        added, replaced = [], []
-        for k, x in now.items():
-            was = old.get(k, _MISSING)
-            if was is _MISSING:
-                added.append((k, x))
-            elif was is not x and was != x:
-                replaced.append((k, x))
-        if gone or added or replaced:
-            yield Changed(sink, [sink.key_values(k) for k in gone], gone, [sink.key_values(k) for k, _ in replaced],
-                          list(_rows_of(sink, version, state.secret, added)),
-                          list(_rows_of(sink, version, state.secret, replaced)), len(added) + len(replaced))
 
 
 # --- a state kept from batch to batch (the live worker): each batch's changes, from its journal ---------------
@@ -600,7 +575,8 @@ def restore(state: FoldState, journal: Journal) -> None:
 
 
 def changed_in(state: FoldState, journal: Journal, version: int) -> list[Changed]:
-    """What the tables' rows became over one journal: `changed_since` for the keys it logged."""
+    """Table by table, what the rows of the keys a journal logged became: the keys removed, the
+    rows added, and those replaced (a row equal to the one before is not written)."""
     out = []
     for sink in SINKS:
         logged = journal.get(sink.name)

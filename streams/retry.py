@@ -13,14 +13,10 @@ import logging
 import time
 from typing import Any, Callable
 
-from sqlalchemy.exc import InterfaceError, OperationalError
-
-from projections.db import reachable
+from projections.db import TRANSIENT, reachable
 from projections.projector import Applied, Position, Projector, VersionChanged
 
 log = logging.getLogger("customers.poison")
-
-TRANSIENT = (OperationalError, InterfaceError, ConnectionError, OSError, asyncio.TimeoutError)
 
 
 async def apply_with_retry(projector: Projector, batch: list[tuple[Position, Any]], *, attempts: int,

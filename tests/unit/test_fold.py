@@ -11,7 +11,8 @@ import pytest
 
 from customers.commands import CustomerErased
 from customers.ids import customer_id, email_hash
-from projections.memory import FoldState, MemoryStore, MemTable, ValueTooLong, changed_since, snapshot, version_rows
+from projections.memory import (FoldState, MemoryStore, MemTable, ValueTooLong, changed_in, close_journal, evict,
+                                open_journal, restore, scopes_in, version_rows)
 from projections.projector import in_order, run_batch
 from projections.rules.summaries import summary_of
 from streams.fold import Plan, Scan, Share, route, shares_of
@@ -172,13 +173,14 @@ def test_topics_of_different_partition_counts_are_one_share():
 
 # --- what a state kept between rounds writes back (a catch-up) -------------------------------------
 
-def test_what_changed_since_a_snapshot_is_the_rows_added_replaced_and_removed():
+def test_what_a_journal_logged_is_the_rows_added_replaced_and_removed():
     state = FoldState(SECRET)
     fold(state, [created("m1", pi="pi_1"), paid("pi_1", 7000, meeting="m1"), created("m2", start=T0 + 48 * H)])
-    before = snapshot(state, skip=("counts",))
-    assert "counts" not in before and before["meetings"].keys() == {("ex", "m1"), ("ex", "m2")}
+    journal = open_journal(state)
+    assert "counts" not in journal  # insight sums are held as differences to add
     fold(state, [event("booking.cancelled", "m2", T0 + H, reason="x"), created("m3", start=T0 + 72 * H)])
-    changes = {c.sink.name: c for c in changed_since(state, before, 7)}
+    close_journal(state)
+    changes = {c.sink.name: c for c in changed_in(state, journal, 7)}
     meetings = changes["meetings"]
     assert meetings.removed == [] and meetings.replaced == [("ex", "m2")]
     [(table, columns, added)] = meetings.added_rows
@@ -189,10 +191,40 @@ def test_what_changed_since_a_snapshot_is_the_rows_added_replaced_and_removed():
     assert [dict(zip(columns, row))["cancelled_at"] for row in replaced] == [T0 + H]
     assert changes["summaries"].replaced == [("ex", ANA)] and "payments" not in changes  # untouched: not written
     assert "counts" not in changes
+    assert scopes_in(state, journal) == {"ex"}  # the expert: every row of this batch is theirs
     # a removal names the key as the table's columns and as the state's
-    del state.payments.rows["pi_1"]
-    [gone] = [c for c in changed_since(state, before, 7) if c.sink.name == "payments"]
+    journal = open_journal(state)
+    state.payments.delete("pi_1")
+    close_journal(state)
+    [gone] = changed_in(state, journal, 7)
     assert gone.removed == [("pi_1",)] and gone.gone == ["pi_1"] and not list(gone.added_rows[0][2]) and gone.written == 0
+    assert scopes_in(state, journal) == {"p:pi_1", "ex"}  # the payment's own scope and its expert's
+
+
+def test_a_row_put_back_as_it_was_is_not_written_and_a_restored_journal_undoes_the_batch():
+    state = FoldState(SECRET)
+    fold(state, [created("m1", pi="pi_1")])
+    before = dict(state.meetings.rows), dict(state.summaries.rows)
+    journal = open_journal(state)
+    fold(state, [event("booking.cancelled", "m1", T0 + H, reason="x"), created("m2", start=T0 + 48 * H)])
+    state.stripe_events.put("evt_x", ("charge.succeeded", T0))
+    state.stripe_events.delete("evt_x")  # added and removed within the batch: nothing to write
+    close_journal(state)
+    assert {c.sink.name for c in changed_in(state, journal, 1)} == {"meetings", "summaries", "contributions"}
+    restore(state, journal)
+    assert (state.meetings.rows, state.summaries.rows) == before
+    assert state.meetings.find("customer", ("ex", ANA)) == {("ex", "m1")}  # the indexes follow
+
+
+def test_an_eviction_forgets_the_experts_rows_and_the_payments_of_no_expert_but_what_is_kept():
+    state = FoldState(SECRET)
+    fold(state, [created("m1", pi="pi_1"), paid("pi_1", 7000, meeting="m1"), created("m9", expert="other")])
+    fold(state, [paid("pi_free", 100, expert=None, meeting=None), paid("pi_kept", 200, expert=None, meeting=None)])
+    assert {"pi_free", "pi_kept"} <= state.payments.rows.keys()
+    scopes = evict(state, {"ex"}, keep={"p:pi_kept"})
+    assert {k[0] for k in state.meetings.rows} == {"other"} and {k[0] for k in state.summaries.rows} == {"other"}
+    assert set(state.payments.rows) == {"pi_kept"} and set(state.aliases.rows.values()) <= {"pi_kept"}
+    assert {"ex", "p:pi_1", "p:pi_free"} <= scopes and "p:pi_kept" not in scopes
 
 
 def test_the_whole_state_as_rows_has_a_row_per_value_and_leaves_out_sums_of_zero():
