@@ -59,7 +59,7 @@ from projections.db import TRANSIENT, make_engine, reachable
 from projections.fences import Stale, bump_generations, check_epoch, move_offsets, read_generations
 from projections.memory import (Changed, FoldState, Journal, MemoryStore, changed_in, close_journal, evict,
                                 open_journal, restore, rows_held, scopes_in)
-from projections.projector import Applied, VersionChanged, in_order, run_batch, stored_offsets
+from projections.projector import Applied, Statistics, VersionChanged, in_order, run_batch, stored_offsets
 from projections.resident import Held, load_for, write_changed
 from projections.sweep import watermark
 from projections.versions import live_version
@@ -67,6 +67,7 @@ from projections.versions import live_version
 log = logging.getLogger("customers.live")
 
 Tp = tuple[str, int]
+FULL_COLLECTION = 900.0  # seconds between two full collections of the worker's garbage
 EPOCH = "~erasures"  # the scope every erasure bumps, every batch checks
 ToDlq = Callable[[Any, BaseException], Awaitable[None]]
 TRANSIENT_STATES = claims.RETRY_STATES
@@ -143,10 +144,26 @@ class Resident:
         self.inflight: Batch | None = None
         self.evictions = 0
         self.stale = 0
+        self.collected = time.monotonic()
+        self.write_seconds: dict[str, float] = {}  # per table, all batches (the writer thread's)
+        self.rows_written: dict[str, int] = {}
+        self.statistics = Statistics(engine, version)  # the planner's statistics follow the tables' growth
         self.owned: set[Tp] = set()
         # told of every committed batch: (what it applied, seconds from its hand-over to its commit, records)
         self.committed: Callable[[Applied, float, int], None] = lambda *_: None
         self.lock = asyncio.Lock()  # a batch and an assignment's offsets, one at a time
+
+    def _collect(self) -> None:
+        """The state is millions of small acyclic objects, freed by their reference counts: the cyclic
+        collector scanning them again and again would cost more than the rules. So what lives now is
+        frozen out of its reach (cheap), and once every `FULL_COLLECTION` seconds a full collection
+        runs on everything (what a cycle kept alive since is freed then)."""
+        now = time.monotonic()
+        if now - self.collected > FULL_COLLECTION:
+            gc.unfreeze()
+            gc.collect()
+            self.collected = now
+        gc.freeze()
 
     def _reset(self) -> None:
         self.state = FoldState(self.secret)
@@ -292,8 +309,8 @@ class Resident:
         batch.epoch = found.pop(EPOCH)
         self.generations.update(found)
         as_of = await watermark(conn, self.version)
-        if len(self.held.experts) - before > 1000:
-            gc.freeze()  # the rows are acyclic: freed by their counts, never worth a scan
+        if len(self.held.experts) > before:
+            self._collect()
         return as_of
 
     async def _fold(self, batch: Batch, store: MemoryStore) -> None:
@@ -353,9 +370,16 @@ class Resident:
 
     async def _write(self, conn: AsyncConnection, batch: Batch, expected_offsets: dict[Tp, int],
                      expected: dict[str, int]) -> dict[str, int]:
+        fenced = time.perf_counter()
         await move_offsets(conn, self.version, expected_offsets, batch.offsets)
         bumped = await bump_generations(conn, self.version, expected, batch.scopes)
-        await write_changed(conn, self.version, batch.changes, batch.erasures, batch.refs, batch.counts)
+        clock = time.perf_counter()
+        written = await write_changed(conn, self.version, batch.changes, batch.erasures, batch.refs, batch.counts,
+                                      self.write_seconds)
+        for name, n in written.items():
+            self.rows_written[name] = self.rows_written.get(name, 0) + n
+        self.rows_written["insight_counts"] = self.rows_written.get("insight_counts", 0) + len(batch.counts)
+        self.write_seconds["fences"] = self.write_seconds.get("fences", 0.0) + clock - fenced
         return bumped
 
     async def _erase(self, batch: Batch) -> None:
@@ -392,11 +416,13 @@ class Resident:
 
     def _written(self, batch: Batch, bumped: dict[str, int]) -> None:
         self.committed(batch.result, time.perf_counter() - batch.started, len(batch.records))
+        self.statistics.after(len(batch.records))
         self.generations.update(bumped)
         for tp, (offset, _) in batch.offsets.items():
             self.written[tp] = max(self.written.get(tp, -1), offset)
         self.held.gone = {}
         batch.journal = None
+        self._collect()
 
     async def _settle(self, batch: Batch) -> None:
         """Wait for `batch`'s write; an outage or a deadlock is waited out and the same write is
@@ -493,6 +519,7 @@ class Resident:
     async def close(self) -> None:
         try:
             await self.flush()
+            await self.statistics.settle()
         finally:
             await self.writer.close()
 

@@ -24,7 +24,7 @@ from sqlalchemy import JSON, delete, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from projections import tables as t
-from projections.db import add_counts, any_of, bulk_upsert, copy_rows, in_tuples
+from projections.db import _pg_array_type, add_counts, any_of, bulk_upsert, copy_rows, in_tuples
 from projections.meetings import Meeting
 from projections.memory import Changed, FoldState
 from projections.physical import partition_name
@@ -220,7 +220,7 @@ async def write_changed(conn: AsyncConnection, version: int, changes: Iterable[C
                 conn, table, columns, rows, into=partition_name(table, version))
         if change.replaced and not several:
             for table, columns, rows in change.replaced_rows:
-                written[table.name] = written.get(table.name, 0) + await _update_from_stage(
+                written[table.name] = written.get(table.name, 0) + await _update_from_arrays(
                     conn, table, columns, rows, ("version", *sink.keys), version)
         lap(sink.tables[0].name)
     await add_counts(conn, t.insight_counts, [
@@ -235,16 +235,31 @@ async def write_changed(conn: AsyncConnection, version: int, changes: Iterable[C
     return written
 
 
-async def _update_from_stage(conn: AsyncConnection, table, columns: tuple[str, ...], rows: Iterable[tuple],
-                             keys: tuple[str, ...], version: int) -> int:
-    """Rows of existing keys, replaced: COPYed to a temporary table, then one UPDATE ... FROM it."""
-    stage = f"stage_{table.name}"
+async def _update_from_arrays(conn: AsyncConnection, table, columns: tuple[str, ...], rows: Iterable[tuple],
+                              keys: tuple[str, ...], version: int) -> int:
+    """Rows of existing keys, replaced in one `UPDATE ... FROM unnest(...)` on the version's
+    partition: one array per column (JSON as text). The planner sees a few rows to join by the
+    primary key (an index look-up each), never a scan of the table."""
+    rows = list(rows)
+    if not rows:
+        return 0
     target = partition_name(table, version)
-    await conn.execute(text(f'CREATE TEMPORARY TABLE IF NOT EXISTS "{stage}" (LIKE "{target}") ON COMMIT DELETE ROWS'))
-    count = await copy_rows(conn, table, columns, rows, into=stage)
+    json_at = {i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)}
+    arrays, selects = [], []
+    for i, name in enumerate(columns):
+        values = [r[i] for r in rows]
+        if i in json_at:
+            values = [None if v is None else _encode(v).decode() for v in values]
+        arrays.append(values)
+        selects.append(f"${i + 1}::{_pg_array_type(table.c[name])}[]")
     others = [c for c in columns if c not in keys]
-    await conn.execute(text(
-        f'UPDATE "{target}" AS t SET ' + ", ".join(f'"{c}" = s."{c}"' for c in others)
-        + f' FROM "{stage}" AS s WHERE ' + " AND ".join(f't."{k}" = s."{k}"' for k in keys)))
-    await conn.execute(text(f'TRUNCATE "{stage}"'))
-    return count
+    cast = {c: "::json" if i in json_at else "" for i, c in enumerate(columns)}
+    sql = (f'UPDATE "{target}" AS t SET ' + ", ".join(f'"{c}" = u."{c}"{cast[c]}' for c in others)
+           + f" FROM unnest({', '.join(selects)}) AS u(" + ", ".join(f'"{c}"' for c in columns) + ") WHERE "
+           + " AND ".join(f't."{k}" = u."{k}"' for k in keys))
+    raw = await _raw(conn)
+    await raw.execute(sql, *arrays)
+    return len(rows)
+
+
+_encode = msgspec.json.Encoder().encode
