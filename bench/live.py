@@ -1,4 +1,4 @@
-"""Benchmark 1b: the live engine on a projected history (`projections.live`).
+"""Benchmark 1c: the live engine on a projected history (`projections.live`).
 
     python -m bench.live [--histories 200000,600000,1000000] [--events 100000] [--runs 3]
 

@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, one after the other, on the local infrastructure.
 
-    python -m bench.run [--only projection,scale_out,replay,catchup,api,freshness,intake] [--merge]
+    python -m bench.run [--only projection,live,scale_out,replay,catchup,api,freshness,intake] [--merge]
 
 Writes `bench/results/results.json`, `results.md` and `results.png`. Sizes come from the
 environment (defaults: the issue's sizes where they fit the time budget):
@@ -8,6 +8,7 @@ environment (defaults: the issue's sizes where they fit the time budget):
 | variable | default | benchmark |
 | --- | --- | --- |
 | `BENCH_PROJECTION_EVENTS` | 200000 | 1: events pre-loaded for the worker |
+| `BENCH_LIVE_HISTORIES`, `BENCH_LIVE_EVENTS`, `BENCH_LIVE_RUNS` | 200000,600000,1000000, 100000, 3 | 1c: histories projected by a replay before the worker starts, events it then applies, runs per history |
 | `BENCH_SCALE_EVENTS` | 100000 | 1b: events projected by one worker, then by two, on 12 partitions |
 | `BENCH_REPLAY_EVENTS`, `BENCH_REPLAY_SMALL`, `BENCH_REPLAY_BASELINE` | 1000000, 200000, 50000 | 2: events replayed (the goal's size), the growth curve's smaller run, the per-batch engine's records (the baseline) |
 | `BENCH_CATCHUP_HISTORY`, `BENCH_CATCHUP_EVENTS` | 300000, 300000 | 2b: events projected before the worker stops, events produced while it is stopped (the goal's size) |
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import time
 import traceback
@@ -36,7 +38,7 @@ from bench.common import (RESULTS, ROOT, Profiler, Result, env_float, env_int, i
                           run_async)
 from bench.report import markdown, plot
 
-ORDER = ["projection", "scale_out", "replay", "catchup", "api", "insights", "freshness", "intake"]
+ORDER = ["projection", "live", "scale_out", "replay", "catchup", "api", "insights", "freshness", "intake"]
 
 
 async def one(name: str) -> Result:
@@ -45,6 +47,12 @@ async def one(name: str) -> Result:
 
         return await projection.run(env_int("BENCH_PROJECTION_EVENTS", 200_000), env_int("BENCH_EXPERTS", 2000),
                                     profile_seconds=20 if Profiler.available() else 0)
+    if name == "live":
+        from bench import live
+
+        return await live.run([int(x) for x in os.environ.get("BENCH_LIVE_HISTORIES", "200000,600000,1000000").split(",")],
+                              env_int("BENCH_LIVE_EVENTS", 100_000), env_int("BENCH_LIVE_RUNS", 3),
+                              env_int("BENCH_REPLAY_BASELINE", 50_000), env_int("BENCH_EXPERTS", 2000))
     if name == "scale_out":
         from bench import scale_out
 
