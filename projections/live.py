@@ -134,7 +134,7 @@ class Resident:
     MAX_REDO = 8
 
     def __init__(self, engine: AsyncEngine, *, version: int, id_secret: str, to_dlq: ToDlq,
-                 max_rows: int = 3_000_000, follow_live: bool = True) -> None:
+                 max_rows: int = 1_500_000, follow_live: bool = True) -> None:
         self.engine, self.version, self.secret = engine, version, id_secret
         self.to_dlq, self.max_rows, self.follow_live = to_dlq, max_rows, follow_live
         self.writer = Writer(engine.url.render_as_string(hide_password=False))
@@ -421,6 +421,8 @@ class Resident:
         for tp, (offset, _) in batch.offsets.items():
             self.written[tp] = max(self.written.get(tp, -1), offset)
         self.held.gone = {}
+        if batch.journal is not None:  # a Stripe event applied is looked up in the table from now on
+            self.state.stripe_events.drop(list(batch.journal.get("stripe_events", ())))
         batch.journal = None
         self._collect()
 

@@ -17,6 +17,8 @@ out as copies; a batch writes its copies back through `write`, as it would write
 from __future__ import annotations
 
 from copy import copy
+
+import msgspec
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Callable, Hashable, Iterable, Iterator
@@ -33,6 +35,7 @@ from projections.store import (MEETING_COLUMNS, PAYMENT_COLUMNS, SUMMARY_COLUMNS
                                meeting_values, note_row, payment_values, profile_rows, summary_values, wanted)
 
 _MISSING = object()
+_NONE = object()
 
 
 class ValueTooLong(ValueError):
@@ -52,7 +55,7 @@ class MemTable:
         self.rows: dict[Hashable, Any] = {}
         self._fns = {name: fn for name, fn in indexes.items() if name not in lazy}
         self._waiting = {name: fn for name, fn in indexes.items() if name in lazy}
-        self.idx: dict[str, dict[Hashable, set]] = {name: {} for name in self._fns}
+        self.idx: dict[str, dict[Hashable, Any]] = {name: {} for name in self._fns}  # value -> key, or a set of keys
         self.undo: list | None = None
         self.journal: dict | None = None  # key -> the row before the first change since it was opened
         self._pairs = [(fn, self.idx[name]) for name, fn in self._fns.items()]
@@ -69,13 +72,27 @@ class MemTable:
     def find(self, index: str, value: Hashable) -> set:
         if index in self._waiting:
             fn = self._fns[index] = self._waiting.pop(index)
-            built: dict[Hashable, set] = {}
+            built: dict[Hashable, Any] = {}
             self.idx[index] = built
-            for key, row in self.rows.items():
-                if (found := fn(row)) is not None:
-                    built.setdefault(found, set()).add(key)
             self._pairs.append((fn, built))
-        return self.idx[index].get(value, set())
+            for key, row in self.rows.items():
+                self._add(built, fn(row), key)
+        found = self.idx[index].get(value, _NONE)
+        return found if type(found) is set else ({found} if found is not _NONE else set())
+
+    @staticmethod
+    def _add(index: dict, value: Hashable | None, key: Hashable) -> None:
+        """An index entry holds its one key as it is, and a set from the second on (most values
+        of these indexes name one row: a set each would double the state's memory)."""
+        if value is None:
+            return
+        found = index.get(value, _NONE)
+        if found is _NONE:
+            index[value] = key
+        elif type(found) is set:
+            found.add(key)
+        elif found != key:
+            index[value] = {found, key}
 
     def put(self, key: Hashable, row: Any) -> None:
         old = self.rows.get(key, _MISSING)
@@ -126,24 +143,24 @@ class MemTable:
         self.undo = None
 
     def _index(self, key: Hashable, row: Any) -> None:
+        add = self._add
         for fn, index in self._pairs:
-            value = fn(row)
-            if value is not None:
-                found = index.get(value)
-                if found is None:
-                    index[value] = {key}
-                else:
-                    found.add(key)
+            add(index, fn(row), key)
 
     def _unindex(self, key: Hashable, row: Any) -> None:
         for fn, index in self._pairs:
             value = fn(row)
-            if value is not None:
-                keys = index.get(value)
-                if keys is not None:
-                    keys.discard(key)
-                    if not keys:
-                        del index[value]
+            if value is None:
+                continue
+            found = index.get(value, _NONE)
+            if type(found) is set:
+                found.discard(key)
+                if len(found) == 1:
+                    index[value] = next(iter(found))
+                elif not found:
+                    del index[value]
+            elif found is not _NONE and found == key:
+                del index[value]
 
 
 def _checker(table: Table) -> Callable[[Any], None]:
@@ -188,7 +205,9 @@ class FoldState:
         self.communications = MemTable(provider=lambda c: c.provider_message_id, email=lambda c: c.email_hash,
                                        lazy=("email",))
         self.reports = MemTable()  # provider email id -> [[status, at], ...]
-        self.contributions = MemTable()  # (expert, customer) -> [[month, metric, dim, value], ...]
+        # (expert, customer) -> [[month, metric, dim, value], ...], held as its JSON (`msgspec.Raw`): a
+        # customer's contribution is read and replaced whole, and as JSON it takes a fifth of the memory
+        self.contributions = MemTable()
         self.counts = MemTable()  # (expert, month, metric, dim) -> (value, label)
         self.erasures = MemTable()  # the ledger, shared by every version: hash -> erased at
         self.erased_refs = MemTable()  # (kind, ref) -> erased at
@@ -227,6 +246,14 @@ _MAX_TAG, _MAX_FIELD_KEY, _MAX_FIELD_VALUE = (t.customer_tags.c.tag.type.length,
                                               t.customer_field_values.c.value.type.length)
 _MAX_ALIAS, _MAX_EVENT = t.payment_aliases.c.alias.type.length, t.stripe_events_applied.c.event_id.type.length
 _MAX_EMAIL_ID = t.email_reports.c.email_id.type.length
+
+
+_to_json, _from_json = msgspec.json.Encoder().encode, msgspec.json.decode
+
+
+def as_json(value: Any) -> msgspec.Raw:
+    """A JSON value held encoded (written as it is by the COPY and the updates' encoder)."""
+    return msgspec.Raw(_to_json(value))
 
 
 def _too_long(value: str | None, length: int, where: str) -> None:
@@ -353,7 +380,7 @@ class MemoryStore:
 
     async def contributions(self, keys: Iterable[Key]) -> dict[Key, list]:
         rows = self.state.contributions.rows
-        return {k: rows[k] for k in set(keys) if k in rows}
+        return {k: _from_json(rows[k]) for k in set(keys) if k in rows}
 
     # --- writes ------------------------------------------------------------------------------
 
@@ -437,7 +464,7 @@ class MemoryStore:
         for key in gone:
             s.contributions.delete(key)
         for key, rows in contributions.items():
-            s.contributions.put(key, rows)
+            s.contributions.put(key, as_json(rows))
         counts = s.counts
         for (e, m, k, d), value in deltas.items():
             old = counts.get((e, m, k, d))

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from projections import tables as t
 from projections.db import _pg_array_type, add_counts, any_of, bulk_upsert, copy_rows, in_tuples
 from projections.meetings import Meeting
-from projections.memory import Changed, FoldState
+from projections.memory import Changed, FoldState, as_json
 from projections.physical import partition_name
 from projections.rules.model import Communication, Note, Payment, Profile, Summary, from_row
 from projections.store import wanted
@@ -155,7 +155,7 @@ async def load_for(conn: AsyncConnection, version: int, secret: str, items: list
                 providers.add(x.provider_message_id)
         for expert, customer, contribution in await of(t.customer_insights,
                                                        columns=("expert_id", "customer_id", "contribution")):
-            _add("contributions", (expert, customer), contribution)
+            _add("contributions", (expert, customer), as_json(contribution))
     payments = {x.payment_id: from_row(Payment, x) for x in named_payments}
     for x in await of(t.payments, Payment, where="(expert_id = ANY($2) OR hint_expert = ANY($2))") if who else ():
         payments[x.payment_id] = x
