@@ -73,6 +73,10 @@ ToDlq = Callable[[Any, BaseException], Awaitable[None]]
 TRANSIENT_STATES = claims.RETRY_STATES
 
 
+class GaveUp(Exception):
+    """A batch could not be written (every attempt was stale, or failed): nothing of it is applied."""
+
+
 @dataclass
 class Batch:
     """One batch on its way: its records, what its fold changed, and where its write stands."""
@@ -476,7 +480,12 @@ class Resident:
                 return
             except Stale as more:
                 stale, batches = more, [again]
-        raise RuntimeError("the state kept changing under this worker; giving up the batch")
+        self._undo(batches)  # nothing of them applied: the caller may take their records one by one
+        for b in batches:
+            for tp in b.offsets:
+                self.offsets[tp] = self.written.get(tp, -1)
+        raise GaveUp(f"{self.MAX_REDO} attempts met another writer or failed; the batch is not applied") \
+            from stale.__cause__
 
     async def _now(self, batch: Batch) -> None:
         """Load, fold and write `batch`, waiting for its commit (nothing else in flight)."""

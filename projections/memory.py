@@ -628,13 +628,15 @@ def changed_in(state: FoldState, journal: Journal, version: int) -> list[Changed
 
 
 def _payment_scopes(pid: str, p: Any) -> Iterator[str]:
-    yield "p:" + pid
+    for i in money.ids(p.state or {}, pid):  # every id it is known by: two writers that each met
+        yield "p:" + i                       # the payment under another id still share one scope
     if owner := (p.expert_id or p.hint_expert):
         yield owner
 
 
-# What a row is guarded by (`projections.live`): the expert it belongs to, or for what belongs
-# to no expert yet, the payment or the provider's message it is.
+# What a row is guarded by (`projections.live`): the expert it belongs to, and for a payment every
+# id Stripe may name it by (`p:<id>`, what a payment that names no expert yet is guarded by alone);
+# for a provider's message report, its id.
 SCOPES: dict[str, Callable[[Any, Any], Iterable[str]]] = {
     "meetings": lambda k, _x: (k[0],),
     "summaries": lambda k, _x: (k[0],),
@@ -644,7 +646,7 @@ SCOPES: dict[str, Callable[[Any, Any], Iterable[str]]] = {
     "notes": lambda _k, x: (x.expert_id,),
     "communications": lambda _k, x: (x.expert_id,),
     "payments": _payment_scopes,
-    "aliases": lambda _k, pid: ("p:" + pid,),
+    "aliases": lambda alias, pid: ("p:" + alias, "p:" + pid),
     "reports": lambda k, _x: ("r:" + k,),
 }
 

@@ -23,6 +23,7 @@ import msgspec
 from sqlalchemy import JSON, delete, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from projections import payments as money
 from projections import tables as t
 from projections.db import _pg_array_type, add_counts, any_of, bulk_upsert, copy_rows, in_tuples
 from projections.meetings import Meeting
@@ -163,11 +164,12 @@ async def load_for(conn: AsyncConnection, version: int, secret: str, items: list
     fresh = [pid for pid in fresh if pid not in held.gone.get("payments", ())]
     for pid in fresh:
         state.payments.put(pid, payments[pid])
-    held.loaded.update("p:" + pid for pid in fresh)
+        held.loaded.update("p:" + i for i in money.ids(payments[pid].state or {}, pid))
     if fresh:  # the aliases of a payment held already may have changed since they were written
         for alias, pid in await of(t.payment_aliases, columns=("alias", "payment_id"), where="payment_id = ANY($2)",
                                    arg=fresh):
             _add("aliases", alias, pid)
+            held.loaded.add("p:" + alias)
     if providers:
         for email_id, reports in await of(t.email_reports, columns=("email_id", "reports"), where="email_id = ANY($2)",
                                           arg=sorted(providers)):

@@ -25,7 +25,7 @@ import faust
 from customers import kafka as names
 from customers import stripe_facts
 from customers.settings import Settings
-from projections.live import Resident
+from projections.live import GaveUp, Resident
 from projections.projector import Projector, VersionChanged
 from streams import stripe_api
 from streams.app import restart_process
@@ -112,7 +112,7 @@ class Agents:
             decoded = await self.applier.decode([_source(event) for event in kept])
             wait = not waiting(stream.channel)  # nothing queued: commit now rather than with the next batch
             try:
-                await self.resident.apply(decoded, wait=wait)
+                await self._apply_resident(decoded, wait)
             except VersionChanged as exc:
                 await self._follow(exc)
                 return
@@ -122,6 +122,21 @@ class Agents:
             if wait:
                 for event in batch:
                     event.ack()
+
+    async def _apply_resident(self, decoded: list, wait: bool) -> None:
+        """A batch that cannot be written (`GaveUp`) is applied one record at a time; a record that
+        cannot be written alone goes to its dead-letter topic and its position is written."""
+        try:
+            await self.resident.apply(decoded, wait=wait)
+            return
+        except GaveUp as exc:
+            log.warning("batch not written (%s); applying its records one by one", exc)
+        for record, item in decoded:
+            try:
+                await self.resident.apply([(record, item)])
+            except GaveUp as exc:
+                await self.applier.to_dlq(record, exc.__cause__ or exc)
+                await self.resident.apply([(record, None)])
 
     async def _assigned(self, sender: object = None, assigned: object = (), **_kw: object) -> None:
         projected = {self.settings.topic(n) for n in names.PROJECTED}

@@ -334,18 +334,22 @@ async def _rounds(settings: Settings, conn, version: int, topics: list[str], don
 
 class Progress:
     """Pure: what a running worker's checks of its version's backlog call for. Two checks in a row
-    over the threshold: a bulk catch-up ("behind"). Two checks in a row with records waiting and
-    the stored offsets where they were: a restart ("stalled"): a worker that holds partitions and
-    fetches nothing leaves the group, and the group is formed again (a liveness guard; the batches
-    move the offsets at every commit, a dead-lettered record included)."""
+    over the threshold: a bulk catch-up ("behind"). Two checks in a row with records waiting on
+    this worker's partitions and their stored offsets where they were: a restart ("stalled"): a
+    worker that holds partitions and fetches nothing leaves the group, and the group is formed
+    again (a liveness guard; the batches move the offsets at every commit, a dead-lettered record
+    included)."""
 
     def __init__(self, threshold: int) -> None:
         self.threshold, self.over, self.idle = threshold, 0, 0
         self.last: dict[Tp, int] | None = None
 
-    def after(self, behind: int, stored: dict[Tp, int]) -> str | None:
+    def after(self, behind: int, stored: dict[Tp, int], waiting: int | None = None) -> str | None:
+        """`behind`: the version's backlog; `stored`: the offsets of the partitions watched for
+        progress (this worker's), and `waiting` the records after them (None: `behind`)."""
+        waiting = behind if waiting is None else waiting
         self.over = self.over + 1 if self.threshold > 0 and behind > self.threshold else 0
-        self.idle = self.idle + 1 if behind > 0 and stored == self.last else 0
+        self.idle = self.idle + 1 if waiting > 0 and stored == self.last else 0
         self.last = dict(stored)
         if self.over >= 2:
             return "behind"
@@ -363,6 +367,7 @@ class FallenBehind:
 
     def __init__(self, app: Any, settings: Settings, projector: Any, leave: Callable[[], Any]) -> None:
         self.settings, self.projector, self.leave = settings, projector, leave
+        self.assignment = lambda: app.consumer.assignment()
         self.topics = [settings.topic(n) for n in names.PROJECTED]
         self.started, self.progress = time.monotonic(), Progress(settings.catchup_threshold)
         if settings.database_url.startswith("postgresql"):
@@ -373,12 +378,17 @@ class FallenBehind:
             return
         try:
             stored = await self.projector.stored_offsets()
-            behind = backlog(stored, await end_offsets(self.settings, self.topics))
+            ends = await end_offsets(self.settings, self.topics)
         except Exception as exc:  # noqa: BLE001 - an outage: the checks start over after it
             log.info("backlog unknown (%s)", type(exc).__name__)
             self.progress.last = None
             return
-        verdict = self.progress.after(behind, stored)
+        behind = backlog(stored, ends)
+        # progress is watched on this worker's own partitions: another member of the group moving
+        # its own does not hide this one holding partitions and fetching nothing
+        mine = {(tp.topic, tp.partition) for tp in self.assignment()} & set(ends)
+        own = {tp: stored.get(tp, -1) for tp in sorted(mine)}
+        verdict = self.progress.after(behind, own, backlog(own, {tp: ends[tp] for tp in mine}))
         if verdict == "behind":
             log.warning("%s records behind (threshold %s): starting again to catch up in bulk", behind,
                         self.settings.catchup_threshold)

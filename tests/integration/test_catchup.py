@@ -213,3 +213,9 @@ def test_a_running_worker_restarts_when_it_stays_behind_or_makes_no_progress():
     never = catchup.Progress(threshold=0)  # no bulk catch-up; the liveness guard stays
     assert never.after(10**6, a) is None and never.after(10**6, b) is None
     assert never.after(10**6, b) is None and never.after(10**6, b) == "stalled"
+    # two workers: this one's partitions wait and do not move while the other's do
+    mine = catchup.Progress(threshold=100)
+    assert mine.after(40, a, waiting=3) is None and mine.after(30, a, waiting=3) is None
+    assert mine.after(20, a, waiting=3) == "stalled"
+    theirs = catchup.Progress(threshold=100)  # nothing waits on this one's partitions: nothing to do
+    assert all(theirs.after(40, a, waiting=0) is None for _ in range(4))

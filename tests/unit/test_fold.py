@@ -204,7 +204,8 @@ def test_what_a_journal_logged_is_the_rows_added_replaced_and_removed():
     close_journal(state)
     [gone] = changed_in(state, journal, 7)
     assert gone.removed == [("pi_1",)] and gone.gone == ["pi_1"] and not list(gone.added_rows[0][2]) and gone.written == 0
-    assert scopes_in(state, journal) == {"p:pi_1", "ex"}  # the payment's own scope and its expert's
+    # the payment's scopes (every id it is known by) and its expert's
+    assert scopes_in(state, journal) == {"p:pi_1", "p:ch_pi_1", "ex"}
 
 
 def test_a_row_put_back_as_it_was_is_not_written_and_a_restored_journal_undoes_the_batch():
