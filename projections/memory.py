@@ -118,12 +118,15 @@ class MemTable:
     def restore(self, journal: dict) -> None:
         """Every key of `journal` back to the row it had when the journal was opened."""
         for key, old in journal.items():
-            current = self.rows.pop(key, _MISSING)
-            if current is not _MISSING:
-                self._unindex(key, current)
-            if old is not _MISSING:
-                self.rows[key] = old
-                self._index(key, old)
+            self._put_back(key, old)
+
+    def _put_back(self, key: Hashable, old: Any) -> None:
+        current = self.rows.pop(key, _MISSING)
+        if current is not _MISSING:
+            self._unindex(key, current)
+        if old is not _MISSING:
+            self.rows[key] = old
+            self._index(key, old)
 
     def drop(self, keys: Iterable[Hashable]) -> None:
         """Forget `keys` (an eviction: nothing is logged, the rows stay in the tables)."""
@@ -134,12 +137,7 @@ class MemTable:
 
     def rollback(self) -> None:
         for key, old in reversed(self.undo or ()):
-            current = self.rows.pop(key, _MISSING)
-            if current is not _MISSING:
-                self._unindex(key, current)
-            if old is not _MISSING:
-                self.rows[key] = old
-                self._index(key, old)
+            self._put_back(key, old)
         self.undo = None
 
     def _index(self, key: Hashable, row: Any) -> None:

@@ -33,6 +33,7 @@ from streams.decode import decoder_for
 from streams.fold import read_partitions
 from streams.poison import Source
 from testing.harness import fresh_pg_database, settings_for
+from tests.integration.test_catchup import _assert_equal
 from tests.integration.test_fold_equals_live import (PARTITIONS, SEED, Mixed, apply_live, check_snapshot,
                                                      differences, produce, time_of)
 from tests.integration.test_rebuild_equals_live import SECRET, summaries_recount, tables
@@ -104,14 +105,6 @@ class Fresh:
         await self.engine.dispose()
 
 
-def assert_same(want: dict, got: dict, label: str) -> None:
-    diffs = differences(want, got)
-    summary = "; ".join(f"{name}: {len(a)} only in the reference, {len(b)} only here" for name, (a, b) in diffs.items())
-    for name in want:
-        a, b = diffs.get(name, ([], []))
-        assert got[name] == want[name], f"{label}: {name} differs [{summary}]\nreference: {a[:3]}\nhere: {b[:3]}"
-
-
 async def in_batches(resident: Resident, records: list, rng: random.Random) -> None:
     i = 0
     while i < len(records):
@@ -127,7 +120,7 @@ async def test_one_engine_in_random_batches_equals_the_reference(history, until)
         await in_batches(db.resident(), records, random.Random(SEED + 1))
         got = await db.result(until)
         assert not db.dead
-        assert_same(want, got, "one engine")
+        _assert_equal(want, got, "one engine")
         check_snapshot(got, mixed, "one engine")
         await summaries_recount(db.engine, db.version)
     finally:
@@ -154,7 +147,7 @@ async def test_two_engines_sharing_the_partitions_equal_the_reference(history, u
         got = await db.result(until)
         assert not db.dead
         assert a.stale + b.stale > 0, "the partitions shared nothing: the fences were never tried"
-        assert_same(want, got, "two engines")
+        _assert_equal(want, got, "two engines")
         await summaries_recount(db.engine, db.version)
     finally:
         await db.close()
@@ -168,7 +161,7 @@ async def test_an_engine_that_forgets_experts_all_the_time_equals_the_reference(
         await in_batches(resident, records, random.Random(SEED + 3))
         assert resident.evictions > 10
         got = await db.result(until)
-        assert_same(want, got, "forgetting")
+        _assert_equal(want, got, "forgetting")
     finally:
         await db.close()
 
@@ -216,7 +209,7 @@ async def test_a_zombie_cannot_write_from_the_state_it_held(history, until, monk
     settings, mixed, records, want = history
     got, stale = await _zombie(records, until)
     assert stale >= 1
-    assert_same(want, got, "zombie")
+    _assert_equal(want, got, "zombie")
     right, _ = await _zombie(records, until, rest=False)
 
     # the same zombie with the fences disabled (offsets and generations written unchecked)
