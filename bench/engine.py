@@ -1,6 +1,12 @@
 """The projection engine alone: `Projector.apply` on generated records, in this process.
 
     python -m bench.engine [--events 20000] [--batch 2000] [--profile]
+    python -m bench.engine --live [--history 100000] [--events 40000] [--no-overlap]
+
+`--live` times the engine the worker runs on PostgreSQL (`projections.live.Resident`) instead,
+over `--events` records after a `--history` it applied first (its state then held), and reports
+the seconds its writer thread spent per table and the rows it wrote; `--no-overlap` waits for
+each batch's commit before folding the next (the Python and the SQL apart).
 
 No Kafka and no worker: the records of `bench.workload.marketplace` are decoded with the
 worker's decoder and applied in batches of `--batch` to a fresh, migrated PostgreSQL database.
@@ -82,12 +88,68 @@ class _SqlClock:
         self.statements += 1
 
 
+async def run_live(history: int, events: int, batch: int, overlap: bool, profile: bool) -> dict:
+    """The live engine over `events` records after `history` (see the module's docstring)."""
+    from datetime import datetime, timezone
+
+    from projections.live import Resident
+    from streams.poison import Source
+
+    offsets: dict[str, int] = {}
+    records = []
+    now = datetime.now(timezone.utc)
+    for topic, key, value in marketplace(history + events):
+        offsets[topic] = offsets.get(topic, -1) + 1
+        records.append((Source(topic, 0, offsets[topic], key, value, now), decoder_for(topic, "")(value)))
+    name = await create_database()
+    try:
+        url = sqlalchemy_url(name)
+        await migrate(url)
+        engine = make_engine(url)
+        dead = []
+
+        async def to_dlq(src, exc) -> None:
+            dead.append(type(exc).__name__)
+        live = Resident(engine, version=await ensure_live(engine, "bench"), id_secret="s" * 32, to_dlq=to_dlq)
+        for i in range(0, history, batch):
+            await live.apply(records[i:i + batch], wait=False)
+        await live.flush()
+        live.write_seconds.clear()
+        live.rows_written.clear()
+        profiler = cProfile.Profile() if profile else None
+        started = time.perf_counter()
+        if profiler:
+            profiler.enable()
+        for i in range(history, len(records), batch):
+            await live.apply(records[i:i + batch], wait=not overlap)
+        await live.flush()
+        if profiler:
+            profiler.disable()
+        seconds = time.perf_counter() - started
+        await live.close()
+        await engine.dispose()
+    finally:
+        await drop_database(name)
+    if profiler:
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+    return {"history": history, "events": events, "batch": batch, "overlap": overlap,
+            "apply_seconds": round(seconds, 2), "apply_rate": round(events / seconds),
+            "write_seconds": {k: round(v, 2) for k, v in live.write_seconds.items()},
+            "rows_written": live.rows_written, "stale": live.stale, "dead_letters": dead}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=2_000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--live", action="store_true", help="the live engine (projections.live)")
+    parser.add_argument("--history", type=int, default=100_000, help="with --live: records applied first")
+    parser.add_argument("--no-overlap", action="store_true", help="with --live: each batch committed before the next")
     args = parser.parse_args()
+    if args.live:
+        print(asyncio.run(run_live(args.history, args.events, args.batch, not args.no_overlap, args.profile)))
+        return
     print(asyncio.run(run(args.events, args.batch, args.profile)))
 
 
