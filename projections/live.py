@@ -70,7 +70,6 @@ Tp = tuple[str, int]
 FULL_COLLECTION = 900.0  # seconds between two full collections of the worker's garbage
 EPOCH = "~erasures"  # the scope every erasure bumps, every batch checks
 ToDlq = Callable[[Any, BaseException], Awaitable[None]]
-TRANSIENT_STATES = claims.RETRY_STATES
 
 
 class GaveUp(Exception):
