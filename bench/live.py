@@ -26,13 +26,14 @@ import itertools
 import os
 import time
 
-from bench.common import (Result, Row, asyncpg_url, bench_database, emit, env_int, peak_rss_mb, run_async,
+from bench.common import (Profiler, Result, Row, asyncpg_url, bench_database, emit, env_int, peak_rss_mb, run_async,
                           start_worker, stop_worker)
 from bench.projection import applied
 from bench.workload import Mix, marketplace, preload
 
 GOAL, AIM = 6_000, 10_000
 GOAL_RSS_MB, AIM_RSS_MB = 1536, 1024
+PROFILE_SECONDS = 20
 
 
 async def _follow(settings, db_name: str, version: int, total: int, timeout: float) -> dict:
@@ -45,6 +46,7 @@ async def _follow(settings, db_name: str, version: int, total: int, timeout: flo
         spawned = time.perf_counter()
         start = await applied(conn, version)
         first_at = first = None
+        profiler: Profiler | None = None
         samples: list[tuple[float, int]] = []
         while True:
             now = time.perf_counter()
@@ -57,6 +59,9 @@ async def _follow(settings, db_name: str, version: int, total: int, timeout: flo
             samples.append((now, done))
             if done > start and first_at is None:
                 first_at, first = now, done
+            if profiler is None and done >= start + (total - start) // 2:
+                # where the steady half's time goes (py-spy, when installed)
+                profiler = Profiler(worker.proc.pid, f"live-{total}", PROFILE_SECONDS).start()
             if done >= total:
                 break
             await asyncio.sleep(0.1)
@@ -65,13 +70,14 @@ async def _follow(settings, db_name: str, version: int, total: int, timeout: flo
     finally:
         stop_worker(worker)
         await conn.close()
+    profile = profiler.finish() if profiler else None
     steady = finished - first_at
     # the second half of the records: the experts' rows are held by then (the first half loads them)
     half_at, half = next((t, n) for t, n in samples if n >= start + (total - start) // 2)
     return {"records": total - start, "startup_seconds": round(first_at - spawned, 2),
             "steady_seconds": round(steady, 2), "rate_whole_run": round((total - first) / steady),
             "rate": round((total - half) / (finished - half_at)) if finished > half_at else None,
-            "peak_rss_mb": peak, "forgetting": _forgot(worker.log_path)}
+            "peak_rss_mb": peak, "forgetting": _forgot(worker.log_path), "profile": profile}
 
 
 def _forgot(path) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import hashlib
-import json
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterable, Iterator, Sequence
@@ -190,7 +189,7 @@ async def bulk_upsert(conn: AsyncConnection, table: Table, rows: Sequence[dict],
         column = table.c[name]
         values = [r[name] for r in rows]
         if isinstance(column.type, JSON):
-            values = [None if v is None else json.dumps(v) for v in values]
+            values = [None if v is None else _json(v).decode() for v in values]
             selects.append(f"u.c{i}::json")
         else:
             selects.append(f"u.c{i}")
@@ -247,7 +246,10 @@ async def copy_rows(conn: AsyncConnection, table: Table, columns: Sequence[str],
     `chunk` rows; one multi-row INSERT per chunk on SQLite. Returns the number of rows."""
     written = 0
     if conn.dialect.name != "postgresql":
+        json_at = [i for i, name in enumerate(columns) if isinstance(table.c[name].type, JSON)]
         for part in _chunks(records, chunk):
+            if json_at:  # a value held as its JSON (`msgspec.Raw`) goes through the dialect decoded
+                part = [_decoded(record, json_at) for record in part]
             await conn.execute(table.insert(), [dict(zip(columns, record)) for record in part])
             written += len(part)
         return written
@@ -264,6 +266,14 @@ async def copy_rows(conn: AsyncConnection, table: Table, columns: Sequence[str],
     finally:  # the connection goes back to the pool as the dialect made it (JSON decoded by it)
         await conn.dialect.setup_asyncpg_json_codec(adapted.dbapi_connection)
     return written
+
+
+def _decoded(record: tuple, at: list[int]) -> tuple:
+    values = list(record)
+    for i in at:
+        if type(values[i]) is msgspec.Raw:
+            values[i] = msgspec.json.decode(values[i])
+    return tuple(values)
 
 
 def _chunks(rows: Iterable, size: int) -> Iterator[list]:

@@ -524,7 +524,8 @@ class Resident:
                 out.add(expert)
         self._forget(out, keep=busy)
         self.evictions += 1
-        log.info("forgot %s experts to stay within %s rows", len(out), self.max_rows)
+        # a warning: a budget smaller than the partitions' state makes every batch read experts again
+        log.warning("forgot %s experts to stay within %s rows (WORKER_STATE_MAX_ROWS)", len(out), self.max_rows)
 
     async def close(self) -> None:
         try:

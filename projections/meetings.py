@@ -36,7 +36,7 @@ def stamp(occurred_at: datetime, event_id: str) -> str:
             f"{t.microsecond:06d}Z|{event_id}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Meeting:
     expert_id: str
     meeting_id: str
@@ -98,9 +98,13 @@ def replace(m: Meeting, **changes) -> Meeting:
     """A copy of `m` with some fields changed (as `dataclasses.replace`, without re-running the
     constructor over every field: this is on the path of every booking event)."""
     copy = object.__new__(Meeting)
-    copy.__dict__.update(m.__dict__)
-    copy.__dict__.update(changes)
+    get = changes.get
+    for name, slot in _SLOTS:
+        slot.__set__(copy, get(name, slot.__get__(m)))
     return copy
+
+
+_SLOTS = tuple((name, Meeting.__dict__[name]) for name in MEETING_FIELDS)  # the member descriptors
 
 
 def _earliest(a: datetime | None, b: datetime) -> datetime:

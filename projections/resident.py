@@ -27,7 +27,7 @@ from projections import payments as money
 from projections import tables as t
 from projections.db import _pg_array_type, add_counts, any_of, bulk_upsert, copy_rows, in_tuples
 from projections.meetings import Meeting
-from projections.memory import Changed, FoldState, as_json
+from projections.memory import MEETING_SHARED, SUMMARY_SHARED, Changed, FoldState, compact, packed, state_of
 from projections.physical import partition_name
 from projections.rules.model import Communication, Note, Payment, Profile, Summary, from_row
 from projections.store import wanted
@@ -120,30 +120,34 @@ async def load_for(conn: AsyncConnection, version: int, secret: str, items: list
     raw = await _raw(conn)
 
     async def of(table, cls: type | None = None, columns: tuple[str, ...] = (), where: str = "expert_id = ANY($2)",
-                 arg: Any = who) -> list:
+                 arg: Any = who, chunk: int = LOAD_CHUNK, held_as_json: bool = False) -> list:
         """The rows of `table` for `who` (or `where`), as `cls` values made of the columns after
         `columns` (or tuples of `columns`), read without the ORM's row machinery: this is the
-        catch-up's longest read."""
+        catch-up's longest read. JSON columns are decoded, or kept as their JSON with `held_as_json`
+        (as the state holds them: `projections.memory.as_json`)."""
         names = columns + (tuple(f.name for f in fields(cls)) if cls else ())
         json_at = [i for i, n in enumerate(names) if isinstance(table.c[n].type, JSON)]
         select_list = ", ".join(f'"{n}"::text' if i in json_at else f'"{n}"' for i, n in enumerate(names))
-        records = await raw.fetch(f"SELECT {select_list} FROM {table.name} WHERE version = $1 AND {where}", v, arg)
+        statement = await raw.prepare(f"SELECT {select_list} FROM {table.name} WHERE version = $1 AND {where}")
         out = []
-        for record in records:
-            values = list(record)
-            for i in json_at:
-                if values[i] is not None:
-                    values[i] = _json(values[i])
-            out.append(((*values[:len(columns)], cls(*values[len(columns):])) if columns else cls(*values))
-                       if cls else tuple(values))
+        # a few experts at a time: the driver's records of a first batch that reaches every expert
+        # would otherwise be held all at once, beside the rows they become (the worker's peak memory)
+        for start in range(0, max(len(arg), 1), chunk):
+            for record in await statement.fetch(v, arg[start:start + chunk]):
+                values = list(record)
+                for i in json_at:
+                    if values[i] is not None:
+                        values[i] = msgspec.Raw(values[i]) if held_as_json else _json(values[i])
+                out.append(((*values[:len(columns)], cls(*values[len(columns):])) if columns else cls(*values))
+                           if cls else tuple(values))
         return out
 
     providers = set(w.provider_ids) - state.reports.rows.keys()
     if who:  # every row of the experts reached for the first time
         for x in await of(t.meetings, Meeting):
-            _add("meetings", (x.expert_id, x.meeting_id), x)
+            _add("meetings", (x.expert_id, x.meeting_id), compact(x, MEETING_SHARED))
         for x in await of(t.customers, Summary, ("expert_id", "customer_id")):
-            _add("summaries", (x[0], x[1]), x[2])
+            _add("summaries", (x[0], x[1]), compact(x[2], SUMMARY_SHARED))
         for x in await of(t.notes, Note):
             _add("notes", x.note_id, x)
         for expert, definitions, at in await of(t.field_definitions, columns=("expert_id", "definitions", "updated_at")):
@@ -154,25 +158,26 @@ async def load_for(conn: AsyncConnection, version: int, secret: str, items: list
             _add("communications", x.communication_id, x)
             if x.provider_message_id and x.provider_message_id not in state.reports:
                 providers.add(x.provider_message_id)
-        for expert, customer, contribution in await of(t.customer_insights,
+        for expert, customer, contribution in await of(t.customer_insights, held_as_json=True,
                                                        columns=("expert_id", "customer_id", "contribution")):
-            _add("contributions", (expert, customer), as_json(contribution))
+            _add("contributions", (expert, customer), contribution)
     payments = {x.payment_id: from_row(Payment, x) for x in named_payments}
-    for x in await of(t.payments, Payment, where="(expert_id = ANY($2) OR hint_expert = ANY($2))") if who else ():
+    for x in await of(t.payments, Payment, where="(expert_id = ANY($2) OR hint_expert = ANY($2))",
+                      held_as_json=True) if who else ():
         payments[x.payment_id] = x
     fresh = sorted(pid for pid in payments if pid not in state.payments)
     fresh = [pid for pid in fresh if pid not in held.gone.get("payments", ())]
     for pid in fresh:
-        state.payments.put(pid, payments[pid])
-        held.loaded.update("p:" + i for i in money.ids(payments[pid].state or {}, pid))
+        held.loaded.update("p:" + i for i in money.ids(state_of(payments[pid]), pid))
+        state.payments.put(pid, packed(payments[pid]))
     if fresh:  # the aliases of a payment held already may have changed since they were written
         for alias, pid in await of(t.payment_aliases, columns=("alias", "payment_id"), where="payment_id = ANY($2)",
-                                   arg=fresh):
+                                   arg=fresh, chunk=50 * LOAD_CHUNK):
             _add("aliases", alias, pid)
             held.loaded.add("p:" + alias)
     if providers:
         for email_id, reports in await of(t.email_reports, columns=("email_id", "reports"), where="email_id = ANY($2)",
-                                          arg=sorted(providers)):
+                                          arg=sorted(providers), chunk=50 * LOAD_CHUNK):
             _add("reports", email_id, reports)
         held.loaded.update("r:" + i for i in providers)
     return state
@@ -184,6 +189,7 @@ async def _raw(conn: AsyncConnection) -> Any:
 
 
 _json = msgspec.json.decode
+LOAD_CHUNK = 100  # experts (or ids) whose rows are read in one statement
 
 
 async def write_changed(conn: AsyncConnection, version: int, changes: Iterable[Changed],

@@ -20,7 +20,7 @@ T = TypeVar("T")
 Key = tuple[str, str]  # (expert_id, customer_id) or (expert_id, meeting_id)
 
 
-@dataclass
+@dataclass(slots=True)
 class Payment:
     """One payment row: Stripe's objects joined (`state`), and the meeting it belongs to."""
 
@@ -72,7 +72,7 @@ def from_row(cls: type[T], row: Any) -> T:
     return cls(**{f.name: data[f.name] for f in fields(cls)})
 
 
-@dataclass
+@dataclass(slots=True)
 class Summary:
     """One customer of one expert, as the list shows them.
 
