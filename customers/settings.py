@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     catchup_max_rows: int = Field(default=1_000_000, ge=10_000)  # rows a catch-up holds before reloading (its memory)
     catchup_check_seconds: float = Field(default=30.0, gt=0)  # how often a running worker compares its backlog with it
     # rows the worker's state holds (PostgreSQL) before it forgets the experts least recently touched
-    worker_state_max_rows: int = Field(default=1_500_000, ge=10_000)
+    worker_state_max_rows: int = Field(default=1_600_000, ge=10_000)
 
     @field_validator(*ROTATED_SECRETS)
     @classmethod

@@ -51,10 +51,12 @@ class MemTable:
     hash serve erasures alone, and most histories fold without one.
     """
 
-    __slots__ = ("rows", "_fns", "_waiting", "idx", "undo", "_pairs", "journal")
+    __slots__ = ("rows", "_fns", "_waiting", "idx", "undo", "_pairs", "journal", "_shared")
 
-    def __init__(self, lazy: Iterable[str] = (), **indexes: Callable[[Any], Hashable | None]) -> None:
+    def __init__(self, lazy: Iterable[str] = (), shared_keys: bool = False,
+                 **indexes: Callable[[Any], Hashable | None]) -> None:
         self.rows: dict[Hashable, Any] = {}
+        self._shared = shared_keys  # keys are tuples of ids held once for every table (`sys.intern`)
         self._fns = {name: fn for name, fn in indexes.items() if name not in lazy}
         self._waiting = {name: fn for name, fn in indexes.items() if name in lazy}
         self.idx: dict[str, dict[Hashable, Any]] = {name: {} for name in self._fns}  # value -> key, or a set of keys
@@ -106,6 +108,8 @@ class MemTable:
 
     def put(self, key: Hashable, row: Any) -> None:
         old = self.rows.get(key, _MISSING)
+        if old is _MISSING and self._shared:
+            key = tuple(map(intern, key))
         if self.undo is not None:
             self.undo.append((key, old))
         if self.journal is not None and key not in self.journal:
@@ -193,6 +197,7 @@ class FoldState:
         self.secret = secret
         h = self.hash_of
         self.meetings = MemTable(
+            shared_keys=True,
             customer=lambda m: (m.expert_id, m.customer_id) if m.customer_id else None,
             pi=lambda m: m.payment_intent_id if m.created_version else None,
             cs=lambda m: m.checkout_session_id if m.created_version else None,
@@ -205,18 +210,19 @@ class FoldState:
             booked=lambda p: (p.hint_expert, p.hint_email, p.hint_start)
             if p.hint_expert and p.hint_email and p.hint_start else None,
             email=lambda p: h(p.hint_email), lazy=("email",))
-        self.aliases = MemTable(payment=lambda pid: pid)  # alias -> payment id
-        self.summaries = MemTable(email=lambda s: h(s.email), lazy=("email",))
+        # alias -> payment id; its aliases by payment serve a merge of two payments and erasures alone
+        self.aliases = MemTable(payment=lambda pid: pid, lazy=("payment",))
+        self.summaries = MemTable(email=lambda s: h(s.email), lazy=("email",), shared_keys=True)
         self.notes = MemTable(customer=lambda n: (n.expert_id, n.customer_id))
         self.stripe_events = MemTable()  # event id -> (type, applied at)
         self.definitions = MemTable()  # expert -> (definitions, at)
-        self.profiles = MemTable(email=lambda p: p.email_hash, lazy=("email",))
+        self.profiles = MemTable(email=lambda p: p.email_hash, lazy=("email",), shared_keys=True)
         self.communications = MemTable(provider=lambda c: c.provider_message_id, email=lambda c: c.email_hash,
                                        lazy=("email",))
         self.reports = MemTable()  # provider email id -> [[status, at], ...]
         # (expert, customer) -> [[month, metric, dim, value], ...], held as its JSON (`msgspec.Raw`): a
         # customer's contribution is read and replaced whole, and as JSON it takes a fifth of the memory
-        self.contributions = MemTable()
+        self.contributions = MemTable(shared_keys=True)
         self.counts = MemTable()  # (expert, month, metric, dim) -> (value, label)
         self.erasures = MemTable()  # the ledger, shared by every version: hash -> erased at
         self.erased_refs = MemTable()  # (kind, ref) -> erased at
@@ -291,9 +297,10 @@ def unpacked(p: Payment) -> Payment:
 
 MEETING_SHARED = ("expert_id", "customer_id", "customer_email", "customer_name", "customer_phone", "service_id",
                    "service_name", "booked_timezone", "resched_timezone", "price_currency", "cancel_reason",
-                   "cancelled_by")
+                   "cancelled_by", "created_version")
 _PAYMENT_SHARED = ("expert_id", "meeting_id", "customer_id", "hint_expert", "hint_meeting", "hint_email")
-SUMMARY_SHARED = ("email", "name", "phone")
+SUMMARY_SHARED = ("email", "name", "phone", "profile_version", "phone_version")
+_NO_MONEY: dict[str, int] = {}  # shared by every summary without money in a currency (never changed in place)
 
 
 def compact(row: Any, names: tuple[str, ...]) -> Any:
@@ -305,6 +312,24 @@ def compact(row: Any, names: tuple[str, ...]) -> Any:
         if value is not None and (shared := intern(value)) is not value:
             object.__setattr__(row, name, shared)
     return row
+
+
+def compact_summary(s: Any) -> Any:
+    """`compact` for a customer's summary, an empty money figure the one shared empty dict (the rules
+    replace a summary's money, never change it in place)."""
+    compact(s, SUMMARY_SHARED)
+    for name in ("spend", "revenue", "refunded"):
+        if not getattr(s, name):
+            setattr(s, name, _NO_MONEY)
+    return s
+
+
+def compact_meeting(m: Meeting) -> Meeting:
+    """`compact` for a meeting, its first sighting the same datetime as its booking when equal."""
+    compact(m, MEETING_SHARED)
+    if m.first_seen_at is not m.booked_at and m.first_seen_at == m.booked_at:
+        object.__setattr__(m, "first_seen_at", m.booked_at)
+    return m
 
 
 def _too_long(value: str | None, length: int, where: str) -> None:
@@ -458,7 +483,7 @@ class MemoryStore:
             s.notes.delete(note_id)
         for key in changes.meetings:  # booking events are held to the columns' lengths when decoded
             if (m := view.meetings.get(key)) is not None:
-                s.meetings.put(key, compact(m, MEETING_SHARED))
+                s.meetings.put(key, compact_meeting(m))
         for pid in sorted(changes.payments):
             if (p := view.payments.get(pid)) is None:
                 continue
@@ -517,7 +542,7 @@ class MemoryStore:
             s.summaries.delete(key)
         for key in changes.summaries:  # from the meetings: checked at the door
             if (summary := view.summaries.get(key)) is not None:
-                s.summaries.put(key, compact(summary, SUMMARY_SHARED))
+                s.summaries.put(key, compact_summary(summary))
 
     async def write_insights(self, contributions: dict[Key, list], gone: set[Key],
                              deltas: dict[tuple[str, str, str, str], int], labels: dict[tuple[str, str], str]) -> None:

@@ -27,7 +27,7 @@ from projections import payments as money
 from projections import tables as t
 from projections.db import _pg_array_type, add_counts, any_of, bulk_upsert, copy_rows, in_tuples
 from projections.meetings import Meeting
-from projections.memory import MEETING_SHARED, SUMMARY_SHARED, Changed, FoldState, compact, packed, state_of
+from projections.memory import Changed, FoldState, compact_meeting, compact_summary, packed, state_of
 from projections.physical import partition_name
 from projections.rules.model import Communication, Note, Payment, Profile, Summary, from_row
 from projections.store import wanted
@@ -145,9 +145,10 @@ async def load_for(conn: AsyncConnection, version: int, secret: str, items: list
     providers = set(w.provider_ids) - state.reports.rows.keys()
     if who:  # every row of the experts reached for the first time
         for x in await of(t.meetings, Meeting):
-            _add("meetings", (x.expert_id, x.meeting_id), compact(x, MEETING_SHARED))
+            x = compact_meeting(x)
+            _add("meetings", (x.expert_id, x.meeting_id), x)
         for x in await of(t.customers, Summary, ("expert_id", "customer_id")):
-            _add("summaries", (x[0], x[1]), compact(x[2], SUMMARY_SHARED))
+            _add("summaries", (x[0], x[1]), compact_summary(x[2]))
         for x in await of(t.notes, Note):
             _add("notes", x.note_id, x)
         for expert, definitions, at in await of(t.field_definitions, columns=("expert_id", "definitions", "updated_at")):
@@ -171,9 +172,10 @@ async def load_for(conn: AsyncConnection, version: int, secret: str, items: list
         held.loaded.update("p:" + i for i in money.ids(state_of(payments[pid]), pid))
         state.payments.put(pid, packed(payments[pid]))
     if fresh:  # the aliases of a payment held already may have changed since they were written
+        same = {pid: pid for pid in fresh}  # an alias names its payment by the key's own string
         for alias, pid in await of(t.payment_aliases, columns=("alias", "payment_id"), where="payment_id = ANY($2)",
                                    arg=fresh, chunk=50 * LOAD_CHUNK):
-            _add("aliases", alias, pid)
+            _add("aliases", alias, same.get(pid, pid))
             held.loaded.add("p:" + alias)
     if providers:
         for email_id, reports in await of(t.email_reports, columns=("email_id", "reports"), where="email_id = ANY($2)",
