@@ -10,7 +10,8 @@ from typing import Iterable
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
+from aiokafka.errors import (InvalidReplicationFactorError, KafkaError, MessageSizeTooLargeError,
+                             TopicAlreadyExistsError)
 
 from customers.events import parse_booking_event
 from customers.settings import Settings
@@ -46,7 +47,31 @@ def dead_letter_retention(settings: Settings) -> dict[str, str]:
 
 
 def topic_configs(settings: Settings, name: str) -> dict[str, str]:
-    return dead_letter_retention(settings) if name.endswith(".dlq") else dict(FOREVER)
+    retention = dead_letter_retention(settings) if name.endswith(".dlq") else dict(FOREVER)
+    return {**retention, "min.insync.replicas": str(settings.topic_min_insync_replicas)}
+
+
+class _Refusal(KafkaError):
+    """A broker problem the settings explain (the intake answers 503 and logs it; the worker stops):
+    its message alone, without the class's name in front."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else type(self).__name__
+
+
+class UnderReplicated(_Refusal):
+    """Topics the service uses hold fewer replicas than TOPIC_REPLICATION_FACTOR: refused at start-up
+    (a lost broker would lose their records), never silently used."""
+
+    def __init__(self, topics: dict[str, int], wanted: int) -> None:
+        self.topics, self.wanted = topics, wanted
+        listed = "; ".join(f"{name} has {n} replica{'s' if n != 1 else ''}" for name, n in sorted(topics.items()))
+        super().__init__(f"{listed}; TOPIC_REPLICATION_FACTOR is {wanted}. Add replicas to these topics "
+                         f"(kafka-reassign-partitions) or set TOPIC_REPLICATION_FACTOR to what the cluster has")
+
+
+class TooFewBrokers(_Refusal):
+    """The cluster cannot hold the replicas the settings ask for."""
 
 
 async def ensure_topics(settings: Settings, timeout: float | None = 60.0) -> None:
@@ -73,43 +98,84 @@ async def ensure_topics(settings: Settings, timeout: float | None = 60.0) -> Non
             await asyncio.sleep(1)
     try:
         existing = set(await admin.list_topics())
+        ours = all_topics(settings)
+        await _check_replicas(admin, settings, [n for n in ours if n in existing])
         wanted = [
-            NewTopic(name, num_partitions=settings.topic_partitions, replication_factor=1,
+            NewTopic(name, num_partitions=settings.topic_partitions,
+                     replication_factor=settings.topic_replication_factor,
                      topic_configs=topic_configs(settings, name))
-            for name in all_topics(settings) if name not in existing
+            for name in ours if name not in existing
         ]
         if wanted:
             try:
-                await admin.create_topics(wanted)
+                response = await admin.create_topics(wanted)
             except TopicAlreadyExistsError:
-                pass
-        await _retain_dead_letters(admin, settings, [n for n in all_topics(settings) if n.endswith(".dlq")])
+                response = None
+            _refused_creation(response, settings)
+        await _align_configs(admin, settings, [n for n in ours if n in existing])
     finally:
         await admin.close()
 
 
-async def _retain_dead_letters(admin: AIOKafkaAdminClient, settings: Settings, names: list[str]) -> None:
-    """Set the dead-letter retention on existing `.dlq` topics whose retention differs (made
-    before it was finite, or with another `DLQ_RETENTION_DAYS`). Altering replaces the topic's
-    own settings by these two, the only ones the service gives a topic. A broker that refuses
-    is logged, never fatal: the topics work either way."""
+async def _check_replicas(admin: AIOKafkaAdminClient, settings: Settings, names: list[str]) -> None:
+    """Refuse topics (made by hand, by an older version, by a broker's auto-creation) that hold
+    fewer replicas than configured: each partition counts, the least replicated one decides."""
     if not names:
         return
-    wanted = dead_letter_retention(settings)
+    found = {}
+    for topic in await admin.describe_topics(names):
+        partitions = topic.get("partitions") or []
+        if partitions:
+            found[topic["topic"]] = min(len(p["replicas"]) for p in partitions)
+    short = {name: n for name, n in found.items() if n < settings.topic_replication_factor}
+    if short:
+        raise UnderReplicated(short, settings.topic_replication_factor)
+
+
+def _refused_creation(response, settings: Settings) -> None:
+    """A creation the cluster refused for want of brokers is the settings' fault: say which."""
+    errors = [(name, code, msg) for name, code, *rest in getattr(response, "topic_errors", None) or ()
+              for msg in [rest[0] if rest else ""] if code not in (0, TopicAlreadyExistsError.errno)]
+    if not errors:
+        return
+    if any(code == InvalidReplicationFactorError.errno for _, code, _ in errors):
+        raise TooFewBrokers(f"the cluster has fewer brokers than TOPIC_REPLICATION_FACTOR "
+                            f"({settings.topic_replication_factor}): could not create {errors[0][0]}")
+    raise KafkaError(f"could not create topics: {errors}")
+
+
+async def _align_configs(admin: AIOKafkaAdminClient, settings: Settings, names: list[str]) -> None:
+    """Give existing topics the settings the service makes them with: a dead-letter topic its
+    retention (made before it was finite, or with another `DLQ_RETENTION_DAYS`), every topic at
+    least TOPIC_MIN_INSYNC_REPLICAS (a higher one, set by an operator, is kept). Altering replaces
+    a topic's own settings by these, the only ones the service gives a topic. A broker that
+    refuses is logged, never fatal: the topics work either way."""
+    if not names:
+        return
     try:
         described = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, n, dict.fromkeys(wanted)) for n in names])
-        stale = [name for response in described for error, _msg, _kind, name, entries in response.resources
-                 if not error and {e[0]: e[1] for e in entries} != wanted]
-        if not stale:
+            [ConfigResource(ConfigResourceType.TOPIC, n, dict.fromkeys(topic_configs(settings, n))) for n in names])
+        changes = {}
+        for response in described:
+            for error, _msg, _kind, name, entries in response.resources:
+                if error:
+                    continue
+                have = {e[0]: e[1] for e in entries}
+                wanted = topic_configs(settings, name)
+                held = have.get("min.insync.replicas") or "1"
+                if held.isdigit() and int(held) > settings.topic_min_insync_replicas:
+                    wanted["min.insync.replicas"] = held
+                if {k: have.get(k) for k in wanted} != wanted:
+                    changes[name] = wanted
+        if not changes:
             return
-        altered = await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, n, wanted) for n in stale])
+        altered = await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, n, c) for n, c in changes.items()])
         refused = [(name, msg or error) for response in altered for error, msg, _kind, name in response.resources
                    if error]
     except KafkaError as exc:
         refused = [(", ".join(names), type(exc).__name__)]
     for name, why in refused:
-        log.warning("could not set the dead-letter retention of %s: %s", name, why)
+        log.warning("could not set the configuration of topic %s: %s", name, why)
 
 
 def new_producer(settings: Settings, **kw) -> AIOKafkaProducer:

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     database_url: str = f"sqlite+aiosqlite:///{Path('data/customers.db').absolute()}"
     topic_prefix: str = ""
     topic_partitions: int = 4
+    # the replicas of every topic the service creates, and how many must hold a record before Kafka
+    # acknowledges it (acks=all): a three-broker cluster's. One broker says 1 and 1 explicitly.
+    topic_replication_factor: int = Field(default=3, ge=1)
+    topic_min_insync_replicas: int = Field(default=2, ge=1)
 
     stripe_webhook_secret: str = ""
     stripe_api_key: str = ""
@@ -109,6 +113,14 @@ class Settings(BaseSettings):
     def is_development(self) -> bool:
         """`local` or `test`; any other environment is held to production's rules."""
         return self.environment in DEVELOPMENT_ENVIRONMENTS
+
+    @model_validator(mode="after")
+    def _replicas_possible(self) -> "Settings":
+        """In every environment: more in-sync replicas than replicas would refuse every record."""
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            raise ValueError(f"TOPIC_MIN_INSYNC_REPLICAS ({self.topic_min_insync_replicas}) is more than "
+                             f"TOPIC_REPLICATION_FACTOR ({self.topic_replication_factor})")
+        return self
 
     @model_validator(mode="after")
     def _refuse_unsafe_outside_development(self) -> "Settings":

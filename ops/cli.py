@@ -26,6 +26,9 @@ DEV_DEFAULTS = {
     "STRIPE_WEBHOOK_SECRET": "whsec_local_dev_secret",
     "CUSTOMER_ID_SECRET": "local-dev-customer-id-secret",
     "DEV_SIGN_IN": "true",
+    # the local broker (scripts/infra-up.sh) is one; a three-broker cluster keeps the defaults (3 and 2)
+    "TOPIC_REPLICATION_FACTOR": "1",
+    "TOPIC_MIN_INSYNC_REPLICAS": "1",
 }
 
 

@@ -38,6 +38,7 @@ def create_app(settings: Settings, *, group: str | None = None) -> faust.App:
         value_serializer="raw",
         topic_partitions=settings.topic_partitions,
         topic_allow_declare=True,
+        topic_replication_factor=settings.topic_replication_factor,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         broker_commit_interval=1.0,

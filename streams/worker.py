@@ -11,7 +11,7 @@ import faust
 from aiokafka.errors import KafkaConnectionError
 from prometheus_client import start_http_server
 
-from customers.kafka import ensure_topics
+from customers.kafka import TooFewBrokers, UnderReplicated, ensure_topics
 from customers.settings import Settings
 from projections.db import make_engine, migrate, one_at_a_time
 from projections.projector import Projector
@@ -66,7 +66,11 @@ def build(settings: Settings, version: int, metrics: WorkerMetrics | None = None
 def run(settings: Settings, *, metrics_port: int | None = None, loglevel: str = "warning",
         on_built: Callable[[Agents], None] | None = None) -> None:
     """Prepare, build and run the worker; `on_built` sees the agents before Faust starts them."""
-    version = asyncio.run(prepare(settings))
+    try:
+        version = asyncio.run(prepare(settings))
+    except (UnderReplicated, TooFewBrokers) as exc:  # the topics or the cluster disagree with the settings
+        log.error("refusing to start: %s", exc)
+        raise SystemExit(f"refusing to start: {exc}") from None
     try:
         asyncio.run(catch_up(settings, version))  # far behind: the backlog folded in bulk first
     except Exception as exc:  # noqa: BLE001 - the batches take what the rounds did not write

@@ -62,6 +62,9 @@ def settings_for(database_url: str, **overrides) -> Settings:
         customer_id_secret="test-customer-id-secret",
         worker_batch_window=0.0,
         kafka_session_timeout=6.0,
+        # the local broker is one: said explicitly, as the service's defaults are a cluster's (3 and 2)
+        topic_replication_factor=1,
+        topic_min_insync_replicas=1,
     )
     values.update(overrides)
     return Settings(**values)
