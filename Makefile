@@ -10,8 +10,10 @@ test test-unit test-integration test-e2e test-faults bench: export ENVIRONMENT =
 install:
 	$(PYTHON) -m pip install -q -e '.[test]'
 
+KAFKA_BROKERS ?= 1
+
 infra-up:
-	bash scripts/infra-up.sh
+	KAFKA_BROKERS=$(KAFKA_BROKERS) bash scripts/infra-up.sh
 
 infra-down:
 	bash scripts/infra-down.sh

@@ -36,7 +36,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="customers", version="1", lifespan=lifespan,
                   description="An expert's customers: list, detail, notes and export.")
     app.state.settings = settings
-    app.state.engine = make_engine(settings.database_url)
+    app.state.engine = make_engine(settings.reads_from)  # read only: every change goes through Kafka
     app.state.verifier = TokenVerifier(settings)
     app.state.commands = CommandBus(settings)
     app.state.metrics = ApiMetrics()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from customers import kafka as names
@@ -57,6 +58,23 @@ class LagProbe:
         parts = {tp: {"end": end, "applied": applied.get(tp, 0), "lag": max(end - applied.get(tp, 0), 0)}
                  for tp, end in ends.items()}
         return LagReport(version, parts, newest)
+
+
+async def replica_state(engine: AsyncEngine) -> dict | None:
+    """When the API reads a PostgreSQL standby (READ_DATABASE_URL): that it is one, and how old the
+    last transaction it replayed is (grows on an idle primary too: the lag that counts is the
+    projection's, its applied offsets as the standby sees them). None on a primary or SQLite."""
+    if engine.dialect.name != "postgresql":
+        return None
+    try:
+        async with engine.connect() as conn:
+            row = (await asyncio.wait_for(conn.execute(text(
+                "SELECT pg_is_in_recovery(), EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())")), 5)).one()
+    except Exception:  # noqa: BLE001 - reported by the database check
+        return None
+    if not row[0]:
+        return None
+    return {"standby": True, "last_replayed_seconds_ago": None if row[1] is None else round(float(row[1]), 3)}
 
 
 class ApiMetrics:

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     environment: str = "production"  # local | test | production (any other, or unset: production's rules)
     kafka_bootstrap_servers: str = "localhost:9092"
     database_url: str = f"sqlite+aiosqlite:///{Path('data/customers.db').absolute()}"
+    # where the API and the pages read (a PostgreSQL streaming replica); unset: DATABASE_URL
+    read_database_url: str | None = None
     topic_prefix: str = ""
     topic_partitions: int = 4
     # the replicas of every topic the service creates, and how many must hold a record before Kafka
@@ -141,9 +143,16 @@ class Settings(BaseSettings):
                     problems.append(f"{name.upper()} {weak}")
         if _database_password(self.database_url) in DEVELOPMENT_SECRETS:
             problems.append("DATABASE_URL carries a development password")
+        if self.read_database_url and _database_password(self.read_database_url) in DEVELOPMENT_SECRETS:
+            problems.append("READ_DATABASE_URL carries a development password")
         if problems:
             raise ValueError(f"refusing to start with ENVIRONMENT={self.environment}: " + "; ".join(problems))
         return self
+
+    @property
+    def reads_from(self) -> str:
+        """The database the API and the pages read: the replica when there is one."""
+        return self.read_database_url or self.database_url
 
     @property
     def livemode(self) -> bool:

@@ -8,4 +8,5 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib-infra.sh"
 
 stripe_stop
 kafka_stop
+KAFKA_BROKERS=3 cluster_stop  # a cluster of `make infra-up KAFKA_BROKERS=3`, if one runs
 pg_stop

@@ -590,3 +590,257 @@ stripe_stop() {
     stop_pid stripe-mock "$STRIPE_PIDFILE" "$STRIPE_MOCK_BIN" 10
     warn_if_foreign stripe-mock "$STRIPE_HTTP_PORT"
 }
+
+# ---------------------------------------------------------------- Kafka, a cluster of nodes
+#
+# KAFKA_BROKERS KRaft nodes (each broker and controller) on consecutive ports from
+# KAFKA_CLUSTER_PORT (clients) and KAFKA_CLUSTER_PORT+100 (controllers), the same jars as the
+# single broker, state under KAFKA_CLUSTER_DIR/node<N>. Topics made by the service there have
+# 3 replicas and 2 in sync (TOPIC_REPLICATION_FACTOR, TOPIC_MIN_INSYNC_REPLICAS); so do Kafka's
+# own (consumer offsets, transactions). Used by `make infra-up KAFKA_BROKERS=3`, the broker-loss
+# fault tests (on other ports) and the replication benchmark.
+
+KAFKA_BROKERS="${KAFKA_BROKERS:-1}"
+KAFKA_CLUSTER_PORT="${KAFKA_CLUSTER_PORT:-9092}"
+KAFKA_CLUSTER_DIR="${KAFKA_CLUSTER_DIR:-$INFRA_DIR/kafka-cluster}"
+KAFKA_NODE_HEAP="${KAFKA_NODE_HEAP:--Xms128m -Xmx512m}"
+
+cluster_port() { printf '%s' "$((KAFKA_CLUSTER_PORT + $1 - 1))"; }
+cluster_controller_port() { printf '%s' "$((KAFKA_CLUSTER_PORT + 100 + $1 - 1))"; }
+cluster_node_dir() { printf '%s' "$KAFKA_CLUSTER_DIR/node$1"; }
+
+cluster_bootstrap() {
+    local i out=""
+    for ((i = 1; i <= KAFKA_BROKERS; i++)); do
+        out+="${out:+,}127.0.0.1:$(cluster_port "$i")"
+    done
+    printf '%s' "$out"
+}
+
+cluster_replicas() { ((KAFKA_BROKERS >= 3)) && printf 3 || printf '%s' "$KAFKA_BROKERS"; }
+cluster_min_isr() { ((KAFKA_BROKERS >= 3)) && printf 2 || printf 1; }
+
+cluster_render_config() {
+    local i="$1" dir voters="" j
+    dir="$(cluster_node_dir "$i")"
+    for ((j = 1; j <= KAFKA_BROKERS; j++)); do
+        voters+="${voters:+,}$j@127.0.0.1:$(cluster_controller_port "$j")"
+    done
+    mkdir -p "$dir/data" "$dir/logs"
+    cat >"$dir/server.properties.tmp" <<CONF
+# Node $i of a local $KAFKA_BROKERS-node KRaft cluster (scripts/lib-infra.sh renders this file).
+process.roles=broker,controller
+node.id=$i
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$(cluster_port "$i"),CONTROLLER://127.0.0.1:$(cluster_controller_port "$i")
+advertised.listeners=PLAINTEXT://127.0.0.1:$(cluster_port "$i")
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=4
+default.replication.factor=$(cluster_replicas)
+min.insync.replicas=$(cluster_min_isr)
+# the service creates its topics with their replication; nothing is made by a stray read
+auto.create.topics.enable=false
+unclean.leader.election.enable=false
+offsets.topic.replication.factor=$(cluster_replicas)
+transaction.state.log.replication.factor=$(cluster_replicas)
+transaction.state.log.min.isr=$(cluster_min_isr)
+share.coordinator.state.topic.replication.factor=$(cluster_replicas)
+share.coordinator.state.topic.min.isr=$(cluster_min_isr)
+group.initial.rebalance.delay.ms=0
+log.retention.ms=-1
+log.retention.bytes=-1
+CONF
+    mv "$dir/server.properties.tmp" "$dir/server.properties"
+}
+
+cluster_format() {
+    local i="$1" dir id_file="$KAFKA_CLUSTER_DIR/cluster.id"
+    dir="$(cluster_node_dir "$i")"
+    [[ -f "$dir/data/meta.properties" ]] && return 0
+    if [[ ! -s "$id_file" ]]; then
+        mkdir -p "$KAFKA_CLUSTER_DIR"
+        kafka_java kafka.tools.StorageTool random-uuid >"$id_file.tmp" || die "kafka: could not generate a cluster id"
+        mv "$id_file.tmp" "$id_file"
+    fi
+    kafka_java kafka.tools.StorageTool format --ignore-formatted --cluster-id "$(<"$id_file")" \
+        --config "$dir/server.properties" >"$dir/format.log" 2>&1 || {
+        tail_file "$dir/format.log"
+        die "kafka: storage format of node $i failed"
+    }
+}
+
+cluster_node_pid() {
+    local dir
+    dir="$(cluster_node_dir "$1")"
+    pid_of "$dir/kafka.pid" "$dir/server.properties"
+}
+
+# cluster_start_node N: start node N (formatting its storage the first time); no wait.
+cluster_start_node() {
+    local i="$1" dir
+    dir="$(cluster_node_dir "$i")"
+    if cluster_node_pid "$i" >/dev/null; then
+        return 0
+    fi
+    port_open 127.0.0.1 "$(cluster_port "$i")" \
+        && die "kafka: 127.0.0.1:$(cluster_port "$i") is taken by another process (node $i cannot start)"
+    cluster_render_config "$i"
+    cluster_format "$i"
+    log "kafka: starting node $i on 127.0.0.1:$(cluster_port "$i")"
+    # shellcheck disable=SC2086 # the heap options are words
+    start_daemon "$dir/kafka.pid" "$dir/logs/kafka.out" \
+        java $KAFKA_NODE_HEAP -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+        -Dlog4j2.configurationFile="$KAFKA_LOG4J" -Dkafka.logs.dir="$dir/logs" \
+        -cp "$KAFKA_LIBS/*" kafka.Kafka "$dir/server.properties"
+}
+
+# cluster_stop_node N [SIGNAL]: stop node N (SIGKILL: at once, as a crash would).
+cluster_stop_node() {
+    local i="$1" dir pid
+    dir="$(cluster_node_dir "$i")"
+    if [[ "${2:-TERM}" == KILL ]]; then
+        if pid="$(cluster_node_pid "$i")"; then
+            log "kafka: killing node $i (pid $pid)"
+            kill -KILL "$pid" 2>/dev/null || true
+            while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+        fi
+        rm -f "$dir/kafka.pid"
+        return 0
+    fi
+    stop_pid "kafka node $i" "$dir/kafka.pid" "$dir/server.properties" "$KAFKA_STOP_TIMEOUT"
+}
+
+# cluster_wait_ready: every node up and the cluster answering an admin request.
+cluster_wait_ready() {
+    local deadline=$((SECONDS + KAFKA_START_TIMEOUT)) i up
+    while ((SECONDS < deadline)); do
+        up=0
+        for ((i = 1; i <= KAFKA_BROKERS; i++)); do
+            cluster_node_pid "$i" >/dev/null || {
+                tail_file "$(cluster_node_dir "$i")/logs/server.log" 30
+                die "kafka: node $i exited during startup (logs: $(cluster_node_dir "$i")/logs)"
+            }
+            port_open 127.0.0.1 "$(cluster_port "$i")" && up=$((up + 1))
+        done
+        if ((up == KAFKA_BROKERS)) && timeout 60 java -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.BrokerApiVersionsCommand \
+            --bootstrap-server "$(cluster_bootstrap)" 2>/dev/null | grep -c 'id:' | grep -qx "$KAFKA_BROKERS"; then
+            log "kafka: $KAFKA_BROKERS nodes ready on $(cluster_bootstrap)"
+            return 0
+        fi
+        sleep 1
+    done
+    die "kafka: the $KAFKA_BROKERS-node cluster is not ready after ${KAFKA_START_TIMEOUT}s (logs: $KAFKA_CLUSTER_DIR/node*/logs)"
+}
+
+cluster_start() {
+    local i
+    kafka_fetch_libs
+    kafka_ensure_tools
+    for ((i = 1; i <= KAFKA_BROKERS; i++)); do
+        cluster_start_node "$i"
+    done
+    cluster_wait_ready
+}
+
+cluster_stop() {
+    local i
+    for ((i = 1; i <= KAFKA_BROKERS; i++)); do
+        cluster_stop_node "$i"
+    done
+}
+
+cluster_status() {
+    local i pid down=0
+    for ((i = 1; i <= KAFKA_BROKERS; i++)); do
+        if pid="$(cluster_node_pid "$i")"; then
+            echo "kafka node $i: running (pid $pid) on 127.0.0.1:$(cluster_port "$i")"
+        else
+            echo "kafka node $i: stopped"
+            down=1
+        fi
+    done
+    return $((down * 3))
+}
+
+# ---------------------------------------------------------------- PostgreSQL, a streaming replica
+#
+# A hot standby of the local PostgreSQL on 127.0.0.1:$PG_REPLICA_PORT, made with pg_basebackup
+# and kept up to date by streaming replication; the API reads from it with READ_DATABASE_URL.
+# The primary must be ours (scripts/infra-up.sh) and running.
+
+PG_REPLICA_PORT="${PG_REPLICA_PORT:-5433}"
+PG_REPLICATION_USER=replicator
+
+pg_replica_data() { printf '%s' "$PG_HOME/replica"; }
+
+pg_replica_running() {
+    [[ -f "$(pg_replica_data)/PG_VERSION" ]] || return 1
+    as_pg "$PG_BIN/pg_ctl" status -D "$(pg_replica_data)" >/dev/null 2>&1
+}
+
+pg_replica_start() {
+    local data sock
+    pg_ensure_installed
+    pg_ours_running || die "postgres: the replica needs the primary of $PG_DATA running (scripts/infra-up.sh)"
+    data="$(pg_replica_data)"
+    sock="$(pg_socket_dir)"
+    if pg_replica_running; then
+        log "postgres replica: already running on 127.0.0.1:$PG_REPLICA_PORT"
+        return 0
+    fi
+    if [[ ! -f "$data/PG_VERSION" ]]; then
+        if [[ "$(pg_su_psql "$sock" -tA -c "select 1 from pg_roles where rolname = '$PG_REPLICATION_USER'")" != 1 ]]; then
+            pg_su_psql "$sock" -c "create role $PG_REPLICATION_USER replication login password '$PG_PASSWORD'"
+        fi
+        log "postgres replica: base backup into $data"
+        as_pg mkdir -p "$data"
+        as_pg chmod 700 "$data"
+        PGPASSWORD="$PG_PASSWORD" as_pg env PGPASSWORD="$PG_PASSWORD" "$PG_BIN/pg_basebackup" \
+            -h 127.0.0.1 -p "$PG_PORT" -U "$PG_REPLICATION_USER" -D "$data" -X stream -R -c fast \
+            >"$PG_HOME/replica-basebackup.log" 2>&1 || {
+            tail_file "$PG_HOME/replica-basebackup.log"
+            as_pg rm -rf "$data"
+            die "postgres replica: pg_basebackup failed"
+        }
+    fi
+    mkdir -p "$sock"
+    as_pg tee "$data/infra.conf" >/dev/null <<CONF
+listen_addresses = '127.0.0.1'
+port = $PG_REPLICA_PORT
+unix_socket_directories = '$sock'
+hot_standby = on
+# the API's reads are short: a standby query never holds replay back for long
+max_standby_streaming_delay = '5s'
+CONF
+    log "postgres replica: starting on 127.0.0.1:$PG_REPLICA_PORT"
+    as_pg "$PG_BIN/pg_ctl" start -D "$data" -l "$PG_HOME/replica.log" -w -t "$PG_START_TIMEOUT" -s 9>&- || {
+        tail_file "$PG_HOME/replica.log"
+        die "postgres replica: pg_ctl start failed"
+    }
+    log "postgres replica: ready on 127.0.0.1:$PG_REPLICA_PORT (streaming from $PG_PORT)"
+}
+
+pg_replica_stop() {
+    pg_ensure_installed
+    pg_replica_running || { log "postgres replica: not running"; return 0; }
+    as_pg "$PG_BIN/pg_ctl" stop -D "$(pg_replica_data)" -m fast -w -t 60 -s
+    log "postgres replica: stopped"
+}
+
+# pg_replica_replay pause|resume: hold the standby's replay back (a lagging replica, for tests).
+pg_replica_replay() {
+    pg_ensure_installed
+    pg_replica_running || die "postgres replica: not running"
+    as_pg "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$(pg_socket_dir)" -p "$PG_REPLICA_PORT" -d postgres \
+        -c "select pg_wal_replay_$1()" >/dev/null
+    log "postgres replica: replay ${1}d"
+}
+
+# pg_replica_drop: stop the replica and delete it (the next start takes a new base backup).
+pg_replica_drop() {
+    pg_replica_stop
+    as_pg rm -rf "$(pg_replica_data)"
+}

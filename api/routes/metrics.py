@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import EngineDep, LagDep, MetricsDep, SettingsDep
-from api.ops import LagProbe
+from api.ops import LagProbe, replica_state
 from customers import kafka as names
 from projections.queries import reachable
 
@@ -35,6 +35,10 @@ async def readyz(settings: SettingsDep, engine: EngineDep, lag: LagDep) -> JSONR
     }
     body = {"ready": all(checks.values()), "checks": checks,
             "lag": report.total if report else None, "max_lag": settings.ready_max_lag}
+    if db and (replica := await replica_state(engine)):
+        # on a standby the lag above is the projection's as the standby sees it (its applied
+        # offsets), so it counts the replication delay too
+        body["replica"] = replica
     return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
 

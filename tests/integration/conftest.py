@@ -15,7 +15,7 @@ from webhooks.app import create_app as create_intake
 async def open_stack(backend: str, **overrides):
     """Worker (a real process) + intake + API on the real broker, over a fresh database."""
     if backend == "postgresql":
-        url = await fresh_pg_database()
+        url = overrides.pop("database_url", None) or await fresh_pg_database()
     else:
         url = f"sqlite+aiosqlite:///{Path(tempfile.mkdtemp()) / 'customers.db'}"
     settings = settings_for(url, **overrides)
