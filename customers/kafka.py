@@ -51,7 +51,7 @@ def topic_configs(settings: Settings, name: str) -> dict[str, str]:
     return {**retention, "min.insync.replicas": str(settings.topic_min_insync_replicas)}
 
 
-class _Refusal(KafkaError):
+class ClusterRefusal(KafkaError):
     """A broker problem the settings explain (the intake answers 503 and logs it; the worker stops):
     its message alone, without the class's name in front."""
 
@@ -59,7 +59,7 @@ class _Refusal(KafkaError):
         return str(self.args[0]) if self.args else type(self).__name__
 
 
-class UnderReplicated(_Refusal):
+class UnderReplicated(ClusterRefusal):
     """Topics the service uses hold fewer replicas than TOPIC_REPLICATION_FACTOR: refused at start-up
     (a lost broker would lose their records), never silently used."""
 
@@ -70,7 +70,7 @@ class UnderReplicated(_Refusal):
                          f"(kafka-reassign-partitions) or set TOPIC_REPLICATION_FACTOR to what the cluster has")
 
 
-class TooFewBrokers(_Refusal):
+class TooFewBrokers(ClusterRefusal):
     """The cluster cannot hold the replicas the settings ask for."""
 
 

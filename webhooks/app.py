@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest, CONTE
 from pydantic import ValidationError
 
 from customers import kafka as names
+from customers.kafka import ClusterRefusal
 from customers.bodies import BodyLimit
 from customers.events import parse_booking_event
 from customers.messages import DELIVERY, email_event_adapter, parse_message_event, provider_type
@@ -54,6 +55,9 @@ class Intake:
             await self.producer.publish(self.settings.topic(topic), items)
         except MessageSizeTooLargeError as exc:  # retrying cannot help: not a 503
             raise HTTPException(413, "the event is larger than the event store takes") from exc
+        except ClusterRefusal as exc:  # the topics or the cluster disagree with the settings: say which
+            log.error("refusing to publish: %s", exc)
+            raise HTTPException(503, "event store unavailable, retry later", headers={"Retry-After": "5"})
         except (KafkaError, asyncio.TimeoutError, OSError) as exc:
             log.warning("kafka unavailable: %s", type(exc).__name__)
             raise HTTPException(503, "event store unavailable, retry later", headers={"Retry-After": "5"})

@@ -106,3 +106,26 @@ def test_the_worker_refuses_to_start_on_under_replicated_topics():
     assert done.returncode != 0
     assert f"refusing to start: {low.topic(names.BOOKINGS)} has 1 replica" in done.stderr
     assert "TOPIC_REPLICATION_FACTOR is 2" in done.stderr
+
+
+async def test_the_intake_answers_503_and_logs_the_refusal(caplog):
+    from datetime import datetime, timedelta, timezone
+
+    from testing import samples as s
+    from testing.harness import asgi_client, unique
+    from webhooks.app import create_app as create_intake
+
+    low = _settings()
+    await names.ensure_topics(low)
+    wanted = _settings(topic_prefix=low.topic_prefix, topic_replication_factor=2, topic_min_insync_replicas=1)
+    app = create_intake(wanted)
+    try:
+        async with asgi_client(app) as intake:
+            event = s.booking_created(unique("ex_"), unique("m_"), "ana@example.com", "Ana",
+                                      datetime.now(timezone.utc) + timedelta(days=3))
+            r = await intake.post("/events/bookings", json=[event],
+                                  headers={"Authorization": f"Bearer {wanted.ingest_token}"})
+    finally:
+        await app.state.intake.close()
+    assert r.status_code == 503 and r.headers["retry-after"] == "5"
+    assert f"refusing to publish: {low.topic(names.BOOKINGS)} has 1 replica" in caplog.text
