@@ -223,14 +223,15 @@ def phase_summary(phase: Phase) -> dict:
 
 
 async def run(rate: float, seconds: float, low_rate: float, low_seconds: float, *, samples: int = 300,
-              profile: bool = True) -> Result:
+              profile: bool = True, overrides: dict | None = None) -> Result:
+    """`overrides`: settings of the pipeline (another cluster, its replication: `bench.replicated`)."""
     result = Result("freshness", "Freshness: intake 2xx -> visible in the API")
     result.sizes = {"rate": rate, "seconds": seconds, "low_rate": low_rate, "low_seconds": low_seconds,
                     "mix": "~70% booking.created, ~21% payment_intent.succeeded webhooks, ~9% reschedules; "
                            "one event per request", "experts": 200,
                     "tracked_samples": f"about {samples} at the goal's rate (half bookings, half payments), "
                                        f"{samples // 2} at the low rate"}
-    async with bench_database() as (db_name, settings):
+    async with bench_database(**(overrides or {})) as (db_name, settings):
         await names.ensure_topics(settings)
         worker = start_worker(settings, "bench-worker-fresh")
         try:

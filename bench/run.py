@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, one after the other, on the local infrastructure.
 
-    python -m bench.run [--only projection,live,scale_out,replay,catchup,api,freshness,intake] [--merge]
+    python -m bench.run [--only projection,live,scale_out,replay,catchup,api,freshness,intake,replicated] [--merge]
 
 Writes `bench/results/results.json`, `results.md` and `results.png`. Sizes come from the
 environment (defaults: the issue's sizes where they fit the time budget):
@@ -19,7 +19,8 @@ environment (defaults: the issue's sizes where they fit the time budget):
 | `BENCH_FRESHNESS_RATE`, `BENCH_FRESHNESS_SECONDS` | 1000, 40 | 4: the goal's steady rate and run |
 | `BENCH_FRESHNESS_LOW_RATE`, `BENCH_FRESHNESS_LOW_SECONDS` | 100, 15 | 4: the low-rate reference phase |
 | `BENCH_FRESHNESS_SAMPLES` | 300 | 4: tracked changes at the goal's rate (half as many at the low rate) |
-| `BENCH_INTAKE_CONCURRENCY`, `BENCH_INTAKE_SECONDS` | 64, 8 | 5 |
+| `BENCH_INTAKE_CONCURRENCY`, `BENCH_INTAKE_SECONDS` | 64, 8 | 5, 7 |
+| `BENCH_KILLS` | 5 | 7: partition leaders killed on the three-broker cluster |
 | `BENCH_PROFILE` | 1 | 0: no py-spy sampling |
 """
 
@@ -38,7 +39,7 @@ from bench.common import (RESULTS, ROOT, Profiler, Result, env_float, env_int, i
                           run_async)
 from bench.report import markdown, plot
 
-ORDER = ["projection", "live", "scale_out", "replay", "catchup", "api", "insights", "freshness", "intake"]
+ORDER = ["projection", "live", "scale_out", "replay", "catchup", "api", "insights", "freshness", "intake", "replicated"]
 
 
 async def one(name: str) -> Result:
@@ -90,6 +91,12 @@ async def one(name: str) -> Result:
 
         return await intake.run(env_int("BENCH_INTAKE_CONCURRENCY", 64), env_float("BENCH_INTAKE_SECONDS", 8),
                                 profile=Profiler.available())
+    if name == "replicated":
+        from bench import replicated
+
+        return await replicated.run(env_int("BENCH_INTAKE_CONCURRENCY", 64), env_float("BENCH_INTAKE_SECONDS", 8),
+                                    env_int("BENCH_KILLS", 5), env_float("BENCH_FRESHNESS_RATE", 1000),
+                                    env_float("BENCH_FRESHNESS_SECONDS", 40))
     raise ValueError(name)
 
 

@@ -20,81 +20,31 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import time
-from collections import Counter
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from customers import kafka as names
-from testing.harness import ARTIFACTS, ROOT, unique
+from testing.cluster import LocalCluster
+from testing.harness import ARTIFACTS, unique
 from tests.checks import assert_matches
 from tests.integration.conftest import open_stack
+from tests.sender import Sender
 from tests.scenario import deliveries, generate, stripe_templates
 
 STRIPE_BASE = os.environ.get("STRIPE_API_BASE", "http://127.0.0.1:12111")
-PORT = int(os.environ.get("FAULT_CLUSTER_PORT", "9292"))  # clients 9292-9294, controllers 9392-9394
+# clients 9292-9294, controllers 9392-9394: beside the single broker the other tests use
+CLUSTER = LocalCluster(int(os.environ.get("FAULT_CLUSTER_PORT", "9292")), "kafka-cluster-faults")
 BOOKINGS = int(os.environ.get("FAULT_CLUSTER_BOOKINGS", "800"))
-CLUSTER_ENV = {**os.environ, "KAFKA_BROKERS": "3", "KAFKA_CLUSTER_PORT": str(PORT),
-               "KAFKA_CLUSTER_DIR": str(ROOT / ".infra" / "kafka-cluster-faults")}
-BOOTSTRAP = ",".join(f"127.0.0.1:{PORT + i}" for i in range(3))
-
-
-def cluster(*args: str) -> None:
-    subprocess.run(["bash", str(ROOT / "scripts" / "kafka-cluster.sh"), *args], check=True, capture_output=True,
-                   timeout=240, env=CLUSTER_ENV)
-
-
-async def leader_of(topic: str, partition: int) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, request_timeout_ms=10_000)
-    await admin.start()
-    try:
-        for t in await admin.describe_topics([topic]):
-            for p in t["partitions"]:
-                if p["partition"] == partition:
-                    return p["leader"]
-    finally:
-        await admin.close()
-    raise AssertionError(f"{topic}[{partition}] has no leader")
-
-
-class Sender:
-    """Delivers events through the intake, retrying 5xx (and refused connections) like Stripe;
-    counts each answer by the phase it came in."""
-
-    def __init__(self, stack, concurrency: int = 16) -> None:
-        self.stack, self.gate = stack, asyncio.Semaphore(concurrency)
-        self.phase = "before"
-        self.answers: Counter = Counter()
-        self.accepted_at: list[float] = []
-
-    async def one(self, kind: str, event: dict) -> None:
-        async with self.gate:
-            delay = 0.2
-            while True:
-                try:
-                    r = await (self.stack.post_bookings([event]) if kind == "booking"
-                               else self.stack.post_stripe(event))
-                    status = r.status_code
-                except Exception:  # noqa: BLE001 - a failed connection is retried like a 5xx
-                    status = 599
-                self.answers[(self.phase, status)] += 1
-                if status in (200, 202):
-                    self.accepted_at.append(time.monotonic())
-                    return
-                assert status >= 500, f"{status}: rejected a valid event"
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 3.0)
 
 
 @pytest.fixture(scope="module")
 def three_nodes():
-    cluster("start")
+    CLUSTER.start()
     try:
-        yield BOOTSTRAP
+        yield CLUSTER.bootstrap
     finally:
-        cluster("stop")
+        CLUSTER.stop()
 
 
 @pytest.mark.timeout(900)
@@ -105,6 +55,7 @@ async def test_a_lost_broker_loses_nothing_and_two_lost_refuse_then_recover(thre
                             experts=6, customers_per_expert=80)
         sends = deliveries(scenario, seed=7, max_copies=2)
         sender = Sender(stack)
+        sender.phase = "before"
         started = time.monotonic()
         steps: list[tuple[float, str]] = []
 
@@ -118,20 +69,20 @@ async def test_a_lost_broker_loses_nothing_and_two_lost_refuse_then_recover(thre
             out = {}
             await asyncio.sleep(3)
             sender.phase = "leader killed"
-            leader = await leader_of(stack.settings.topic(names.BOOKINGS), 0)
-            await asyncio.to_thread(cluster, "kill-node", str(leader))
+            leader = (await CLUSTER.leaders(stack.settings.topic(names.BOOKINGS)))[0]
+            await asyncio.to_thread(CLUSTER.kill, leader)
             step(f"killed node {leader}, the leader of bookings[0]")
             await asyncio.sleep(4)
-            await asyncio.to_thread(cluster, "start-node", str(leader))
+            await asyncio.to_thread(CLUSTER.start_node, leader)
             step(f"started node {leader} again")
             await asyncio.sleep(6)
             sender.phase = "one down"
             down = leader % 3 + 1
-            await asyncio.to_thread(cluster, "kill-node", str(down))
+            await asyncio.to_thread(CLUSTER.kill, down)
             step(f"killed node {down}; it stays down")
             await asyncio.sleep(6)
             second = out["second"] = down % 3 + 1
-            await asyncio.to_thread(cluster, "kill-node", str(second))
+            await asyncio.to_thread(CLUSTER.kill, second)
             step(f"killed node {second}: one node of three left")
             await asyncio.sleep(1)  # what the two acknowledged before the kill may still be answered
             sender.phase = "two down"
@@ -139,7 +90,7 @@ async def test_a_lost_broker_loses_nothing_and_two_lost_refuse_then_recover(thre
             out["accepted_while_two_down"] = sum(n for (ph, st), n in sender.answers.items()
                                                  if ph == "two down" and st in (200, 202))
             sender.phase = "one back"
-            await asyncio.to_thread(cluster, "start-node", str(down))
+            await asyncio.to_thread(CLUSTER.start_node, down)
             step(f"started node {down}: two of three")
             back = time.monotonic()
             await asyncio.sleep(1)
@@ -155,7 +106,7 @@ async def test_a_lost_broker_loses_nothing_and_two_lost_refuse_then_recover(thre
         seen = await chaos()
         await delivery
         step("every event answered 2xx")
-        await asyncio.to_thread(cluster, "start-node", str(seen.pop("second")))  # all three for what follows
+        await asyncio.to_thread(CLUSTER.start_node, seen.pop("second"))  # all three for what follows
 
         answers = {f"{phase} {status}": n for (phase, status), n in sorted(sender.answers.items())}
         ARTIFACTS.mkdir(exist_ok=True)

@@ -25,6 +25,7 @@ import pytest
 from testing.harness import ARTIFACTS, ROOT, WorkerProcess, unique
 from tests.checks import assert_matches
 from tests.integration.conftest import open_stack
+from tests.sender import Sender
 from tests.scenario import deliveries, generate, stripe_templates
 
 STRIPE_BASE = os.environ.get("STRIPE_API_BASE", "http://127.0.0.1:12111")
@@ -38,33 +39,6 @@ RUNS = {
 
 def ctl(script: str, action: str) -> None:
     subprocess.run(["bash", str(ROOT / "scripts" / script), action], check=True, capture_output=True, timeout=180)
-
-
-
-class Sender:
-    """Delivers events through the intake with bounded concurrency, retrying 5xx like Stripe."""
-
-    def __init__(self, stack, concurrency: int = 16) -> None:
-        self.stack, self.gate = stack, asyncio.Semaphore(concurrency)
-        self.accepted = self.retried = 0
-
-    async def one(self, kind: str, event: dict) -> None:
-        async with self.gate:
-            delay = 0.2
-            while True:
-                try:
-                    r = await (self.stack.post_bookings([event]) if kind == "booking"
-                               else self.stack.post_stripe(event))
-                    status = r.status_code
-                except Exception:  # noqa: BLE001 - a failed connection is retried like a 5xx
-                    status = 599
-                if status in (200, 202):
-                    self.accepted += 1
-                    return
-                assert status >= 500, f"{status}: rejected a valid event"
-                self.retried += 1
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 3.0)
 
 
 @pytest.fixture(params=sorted(RUNS), ids=lambda n: f"{n}-worker" + "s" * (n > 1))
