@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-NUMBERS = {"projection": 1, "live": "1c", "scale_out": "1b", "replay": 2, "catchup": "2b", "api": 3, "freshness": 4, "intake": 5, "insights": 6}
+NUMBERS = {"projection": 1, "live": "1c", "scale_out": "1b", "replay": 2, "catchup": "2b", "api": 3, "freshness": 4, "intake": 5, "insights": 6, "replicated": 7}
 
 
 def _num(value: Any) -> str:

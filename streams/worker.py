@@ -8,7 +8,7 @@ import time
 from typing import Callable
 
 import faust
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaError
 from prometheus_client import start_http_server
 
 from customers.kafka import TooFewBrokers, UnderReplicated, ensure_topics
@@ -87,10 +87,12 @@ def run(settings: Settings, *, metrics_port: int | None = None, loglevel: str = 
         faust.Worker(app, loglevel=loglevel, quiet=True, logging_config=logging_config(settings),
                      redirect_stdouts=False).execute_from_commandline()
     except SystemExit as exc:
-        # Faust gives up when it cannot bootstrap (the broker went away after `prepare`); once
-        # running, it rides out outages itself. Start again rather than exit: nothing was consumed.
-        if exc.code and isinstance(exc.__context__, KafkaConnectionError):
-            log.warning("Kafka unreachable while starting; starting again in %s s", RESTART_DELAY)
+        # Faust gives up when it cannot bootstrap (the broker went away after `prepare`, or one
+        # broker of a cluster died while it met them all: NodeNotReady); once running, it rides
+        # out outages itself. Start again rather than exit: nothing was consumed.
+        if exc.code and isinstance(exc.__context__, KafkaError) and exc.__context__.retriable:
+            log.warning("Kafka unreachable while starting (%s); starting again in %s s",
+                        type(exc.__context__).__name__, RESTART_DELAY)
             time.sleep(RESTART_DELAY)
             restart_process()
         raise

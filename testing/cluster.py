@@ -3,10 +3,12 @@ broker-loss fault test and the replication benchmark: start, stop, kill a node, 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from testing.harness import ROOT
 
@@ -42,21 +44,26 @@ class LocalCluster:
     def start_node(self, node: int) -> None:
         self.ctl("start-node", str(node))
 
+    async def _topics(self, topics: list[str], timeout: float = 60.0) -> list[dict]:
+        """Kafka's description of `topics`, asked again while a node the client picked is down."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5_000)
+            try:
+                await admin.start()
+                return await admin.describe_topics(topics)
+            except KafkaError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+            finally:
+                await admin.close()
+
     async def leaders(self, topic: str) -> dict[int, int]:
         """partition -> the node leading it (-1: none)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10_000)
-        await admin.start()
-        try:
-            return {p["partition"]: p["leader"] for t in await admin.describe_topics([topic]) for p in t["partitions"]}
-        finally:
-            await admin.close()
+        return {p["partition"]: p["leader"] for t in await self._topics([topic]) for p in t["partitions"]}
 
-    async def in_sync(self, topic: str) -> bool:
-        """Every partition of `topic` has all its replicas in sync."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10_000)
-        await admin.start()
-        try:
-            return all(len(p["isr"]) == len(p["replicas"]) for t in await admin.describe_topics([topic])
-                       for p in t["partitions"])
-        finally:
-            await admin.close()
+    async def in_sync(self, *topics: str) -> bool:
+        """Every partition of `topics` has all its replicas in sync."""
+        return all(len(p["isr"]) == len(p["replicas"]) for t in await self._topics(list(topics))
+                   for p in t["partitions"])
