@@ -746,7 +746,11 @@ cluster_start() {
 }
 
 cluster_stop() {
-    local i
+    local i pid
+    # all at once: the last node of a cluster stopped one by one waits for a quorum that is gone
+    for ((i = 1; i <= KAFKA_BROKERS; i++)); do
+        if pid="$(cluster_node_pid "$i")"; then kill -TERM "$pid" 2>/dev/null || true; fi
+    done
     for ((i = 1; i <= KAFKA_BROKERS; i++)); do
         cluster_stop_node "$i"
     done
