@@ -134,11 +134,11 @@ async def _check_replicas(admin: AIOKafkaAdminClient, settings: Settings, names:
 
 def _refused_creation(response, settings: Settings) -> None:
     """A creation the cluster refused for want of brokers is the settings' fault: say which."""
-    errors = [(name, code, msg) for name, code, *rest in getattr(response, "topic_errors", None) or ()
-              for msg in [rest[0] if rest else ""] if code not in (0, TopicAlreadyExistsError.errno)]
+    errors = [(error[0], error[1]) for error in getattr(response, "topic_errors", None) or ()
+              if error[1] not in (0, TopicAlreadyExistsError.errno)]  # (topic, code[, message])
     if not errors:
         return
-    if any(code == InvalidReplicationFactorError.errno for _, code, _ in errors):
+    if any(code == InvalidReplicationFactorError.errno for _, code in errors):
         raise TooFewBrokers(f"the cluster has fewer brokers than TOPIC_REPLICATION_FACTOR "
                             f"({settings.topic_replication_factor}): could not create {errors[0][0]}")
     raise KafkaError(f"could not create topics: {errors}")
