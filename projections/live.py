@@ -61,6 +61,8 @@ from projections.memory import (Changed, FoldState, Journal, MemoryStore, change
                                 open_journal, restore, rows_held, scopes_in)
 from projections.projector import Applied, Statistics, VersionChanged, in_order, run_batch, stored_offsets
 from projections.resident import Held, load_for, write_changed
+from projections.rules.status import DEFAULT as DEFAULT_LIFECYCLE
+from projections.rules.status import Lifecycle
 from projections.sweep import watermark
 from projections.versions import live_version
 
@@ -140,8 +142,8 @@ class Resident:
     MAX_REDO = 8
 
     def __init__(self, engine: AsyncEngine, *, version: int, id_secret: str, to_dlq: ToDlq,
-                 max_rows: int = 1_600_000, follow_live: bool = True) -> None:
-        self.engine, self.version, self.secret = engine, version, id_secret
+                 max_rows: int = 1_600_000, follow_live: bool = True, lifecycle: Lifecycle = DEFAULT_LIFECYCLE) -> None:
+        self.engine, self.version, self.secret, self.lifecycle = engine, version, id_secret, lifecycle
         self.to_dlq, self.max_rows, self.follow_live = to_dlq, max_rows, follow_live
         self.writer = Writer(engine.url.render_as_string(hide_password=False))
         self._reset()
@@ -279,7 +281,7 @@ class Resident:
         state = self.state
         batch.journal = open_journal(state)
         try:
-            await self._fold(batch, MemoryStore(state, self.version, as_of))
+            await self._fold(batch, MemoryStore(state, self.version, as_of, self.lifecycle))
         finally:
             close_journal(state)
         batch.changes = changed_in(state, batch.journal, self.version)
@@ -479,7 +481,10 @@ class Resident:
             if not again.offsets:
                 return
             try:
-                await self._now(again)
+                if attempt == 0:
+                    await self._now(again)
+                else:  # another writer keeps changing what this batch needs: no writer beside it now
+                    batches[-1].result = (await self._alone(again)).result
                 return
             except Stale as more:
                 stale, batches = more, [again]
@@ -489,6 +494,59 @@ class Resident:
                 self.offsets[tp] = self.written.get(tp, -1)
         raise GaveUp(f"{self.MAX_REDO} attempts met another writer or failed; the batch is not applied") \
             from stale.__cause__
+
+    async def _alone(self, batch: Batch) -> Batch:
+        """Load, fold and write `batch` in one transaction holding the version exclusively, so that
+        no other writer's commit can make it stale while it runs. What this engine held from before
+        may still be stale: the write is tried under a savepoint, and a stale scope is forgotten,
+        loaded again and the batch folded again, in the same transaction, until it writes (or its
+        partition turns out to be another's). Returns the batch as written (its records' fate)."""
+        if _erases(batch):
+            await self._erase(batch)
+            return batch
+        records = batch.records
+        while True:
+            batch.started = time.perf_counter()
+            try:
+                async with self.engine.begin() as conn:
+                    await self._guard(conn, exclusive=True)
+                    for _ in range(self.MAX_REDO * 4):
+                        await self._prepare(batch, conn)
+                        expected = {s: self.generations.get(s, 0) for s in batch.scopes}
+                        expected_offsets = {tp: self.written.get(tp, -1) for tp in batch.offsets}
+                        try:
+                            async with conn.begin_nested():
+                                bumped = await self._write(conn, batch, expected_offsets, expected)
+                            break
+                        except Stale as stale:
+                            if stale.partitions:
+                                raise
+                            self._undo([batch])
+                            self._forget(stale.scopes)
+                            for tp in batch.offsets:
+                                self.offsets[tp] = self.written.get(tp, -1)
+                            batch = self._fresh(records)
+                            if not batch.offsets:
+                                return batch
+                    else:
+                        raise Stale(partitions=set(batch.offsets))
+                self._written(batch, bumped)
+                return batch
+            except (Stale, VersionChanged):
+                self._undo([batch])
+                raise
+            except Exception as exc:
+                self._undo([batch])
+                if await _outage(self.engine, exc) or claims.must_retry(exc):
+                    for tp in batch.offsets:
+                        self.offsets[tp] = self.written.get(tp, -1)
+                    batch = self._fresh(records)
+                    if not batch.offsets:
+                        return batch
+                    await asyncio.sleep(0.5)
+                    continue
+                log.warning("batch write failed (%s: %s)", type(exc).__name__, exc)
+                raise Stale(partitions=set(batch.offsets)) from exc
 
     async def _now(self, batch: Batch) -> None:
         """Load, fold and write `batch`, waiting for its commit (nothing else in flight)."""

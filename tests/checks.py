@@ -17,16 +17,23 @@ async def all_customers(stack, expert: str) -> list[dict]:
             return out
 
 
-async def list_matches(stack, scenario: Scenario) -> bool:
-    """The lists show exactly the expected customers, spend and appointment counts."""
+async def list_differences(stack, scenario: Scenario) -> list[str]:
+    """Where the lists differ from the expected customers, spend and appointment counts."""
+    out = []
     for expert in scenario.experts:
         got = {c["email"]: (c["total_spend"], c["appointments"]["total"], c["appointments"]["cancelled"])
                for c in await all_customers(stack, expert)}
         want = {e.email: (amounts(e.spend), e.appointments, e.cancelled)
                 for (ex, _), e in scenario.expected.items() if ex == expert}
-        if got != want:
-            return False
-    return True
+        for email in sorted(got.keys() | want.keys()):
+            if got.get(email) != want.get(email):
+                out.append(f"{expert} {email}: got {got.get(email)} want {want.get(email)}")
+    return out
+
+
+async def list_matches(stack, scenario: Scenario) -> bool:
+    """The lists show exactly the expected customers, spend and appointment counts."""
+    return not await list_differences(stack, scenario)
 
 
 def _detail_matches(d: dict, exp) -> bool:
@@ -44,7 +51,13 @@ async def assert_matches(stack, scenario: Scenario, timeout: float = 240) -> int
     The list settles first; details carry figures the list does not show (revenue, refunds,
     payment history), so each is awaited too, within the same overall deadline.
     """
-    await eventually(lambda: list_matches(stack, scenario), timeout=timeout, interval=2)
+    try:
+        await eventually(lambda: list_matches(stack, scenario), timeout=timeout, interval=2)
+    except AssertionError:
+        diff = await list_differences(stack, scenario)
+        ready = (await stack.api.get("/readyz")).text
+        raise AssertionError(f"{len(diff)} list entries differ after {timeout}s; readyz: {ready}; "
+                             f"first: {diff[:5]}") from None
     pending = {}
     for expert in scenario.experts:
         for c in await all_customers(stack, expert):
