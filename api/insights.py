@@ -105,11 +105,13 @@ def figures(months: list[str], stored: dict, labels: dict[str, str]) -> Figures:
     for m in months:
         c = per[m]
         out.append({"month": m, "new_customers": c.get("new", 0), "returning_customers": c.get("returning", 0),
+                    "lapsed_returned": c.get("returned", 0),
                     "completed": c.get("completed", 0), "cancelled": c.get("cancelled", 0),
                     "no_shows": c.get("no_show", 0), "booked": c.get("booked", 0),
                     "money": [{"currency": cur, "total_spend": v["spend"], "expert_revenue": v["revenue"],
                                "refunded": v["refunded"]} for cur, v in sorted(money[m].items())]})
-    total = {k: sum(per[m].get(k, 0) for m in months) for k in ("booked", "cancelled", "no_show", "new", "back90")}
+    total = {k: sum(per[m].get(k, 0) for m in months) for k in ("booked", "cancelled", "no_show", "new", "back90",
+                                                                    "returned")}
     summed = {cur: {"total_spend": 0, "expert_revenue": 0, "refunded": 0} for cur in currencies}
     for m in months:
         for cur, v in money[m].items():
@@ -128,6 +130,7 @@ def figures(months: list[str], stored: dict, labels: dict[str, str]) -> Figures:
         "cancellation_rate": _rate(total["cancelled"], total["booked"]),
         "no_show_rate": _rate(total["no_show"], total["booked"] - total["cancelled"]),
         "returned_within_90_days": _rate(total["back90"], total["new"]),
+        "lapsed_returned": total["returned"],
         "median_days_between_appointments": median_days(gaps),
         "top_services": [service_out(k, v) for k, v in by_appts[:TOP] if v["appointments"]],
         "top_services_by_spend": [service_out(k, v) for k, v in by_spend[:TOP] if sum(v["money"].values())],

@@ -36,6 +36,7 @@ class CustomerSummary(BaseModel):
     tags: list[str] = []
     archived: bool = False
     last_contact_at: datetime | None = None
+    status: Literal["new", "active", "lapsed", "archived"] = "new"
 
 
 class CustomerList(BaseModel):
@@ -163,6 +164,12 @@ class NoteAccepted(BaseModel):
 
 class NoteList(BaseModel):
     notes: list[NoteOut]
+    next_cursor: str | None = None
+
+
+class CommunicationList(BaseModel):
+    communications: list[CommunicationOut]
+    next_cursor: str | None = None
 
 
 class ErrorOut(BaseModel):
@@ -197,13 +204,18 @@ class CustomerDetail(BaseModel):
     tags: list[str]
     archived: bool
     last_contact_at: datetime | None
+    status: Literal["new", "active", "lapsed", "archived"]
     fields: dict[str, bool | int | float | str] = Field(
         description="custom field values, by key, of the fields the expert defines now")
     stats: Stats
     appointments: list[Appointment]
     payments: list[PaymentOut]
-    notes: list[NoteOut]
-    communications: list[CommunicationOut]
+    notes: list[NoteOut] = Field(description="the newest notes (a page: `notes_next_cursor` pages on)")
+    notes_total: int
+    notes_next_cursor: str | None = None
+    communications: list[CommunicationOut] = Field(description="the newest communications (a page)")
+    communications_total: int
+    communications_next_cursor: str | None = None
     as_of: datetime | None
 
 
@@ -222,7 +234,7 @@ def summary(row, profile=None) -> CustomerSummary:
     tags from the expert's profile of the customer, when there is one."""
     return CustomerSummary(
         tags=list(profile.tags) if profile is not None else [], archived=row.archived,
-        last_contact_at=row.last_contact_at,
+        last_contact_at=row.last_contact_at, status=row.status,
         id=row.customer_id, email=row.email, name=row.name, phone=row.phone,
         first_seen_at=row.first_seen_at,
         appointments=AppointmentCounts(total=row.upcoming + row.past, upcoming=row.upcoming,
@@ -285,8 +297,11 @@ def detail(found: dict[str, Any], now: datetime, livemode: bool) -> CustomerDeta
                     no_shows=row.no_shows),
         appointments=appointments,
         payments=payments,
-        notes=[note_out(n) for n in found["notes"]],
+        notes=[note_out(n) for n in found["notes"]], notes_total=found["notes_total"],
+        notes_next_cursor=found.get("notes_next_cursor"),
         communications=[communication_out(c) for c in found.get("communications", [])],
+        communications_total=found["communications_total"],
+        communications_next_cursor=found.get("communications_next_cursor"),
         as_of=found["as_of"],
     )
 

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     catchup_check_seconds: float = Field(default=30.0, gt=0)  # how often a running worker compares its backlog with it
     # rows the worker's state holds (PostgreSQL) before it forgets the experts least recently touched
     worker_state_max_rows: int = Field(default=1_600_000, ge=10_000)
+    # a customer is `new` while their first appointment is upcoming or this recent, `active` with an
+    # appointment upcoming or this recent, else `lapsed` (`projections.rules.status`)
+    customer_new_days: int = Field(default=30, ge=1, le=3650)
+    customer_active_days: int = Field(default=90, ge=1, le=3650)
 
     @field_validator(*ROTATED_SECRETS)
     @classmethod
@@ -147,6 +151,13 @@ class Settings(BaseSettings):
             problems.append("READ_DATABASE_URL carries a development password")
         if problems:
             raise ValueError(f"refusing to start with ENVIRONMENT={self.environment}: " + "; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _statuses_in_order(self) -> "Settings":
+        if self.customer_new_days > self.customer_active_days:
+            raise ValueError(f"CUSTOMER_NEW_DAYS ({self.customer_new_days}) must not exceed "
+                             f"CUSTOMER_ACTIVE_DAYS ({self.customer_active_days})")
         return self
 
     @property

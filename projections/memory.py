@@ -32,6 +32,8 @@ from projections import payments as money
 from projections import tables as t
 from projections.meetings import Meeting
 from projections.rules.model import Changes, Erasure, Key, Payment, Profile, View
+from projections.rules.status import DEFAULT as DEFAULT_LIFECYCLE
+from projections.rules.status import Lifecycle
 from projections.store import (MEETING_COLUMNS, PAYMENT_COLUMNS, SUMMARY_COLUMNS, Wanted, communication_row,
                                meeting_values, note_row, payment_values, profile_rows, summary_values, wanted)
 
@@ -344,14 +346,15 @@ def _copy_profile(p: Profile) -> Profile:
 class MemoryStore:
     """`projections.store.Store`'s questions and writes, answered from a `FoldState`."""
 
-    def __init__(self, state: FoldState, version: int, as_of: datetime) -> None:
+    def __init__(self, state: FoldState, version: int, as_of: datetime, lifecycle: Lifecycle = DEFAULT_LIFECYCLE) -> None:
         self.state, self.version, self.secret, self.as_of = state, version, state.secret, as_of
+        self.lifecycle = lifecycle
 
     # --- loads -------------------------------------------------------------------------------
 
     async def load(self, items: list[Any], now: datetime) -> View:
         s = self.state
-        view = View(self.version, self.secret, self.as_of, now)
+        view = View(self.version, self.secret, self.as_of, now, lifecycle=self.lifecycle)
         w: Wanted = wanted(items, self.secret, ledger=bool(len(s.erasures) or len(s.erased_refs)))
         view.erased_emails = {h: s.erasures.rows[h] for h in w.email_hashes if h in s.erasures}
         view.erased_refs = {r: s.erased_refs.rows[r] for r in w.refs if r in s.erased_refs}

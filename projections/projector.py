@@ -30,6 +30,8 @@ from projections.db import in_tuples, upsert
 from projections.fences import bump_generations
 from projections.rules import insights, linking, profiles, summaries
 from projections.rules.model import Changes, View
+from projections.rules.status import DEFAULT as DEFAULT_LIFECYCLE
+from projections.rules.status import Lifecycle, shifted_windows
 from projections.store import Store
 from projections.sweep import Swept, advance, due, passed_meetings, watermark
 from projections.versions import live_version
@@ -120,8 +122,10 @@ class VersionChanged(Exception):
 class Projector:
     """Applies batches to one version. With `follow_live`, refuses to write once it is not live."""
 
-    def __init__(self, engine: AsyncEngine, *, version: int, id_secret: str, follow_live: bool = False) -> None:
+    def __init__(self, engine: AsyncEngine, *, version: int, id_secret: str, follow_live: bool = False,
+                 lifecycle: Lifecycle = DEFAULT_LIFECYCLE) -> None:
         self.engine = engine
+        self.lifecycle = lifecycle
         self.version = version
         self.id_secret = id_secret
         self.follow_live = follow_live
@@ -175,7 +179,7 @@ class Projector:
                     result.skipped_offsets += 1
                     continue
                 fresh.append((pos, item))
-            store, now, needed = Store(conn, self.version, self.id_secret), datetime.now(timezone.utc), None
+            store, now, needed = Store(conn, self.version, self.id_secret, self.lifecycle), datetime.now(timezone.utc), None
             for part in in_order([item for _, item in fresh if item is not None]):
                 view, changes = await run_batch(store, part, now)
                 for kind, n in changes.counts.items():
@@ -199,7 +203,7 @@ class Projector:
                 live = await live_version(conn, lock=True)
                 if live != self.version:
                     raise VersionChanged(live)
-            return await sweep_version(conn, self.version, self.id_secret, now)
+            return await sweep_version(conn, self.version, self.id_secret, now, self.lifecycle)
 
     async def _offsets_for(self, conn: AsyncConnection, tps: set[tuple[str, int]]) -> dict:
         if not tps:
@@ -280,21 +284,24 @@ async def fold_insights(store: Store, view: View, keys: set) -> None:
         return
     inputs = await store.insight_inputs(keys)
     stored = await store.contributions(keys)
-    rows, gone, deltas, labels = insights.fold(keys, inputs, stored, view.as_of)
+    rows, gone, deltas, labels = insights.fold(keys, inputs, stored, view.as_of, view.lifecycle.active_days)
     await store.write_insights(rows, gone, deltas, labels)
 
 
-async def sweep_version(conn: AsyncConnection, version: int, secret: str, now: datetime) -> Swept | None:
+async def sweep_version(conn: AsyncConnection, version: int, secret: str, now: datetime,
+                        lifecycle: Lifecycle = DEFAULT_LIFECYCLE) -> Swept | None:
     """In the caller's transaction, which holds the whole version: recount the customers whose
-    appointments started or ended since the watermark, as of `now`, and move the watermark there."""
+    appointments started or ended since the watermark, or whose status may have moved with it
+    (`projections.rules.status`), as of `now`, and move the watermark there."""
     since = await watermark(conn, version)
     if now <= since:  # another worker swept this far already
         return None
-    keys = due(await passed_meetings(conn, version, since, now), since, now)
+    windows = shifted_windows(since, now, lifecycle)
+    keys = due(await passed_meetings(conn, version, since, now, windows), since, now, windows)
     if conn.dialect.name == "postgresql":  # a worker holding these experts reads them again
         await bump_generations(conn, version, None, {key[0] for key in keys})
-    store = Store(conn, version, secret)
-    view, changes = View(version, secret, now, now), Changes()
+    store = Store(conn, version, secret, lifecycle)
+    view, changes = View(version, secret, now, now, lifecycle=lifecycle), Changes()
     for key, (meetings, states) in (await store.history(keys)).items():
         summaries.recounted(view, changes, key, meetings, states)
     await store.load_profiles(view, view.summaries.keys())

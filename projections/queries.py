@@ -52,6 +52,7 @@ NULLABLE = {"last_appointment", "last_contact"}  # a customer without a past app
 DEFAULT_ORDER = {"last_appointment": "desc", "first_seen": "desc", "name": "asc",
                  "appointments": "desc", "total_spend": "desc", "last_contact": "desc"}
 AFTER, BEFORE = "a", "b"
+TIMELINE_LIMIT, TIMELINE_MAX = 20, 100  # a page of notes or communications: the default and the most
 
 
 class BadCursor(ValueError):
@@ -69,14 +70,15 @@ class ListQuery:
     cursor: str | None = None
     tags: tuple[str, ...] = ()  # every one must be the customer's
     fields: tuple[tuple[str, str], ...] = ()  # (key, canonical value), every one must match
-    archived: bool | None = False  # None: archived or not (a look-up by email)
+    archived: bool | None = False  # None: archived or not (a look-up by email, a status)
+    status: str | None = None  # new | active | lapsed | archived (`projections.rules.status`)
 
     @property
     def direction(self) -> str:
         return self.order or DEFAULT_ORDER[self.sort]
 
     def fingerprint(self) -> str:
-        filters = json.dumps([sorted(self.tags), sorted(self.fields), self.archived])
+        filters = json.dumps([sorted(self.tags), sorted(self.fields), self.archived, self.status])
         return f"{self.sort}:{self.direction}:{self.q or ''}:{self.email or ''}:{filters}"
 
 
@@ -159,6 +161,8 @@ def _filters(version: int, query: ListQuery) -> list:
     where = [c.version == version, c.expert_id == query.expert_id]
     if query.archived is not None:
         where.append(c.archived == query.archived)  # `=`, not `IS`: an index condition
+    if query.status is not None:
+        where.append(c.status == query.status)  # with the default sort, a range of `ix_customers_status`
     if query.q:
         where.append(c.search_text.like(_like(query.q), escape="\\"))
     if query.email:
@@ -230,8 +234,12 @@ async def customer_row(conn: AsyncConnection, expert_id: str, customer_id: str):
         c.version == version, c.expert_id == expert_id, c.customer_id == customer_id))).first()
 
 
-async def customer_detail(conn: AsyncConnection, expert_id: str, customer_id: str) -> dict[str, Any] | None:
-    """One customer of one expert with meetings, payments and notes; None when not theirs."""
+async def customer_detail(conn: AsyncConnection, expert_id: str, customer_id: str, *,
+                          notes_limit: int = TIMELINE_LIMIT, notes_cursor: str | None = None,
+                          communications_limit: int = TIMELINE_LIMIT,
+                          communications_cursor: str | None = None) -> dict[str, Any] | None:
+    """One customer of one expert with meetings, payments, and a page of notes and of
+    communications with their totals; None when not theirs. Raises `BadCursor`."""
     version = await live_version(conn)
     if version is None:
         return None
@@ -245,14 +253,16 @@ async def customer_detail(conn: AsyncConnection, expert_id: str, customer_id: st
                                    .order_by(m.start_time.desc(), m.meeting_id))).all()
     payments = (await conn.execute(select(t.payments).where(
         p.version == version, p.expert_id == expert_id, p.customer_id == customer_id))).all()
-    notes = await _notes(conn, version, expert_id, customer_id)
+    owners = [customer_id]
+    notes, notes_next = await timeline_page(conn, version, NOTES, expert_id, owners, notes_limit, notes_cursor)
+    communications, communications_next = await timeline_page(conn, version, COMMUNICATIONS, expert_id, owners,
+                                                              communications_limit, communications_cursor)
     profile = (await _profiles(conn, version, expert_id, [customer_id])).get(customer_id)
-    cm = t.communications.c
-    communications = (await conn.execute(select(t.communications).where(
-        cm.version == version, cm.expert_id == expert_id, cm.customer_id == customer_id)
-        .order_by(cm.at.desc(), cm.communication_id))).all()
     return {"row": row, "meetings": meetings, "payments": payments, "notes": notes, "profile": profile,
-            "communications": communications,
+            "communications": communications, "notes_next_cursor": notes_next,
+            "communications_next_cursor": communications_next,
+            "notes_total": await timeline_total(conn, version, NOTES, expert_id, owners),
+            "communications_total": await timeline_total(conn, version, COMMUNICATIONS, expert_id, owners),
             "definitions": await _definitions(conn, version, expert_id),
             "as_of": await as_of(conn, version), "version": version}
 
@@ -295,17 +305,75 @@ async def profiles_of(conn: AsyncConnection, expert_id: str, customer_ids: list[
     return {} if version is None else await _profiles(conn, version, expert_id, customer_ids)
 
 
-async def _notes(conn: AsyncConnection, version: int, expert_id: str, customer_id: str) -> list:
-    n = t.notes.c
-    return (await conn.execute(select(t.notes).where(
-        n.version == version, n.expert_id == expert_id, n.customer_id == customer_id, n.deleted.is_(False))
-        .order_by(n.created_at.desc(), n.note_id))).all()
+# --- timelines: notes and communications, newest first, in pages ------------------------------------
+
+@dataclass(frozen=True)
+class Timeline:
+    """A customer's notes or communications, newest first: the table, its time and id columns, and
+    the condition of the rows shown."""
+
+    kind: str  # "notes" | "communications", in the cursor: one timeline's cursor is no other's
+    table: Any
+    at: Any
+    id: Any
+
+    def mine(self, version: int, expert_id: str, customer_ids: list[str]) -> list:
+        c = self.table.c
+        where = [c.version == version, c.expert_id == expert_id, c.customer_id.in_(customer_ids)]
+        return where + ([c.deleted.is_(False)] if self.kind == "notes" else [])
 
 
-async def notes_of(conn: AsyncConnection, expert_id: str, customer_id: str) -> list:
-    """The expert's notes on one customer, newest first (deleted ones left out)."""
+NOTES = Timeline("notes", t.notes, t.notes.c.created_at, t.notes.c.note_id)
+COMMUNICATIONS = Timeline("communications", t.communications, t.communications.c.at,
+                          t.communications.c.communication_id)
+
+
+def _timeline_cursor(line: Timeline, row) -> str:
+    at, rid = getattr(row, line.at.name), getattr(row, line.id.name)
+    raw = json.dumps([line.kind, at.isoformat(), rid]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _timeline_position(line: Timeline, cursor: str) -> tuple[datetime, str]:
+    try:
+        kind, at, rid = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        at = datetime.fromisoformat(at)
+        if kind != line.kind or at.tzinfo is None:
+            raise ValueError("another timeline's cursor")
+        return at.astimezone(timezone.utc), _text(rid)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise BadCursor("cursor is not valid") from exc
+
+
+async def timeline_page(conn: AsyncConnection, version: int, line: Timeline, expert_id: str,
+                        customer_ids: list[str], limit: int = TIMELINE_LIMIT,
+                        cursor: str | None = None) -> tuple[list, str | None]:
+    """One page of a timeline, newest first (ties by id, highest first), and the cursor of the
+    next (older) page, None at the end. Raises `BadCursor`."""
+    where = line.mine(version, expert_id, customer_ids)
+    if cursor:
+        at, rid = _timeline_position(line, cursor)
+        where.append(tuple_(line.at, line.id) < tuple_(literal(at, t.UTC), rid))
+    rows = (await conn.execute(select(line.table).where(*where)
+                               .order_by(line.at.desc(), line.id.desc()).limit(limit + 1))).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (_timeline_cursor(line, rows[-1]) if more and rows else None)
+
+
+async def timeline_total(conn: AsyncConnection, version: int, line: Timeline, expert_id: str,
+                         customer_ids: list[str]) -> int:
+    return (await conn.execute(select(func.count()).select_from(line.table)
+                               .where(*line.mine(version, expert_id, customer_ids)))).scalar_one()
+
+
+async def timeline_of(conn: AsyncConnection, line: Timeline, expert_id: str, customer_id: str,
+                      limit: int = TIMELINE_LIMIT, cursor: str | None = None) -> tuple[list, str | None]:
+    """A page of one customer's notes or communications (`timeline_page`) in the live version."""
     version = await live_version(conn)
-    return [] if version is None else await _notes(conn, version, expert_id, customer_id)
+    if version is None:
+        return [], None
+    return await timeline_page(conn, version, line, expert_id, [customer_id], limit, cursor)
 
 
 async def note(conn: AsyncConnection, expert_id: str, customer_id: str, note_id: str):

@@ -24,6 +24,8 @@ from projections.forgetting import payment_refs, ref_of
 from projections.meetings import MEETING_FIELDS, Meeting, meeting_from_row
 from customers.commands import canonical
 from projections.rules.communications import message_id
+from projections.rules.status import DEFAULT as DEFAULT_LIFECYCLE
+from projections.rules.status import Lifecycle
 from projections.rules.model import (COMMUNICATION_FIELDS, PAYMENT_FIELDS, SUMMARY_FIELDS, Changes, Communication,
                                      Erasure, Key, Note, Payment, Profile, Summary, View, from_row)
 from projections.rules.payment_facts import named
@@ -101,8 +103,8 @@ def wanted(items: Iterable[Any], secret: str, *, ledger: bool = True) -> Wanted:
 
 
 class Store:
-    def __init__(self, conn: AsyncConnection, version: int, secret: str) -> None:
-        self.conn, self.version, self.secret = conn, version, secret
+    def __init__(self, conn: AsyncConnection, version: int, secret: str, lifecycle: Lifecycle = DEFAULT_LIFECYCLE) -> None:
+        self.conn, self.version, self.secret, self.lifecycle = conn, version, secret, lifecycle
         self.dialect = conn.dialect.name
 
     async def _rows(self, query) -> list:
@@ -112,7 +114,7 @@ class Store:
 
     async def load(self, items: list[Any], now: datetime) -> View:
         """The stored state of every key the items name."""
-        view = View(self.version, self.secret, await watermark(self.conn, self.version), now)
+        view = View(self.version, self.secret, await watermark(self.conn, self.version), now, lifecycle=self.lifecycle)
         w = wanted(items, self.secret)
         d, v = self.dialect, self.version
         if w.email_hashes:

@@ -23,4 +23,5 @@ def summarise(meetings: Iterable[Meeting], payments: Iterable[dict[str, Any]],
     return {"email": s.email, "name": s.name, "phone": s.phone, "search_text": s.search_text,
             "first_seen_at": s.first_seen_at, **{k: getattr(s, k) for k in ADDITIVE},
             "last_appointment_at": s.last_appointment_at, "next_appointment_at": s.next_appointment_at,
+            "first_appointment_at": s.first_appointment_at,
             **{k: getattr(s, k) for k in MONEY}, "spend_sort": s.spend_sort}

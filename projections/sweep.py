@@ -40,16 +40,23 @@ class Swept:
     customers: int
 
 
-def passed(start: datetime | None, end: datetime | None, since: datetime, until: datetime) -> bool:
-    """Whether a meeting's start or end lies in (since, until]: its counts differ between the two times."""
-    return any(t is not None and since < t <= until for t in (start, end))
+Window = tuple[datetime, datetime]
+
+
+def passed(start: datetime | None, end: datetime | None, since: datetime, until: datetime,
+           windows: Iterable[Window] = ()) -> bool:
+    """Whether a meeting's start or end lies in (since, until], or its start in one of `windows`
+    (the status thresholds' shifted windows): its customer's figures differ between the two times."""
+    return any(t is not None and since < t <= until for t in (start, end)) or (
+        start is not None and any(a < start <= b for a, b in windows))
 
 
 def due(rows: Iterable[tuple[str, str | None, datetime | None, datetime | None]],
-        since: datetime, until: datetime) -> list[tuple[str, str]]:
+        since: datetime, until: datetime, windows: Iterable[Window] = ()) -> list[tuple[str, str]]:
     """The (expert, customer) pairs to recount, from meetings (expert, customer, start, end)."""
+    windows = list(windows)
     return sorted({(expert, customer) for expert, customer, start, end in rows
-                   if customer is not None and passed(start, end, since, until)})
+                   if customer is not None and passed(start, end, since, until, windows)})
 
 
 async def watermark(conn: AsyncConnection, version: int) -> datetime:
@@ -58,16 +65,19 @@ async def watermark(conn: AsyncConnection, version: int) -> datetime:
     return found or EARLIEST
 
 
-def passed_statement(version: int, since: datetime, until: datetime):
-    """Meetings of the version whose start or end lies in (since, until]: two index ranges."""
+def passed_statement(version: int, since: datetime, until: datetime, windows: Iterable[Window] = ()):
+    """Meetings of the version whose start or end lies in (since, until], or whose start lies in
+    one of `windows`: ranges of the start's and the end's indexes."""
     m = meetings.c
-    window = or_(and_(m.start_time > since, m.start_time <= until), and_(m.end_time > since, m.end_time <= until))
+    window = or_(and_(m.start_time > since, m.start_time <= until), and_(m.end_time > since, m.end_time <= until),
+                 *(and_(m.start_time > a, m.start_time <= b) for a, b in windows))
     return select(m.expert_id, m.customer_id, m.start_time, m.end_time).where(
         m.version == version, window, m.customer_id.is_not(None))
 
 
-async def passed_meetings(conn: AsyncConnection, version: int, since: datetime, until: datetime) -> list:
-    return [tuple(r) for r in await conn.execute(passed_statement(version, since, until))]
+async def passed_meetings(conn: AsyncConnection, version: int, since: datetime, until: datetime,
+                          windows: Iterable[Window] = ()) -> list:
+    return [tuple(r) for r in await conn.execute(passed_statement(version, since, until, windows))]
 
 
 async def advance(conn: AsyncConnection, version: int, until: datetime) -> None:

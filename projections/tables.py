@@ -194,6 +194,9 @@ customers = Table(
     # (archived=false by default) is one range of the sort's index either way
     Column("archived", Boolean, nullable=False, server_default=false()),
     Column("last_contact_at", UTC),  # from the profile: the newest communication
+    Column("first_appointment_at", UTC),  # the earliest start of an appointment not cancelled
+    # new | active | lapsed | archived, as of `swept_until` (projections.rules.status)
+    Column("status", String(10), nullable=False, server_default="new"),
     # a look-up by email, and the count of a list page (archived inside: an index-only scan)
     Index("ix_customers_email_a", "version", "expert_id", "email", "archived"),
     Index("ix_customers_email_hash", "version", "email_hash"),
@@ -203,6 +206,10 @@ customers = Table(
 # update of a customer that is not HOT writes an entry in each of the table's indexes, so the
 # other sorts have none: they order the expert's rows, found by this same index (README, "Indexes").
 Index("ix_customers_latest_a", customers.c.version, customers.c.expert_id, customers.c.archived,
+      earliest_if_null(customers.c.last_appointment_at), customers.c.customer_id)
+# A status filter (`status=lapsed`) in the default sort is a range of this one. The status changes
+# seldom (a first visit, a return, a lapse), so it costs few index writes.
+Index("ix_customers_status", customers.c.version, customers.c.expert_id, customers.c.status,
       earliest_if_null(customers.c.last_appointment_at), customers.c.customer_id)
 
 notes = Table(

@@ -62,7 +62,7 @@ class Agents:
         # PostgreSQL: the state lives in this worker (`projections.live`); SQLite: read per batch
         self.resident = (Resident(projector.engine, version=projector.version, id_secret=projector.id_secret,
                                   to_dlq=self.applier.to_dlq, max_rows=settings.worker_state_max_rows,
-                                  follow_live=projector.follow_live)
+                                  follow_live=projector.follow_live, lifecycle=projector.lifecycle)
                          if projector.engine.dialect.name == "postgresql" else None)
         if self.resident:
             app.on_partitions_assigned.connect(self._assigned)

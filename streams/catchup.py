@@ -43,6 +43,7 @@ from sqlalchemy import text
 from customers import kafka as names
 from customers.kafka import end_offsets
 from customers.settings import Settings
+from projections.rules.status import Lifecycle
 from projections import claims
 from projections import tables as t
 from projections.db import make_engine, upsert
@@ -291,7 +292,7 @@ async def _rounds(settings: Settings, conn, version: int, topics: list[str], don
             result.rows_held = rows_held(state)
             lap("load")
 
-            apply = Applying(state, MemoryStore(state, version, await watermark(conn, version)), to_dlq)
+            apply = Applying(state, MemoryStore(state, version, await watermark(conn, version), Lifecycle.of(settings)), to_dlq)
             await conn.commit()
             journal = open_journal(state)  # insight sums are held as differences to add
             try:

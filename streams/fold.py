@@ -48,6 +48,7 @@ from sqlalchemy import select
 
 from customers import kafka as names
 from customers.settings import Settings
+from projections.rules.status import Lifecycle
 from projections import tables as t
 from projections.db import copy_rows, make_engine
 from projections.memory import FoldState, MemoryStore, version_rows
@@ -365,7 +366,7 @@ async def fold_share(settings: Settings, version: int, share: Share, ends: dict[
             as_of = await watermark(conn, version)
             erasures, refs = await load_ledger(conn)
         state = FoldState(settings.customer_id_secret, erasures, refs)
-        store = MemoryStore(state, version, as_of)
+        store = MemoryStore(state, version, as_of, Lifecycle.of(settings))
         prefix = settings.topic_prefix
         clock = time.monotonic()
 

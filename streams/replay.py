@@ -31,6 +31,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from customers import kafka as names
 from customers.settings import Settings
+from projections.rules.status import Lifecycle
 from projections import tables as t
 from projections.db import bulk_upsert, make_engine, migrate
 from projections.physical import finish_bare_version
@@ -85,7 +86,7 @@ async def replay(settings: Settings, *, on_progress: Callable[[Progress], None] 
     engine = make_engine(settings.database_url)
     old = await ensure_live(engine, settings.consumer_group)
     version, resumed = await begin_replay(engine, settings.consumer_group, bare=True)
-    projector = Projector(engine, version=version, id_secret=settings.customer_id_secret)
+    projector = Projector(engine, version=version, id_secret=settings.customer_id_secret, lifecycle=Lifecycle.of(settings))
     topics = [settings.topic(n) for n in names.PROJECTED]
     progress = Progress(version, resumed, 0, 0, 0.0)
     if not await projector.stored_offsets():  # nothing folded yet, or a fold cut short: start clean
@@ -310,7 +311,7 @@ async def _hand_over(settings: Settings, engine, consumer, tps, version: int) ->
     finally:
         await committer.stop()
     async with engine.begin() as conn:  # the replay is N's only writer until this commits
-        await sweep_version(conn, version, settings.customer_id_secret, datetime.now(timezone.utc))
+        await sweep_version(conn, version, settings.customer_id_secret, datetime.now(timezone.utc), Lifecycle.of(settings))
         await switch_to(conn, version)
     log.info("readers switched to version %s", version)
 

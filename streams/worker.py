@@ -13,6 +13,7 @@ from prometheus_client import start_http_server
 
 from customers.kafka import TooFewBrokers, UnderReplicated, ensure_topics
 from customers.settings import Settings
+from projections.rules.status import Lifecycle
 from projections.db import make_engine, migrate, one_at_a_time
 from projections.projector import Projector
 from projections.versions import ensure_live, group_for
@@ -55,6 +56,7 @@ async def prepare(settings: Settings) -> int:
 def build(settings: Settings, version: int, metrics: WorkerMetrics | None = None) -> tuple[faust.App, Agents]:
     app = create_app(settings, group=group_for(settings.consumer_group, version))
     projector = Projector(make_engine(settings.database_url), version=version, id_secret=settings.customer_id_secret,
+                          lifecycle=Lifecycle.of(settings),
                           follow_live=True)
     metrics = metrics or WorkerMetrics()
     agents = Agents(app, settings, projector, metrics)

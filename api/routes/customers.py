@@ -25,15 +25,17 @@ Sort = Literal["last_appointment", "first_seen", "name", "appointments", "total_
 
 def list_query(expert_id: str, q: str | None, email: str | None, sort: str, order: str | None,
                limit: int, cursor: str | None, tags: list[str] | None = None,
-               fields: tuple[tuple[str, str], ...] = (), archived: bool | None = None) -> queries.ListQuery:
-    """The query; `archived` unset means not archived, except for a look-up by email (either)."""
+               fields: tuple[tuple[str, str], ...] = (), archived: bool | None = None,
+               status: str | None = None) -> queries.ListQuery:
+    """The query; `archived` unset means not archived, except for a look-up by email or a status
+    filter (either: `status=archived` is the archive)."""
     email = normalise_email(email) if email else None
     if archived is None:
-        archived = None if email else False
+        archived = None if email or status else False
     return queries.ListQuery(expert_id=expert_id, q=q or None, email=email,
                              sort=sort, order=order, limit=limit, cursor=cursor or None,
                              tags=tuple(sorted({" ".join(t.split()).lower() for t in tags or () if t.strip()})),
-                             fields=fields, archived=archived)
+                             fields=fields, archived=archived, status=status)
 
 
 async def field_filters(conn, expert_id: str, request: Request) -> tuple[tuple[str, str], ...]:
@@ -79,13 +81,16 @@ async def list_customers(
     tag: list[str] = Query(default=[], max_length=20, description="customers with every one of these tags"),
     archived: bool | None = Query(default=None, description="archived customers instead (default: not archived; "
                                                             "a look-up by email finds either)"),
+    status: Literal["new", "active", "lapsed", "archived"] | None = Query(
+        default=None, description="customers with this status (new: first appointment upcoming or recent; "
+                                  "active: a visit recent or one upcoming; lapsed: neither)"),
 ) -> CustomerList:
     """Filters also include `field.KEY=value` (one per custom field, all must match)."""
     for t in tag:
         if not 1 <= len(t.strip()) <= 40 or "\x00" in t:
             raise HTTPException(400, "tag: each tag must be 1 to 40 characters")
     fields = await field_filters(conn, principal.expert_id, request)
-    query = list_query(principal.expert_id, q, email, sort, order, limit, cursor, tag, fields, archived)
+    query = list_query(principal.expert_id, q, email, sort, order, limit, cursor, tag, fields, archived, status)
     try:
         page = await queries.list_customers(conn, query)
     except queries.BadCursor as exc:

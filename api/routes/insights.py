@@ -32,6 +32,7 @@ class Month(BaseModel):
     month: str
     new_customers: int
     returning_customers: int
+    lapsed_returned: int  # customers who came back after a lapse (CUSTOMER_ACTIVE_DAYS without a visit)
     completed: int
     cancelled: int
     no_shows: int
@@ -60,6 +61,7 @@ class Period(BaseModel):
     cancellation_rate: float | None
     no_show_rate: float | None
     returned_within_90_days: float | None
+    lapsed_returned: int  # over the period: returns after a lapse, once per customer and month
     median_days_between_appointments: float | None
     top_services: list[TopService]
     top_services_by_spend: list[TopService]
@@ -109,14 +111,15 @@ async def export_insights(principal: PrincipalDep, conn: ConnDep, now: NowDep,
                           first: str | None = Query(default=None, alias="from", pattern=MONTH_PATTERN),
                           last: str | None = Query(default=None, alias="to", pattern=MONTH_PATTERN)) -> Response:
     _months, f, _as_of, _swept = await read(conn, principal.expert_id, first, last, now)
-    header = ["month", "new_customers", "returning_customers", "completed", "cancelled", "no_shows", "booked"]
+    header = ["month", "new_customers", "returning_customers", "lapsed_returned", "completed", "cancelled", "no_shows", "booked"]
     header += [f"{kind}_{cur}" for cur in f.currencies for kind in ("total_spend", "expert_revenue", "refunded")]
     buffer = io.StringIO()
     out = csv.writer(buffer)
     out.writerow(header)
     for m in f.months:
         by = {x["currency"]: x for x in m["money"]}
-        out.writerow([m["month"], m["new_customers"], m["returning_customers"], m["completed"], m["cancelled"],
+        out.writerow([m["month"], m["new_customers"], m["returning_customers"], m["lapsed_returned"],
+                      m["completed"], m["cancelled"],
                       m["no_shows"], m["booked"]]
                      + [by.get(cur, {}).get(kind, 0) for cur in f.currencies
                         for kind in ("total_spend", "expert_revenue", "refunded")])

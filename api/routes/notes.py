@@ -6,7 +6,7 @@ A write is a command on `customer-commands`. The answer waits (boundedly) for th
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
 
 from api.auth import PrincipalDep
@@ -23,14 +23,21 @@ def _location(customer_id: str, note_id: str) -> str:
     return f"/api/customers/{customer_id}/notes/{note_id}"
 
 
-@router.get("", response_model=NoteList, responses=errors(404))
-async def list_notes(customer_id: str, principal: PrincipalDep, notes: NotesDep, conn: ConnDep) -> NoteList:
+@router.get("", response_model=NoteList, responses=errors(400, 404))
+async def list_notes(customer_id: str, principal: PrincipalDep, notes: NotesDep, conn: ConnDep,
+                     limit: int = Query(default=queries.TIMELINE_LIMIT, ge=1, le=queries.TIMELINE_MAX),
+                     cursor: str | None = Query(default=None, max_length=1000,
+                                                description="`next_cursor` of the previous page")) -> NoteList:
+    """The expert's notes on the customer, newest first, a page at a time."""
     try:
         await notes.require_customer(principal.expert_id, customer_id)
     except NotFound as exc:
         raise HTTPException(404, "customer not found") from exc
-    rows = await queries.notes_of(conn, principal.expert_id, customer_id)
-    return NoteList(notes=[note_out(r) for r in rows])
+    try:
+        rows, more = await queries.timeline_of(conn, queries.NOTES, principal.expert_id, customer_id, limit, cursor)
+    except queries.BadCursor as exc:
+        raise HTTPException(400, f"cursor: {exc}") from exc
+    return NoteList(notes=[note_out(r) for r in rows], next_cursor=more)
 
 
 @router.get("/{note_id}", response_model=NoteOut, responses=errors(404))

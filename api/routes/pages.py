@@ -68,6 +68,9 @@ PROBLEMS = {
 }
 
 
+STATUS_LABELS = {"new": "New", "active": "Active", "lapsed": "Lapsed"}
+
+
 @router.get("/customers", response_class=HTMLResponse)
 async def customers_page(
     request: Request, user: PageUser, conn: ConnDep,
@@ -78,17 +81,21 @@ async def customers_page(
     limit: int = Query(default=25, ge=1, le=100),
     tag: list[str] = Query(default=[], max_length=20),
     archived: bool = False,
+    status: Literal["new", "active", "lapsed"] | None = None,
 ):
     tags = [t for t in tag if 1 <= len(t.strip()) <= 40 and "\x00" not in t]
-    query = list_query(user.expert_id, q, None, sort, order, limit, cursor, tags, (), archived)
+    if archived:
+        status = None
+    query = list_query(user.expert_id, q, None, sort, order, limit, cursor, tags, (), archived, status)
     try:
         page = await queries.list_customers(conn, query)
     except queries.BadCursor:  # a stale link: start from the first page
         return RedirectResponse(request.url.remove_query_params("cursor"), status_code=303)
-    filters = {"q": q or "", "tag": list(query.tags), "archived": "true" if archived else ""}
+    filters = {"q": q or "", "tag": list(query.tags), "archived": "true" if archived else "", "status": status or ""}
     return templates.TemplateResponse(request, "customers.html", {
         "user": user, "q": q or "", "sort": sort, "order": query.direction, "limit": limit,
-        "filters": filters, "tags": list(query.tags), "archived": archived,
+        "filters": filters, "tags": list(query.tags), "archived": archived, "status": status,
+        "statuses": STATUS_LABELS,
         "customers": [summary(r, page["profiles"].get(r.customer_id)) for r in page["rows"]],
         "total": page["total"],
         "next_cursor": page["next_cursor"], "prev_cursor": page["prev_cursor"], "as_of": page["as_of"],
@@ -101,9 +108,15 @@ async def customer_page(request: Request, customer_id: str, user: PageUser, conn
                         settings: SettingsDep,
                         notice: str | None = None,
                         problem: str | None = Query(default=None, max_length=40),
-                        field: str | None = Query(default=None, max_length=40)):
-    found = await queries.customer_detail(conn, user.expert_id, customer_id) \
-        if valid_customer_id(customer_id) else None
+                        field: str | None = Query(default=None, max_length=40),
+                        notes_before: str | None = Query(default=None, max_length=1000),
+                        comms_before: str | None = Query(default=None, max_length=1000)):
+    try:
+        found = await queries.customer_detail(conn, user.expert_id, customer_id, notes_cursor=notes_before,
+                                              communications_cursor=comms_before) \
+            if valid_customer_id(customer_id) else None
+    except queries.BadCursor:  # a stale link: the newest of each
+        return RedirectResponse(request.url.remove_query_params(["notes_before", "comms_before"]), status_code=303)
     if found is None:
         return templates.TemplateResponse(request, "not_found.html", {"user": user}, status_code=404)
     customer = detail(found, now, settings.livemode)
@@ -115,6 +128,9 @@ async def customer_page(request: Request, customer_id: str, user: PageUser, conn
         "past": [a for a in customer.appointments if a not in upcoming],
         "definitions": found.get("definitions", []), "values": stored, "now": now,
         "notice": text, "notice_kind": "error" if notice in ERRORS else "ok",
+        "notes_before": notes_before, "comms_before": comms_before,
+        "status_notes": {"new": "First appointment upcoming or recent", "active": "A recent visit or one upcoming",
+                         "lapsed": "No recent visit and none upcoming", "archived": "Archived"},
     })
 
 

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Response
+from fastapi import APIRouter, Body, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
 
 from api.auth import PrincipalDep
 from api.commands import CommandsUnavailable
-from api.deps import NowDep, ProfilesDep
+from api.deps import ConnDep, NowDep, ProfilesDep
 from api.notes import NotFound
 from api.profiles import Invalid
-from api.schemas import CommunicationIn, CommunicationOut, NoteAccepted, communication_out, errors
+from api.schemas import CommunicationIn, CommunicationList, CommunicationOut, NoteAccepted, communication_out, errors
+from projections import queries
 from customers.commands import MAX_FIELDS, MAX_TAGS, FieldDefinition, check_definitions
 
 router = APIRouter(tags=["custom fields, tags, archive"])
@@ -115,6 +116,27 @@ async def log_communication(customer_id: str, payload: CommunicationIn, principa
         return JSONResponse(NoteAccepted(id=cid).model_dump(), status_code=202, headers={"Location": location})
     response.headers["Location"] = location
     return communication_out(row)
+
+
+@router.get("/api/customers/{customer_id}/communications", response_model=CommunicationList,
+            responses=errors(400, 404))
+async def list_communications(customer_id: str, principal: PrincipalDep, service: ProfilesDep, conn: ConnDep,
+                              limit: int = Query(default=queries.TIMELINE_LIMIT, ge=1, le=queries.TIMELINE_MAX),
+                              cursor: str | None = Query(default=None, max_length=1000,
+                                                         description="`next_cursor` of the previous page"),
+                              ) -> CommunicationList:
+    """What the platform sent the customer and the contacts the expert logged, newest first, a
+    page at a time."""
+    try:
+        await service.notes.require_customer(principal.expert_id, customer_id)
+    except NotFound as exc:
+        raise HTTPException(404, "customer not found") from exc
+    try:
+        rows, more = await queries.timeline_of(conn, queries.COMMUNICATIONS, principal.expert_id, customer_id,
+                                               limit, cursor)
+    except queries.BadCursor as exc:
+        raise HTTPException(400, f"cursor: {exc}") from exc
+    return CommunicationList(communications=[communication_out(r) for r in rows], next_cursor=more)
 
 
 @router.get("/api/customers/{customer_id}/communications/{communication_id}", response_model=CommunicationOut,

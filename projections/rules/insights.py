@@ -15,7 +15,9 @@ Months are calendar months in UTC (`YYYY-MM`). An appointment counts in the mont
   ones included) is in this month; `returning`: the customer has a later visit in this month
   (once per month); `back90`: counted in the month of the first visit when the second came
   within 90 days; `gap` (dim: whole days): the time between one visit and the previous one,
-  in the later one's month, for the median.
+  in the later one's month, for the median; `returned`: the customer came back after a lapse (a
+  visit that has started, more than the lapse's days, `CUSTOMER_ACTIVE_DAYS`, after the one
+  before it), once per month, in the month of that visit.
 * money per currency (dim): `spend` (captured − refunded − lost disputes), `revenue` (spend −
   platform fee), `refunded`. Money taken counts in the month it was taken (`money_month`); a refund in the
   month it was created (what a charge's refunded total holds beyond its itemised refunds, in the
@@ -96,7 +98,7 @@ def payment_months(state: dict) -> dict[str, dict[str, int]]:
 
 
 def contribution(meetings: Iterable[Meeting], payments: Iterable[tuple[dict, str | None]],
-                 as_of: datetime | None) -> Contribution:
+                 as_of: datetime | None, lapse_days: int = 90) -> Contribution:
     """What one customer adds to their expert's monthly figures, as of `as_of` (the watermark);
     `payments` are (state, meeting id) of the payments that count for the customer."""
     out: Contribution = {}
@@ -124,6 +126,11 @@ def contribution(meetings: Iterable[Meeting], payments: Iterable[tuple[dict, str
             _add(out, (months[after.meeting_id], "gap", str((after.start_time - before.start_time).days)), 1)
         if len(visits) > 1 and visits[1].start_time - visits[0].start_time <= BACK_WITHIN:
             _add(out, (first, "back90", ""), 1)
+        lapse = timedelta(days=lapse_days)
+        for month in sorted({months[after.meeting_id] for before, after in zip(visits, visits[1:])
+                             if after.start_time - before.start_time > lapse
+                             and as_of is not None and after.start_time <= as_of}):
+            _add(out, (month, "returned", ""), 1)
     for state, meeting_id in payments:
         currency = state.get("currency")
         months = payment_months(state)
@@ -155,7 +162,8 @@ def decode(rows: list | None) -> Contribution:
     return {(m, k, d): v for m, k, d, v in rows or ()}
 
 
-def fold(keys: Iterable[tuple[str, str]], inputs: dict, stored: dict, as_of: datetime | None):
+def fold(keys: Iterable[tuple[str, str]], inputs: dict, stored: dict, as_of: datetime | None,
+         lapse_days: int = 90):
     """For the customers `keys` (those `inputs` lacks are gone): their new contributions (encoded),
     the keys to forget, the differences by (expert, month, metric, dim), and service names by
     (expert, service id)."""
@@ -165,7 +173,7 @@ def fold(keys: Iterable[tuple[str, str]], inputs: dict, stored: dict, as_of: dat
         old = decode(stored.get(key))
         if key in inputs and (inputs[key][0] or inputs[key][1]):
             meetings, payments = inputs[key]
-            new = contribution(meetings, payments, as_of)
+            new = contribution(meetings, payments, as_of, lapse_days)
             newest: dict[str, tuple[str, str]] = {}  # service id -> (version, name) of its newest booking
             for m in meetings:
                 if m.service_id and m.service_name:

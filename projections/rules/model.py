@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 from projections import payments as money
 from projections.meetings import Meeting
+from projections.rules.status import DEFAULT as DEFAULT_LIFECYCLE
+from projections.rules.status import Lifecycle
 
 T = TypeVar("T")
 Key = tuple[str, str]  # (expert_id, customer_id) or (expert_id, meeting_id)
@@ -100,6 +102,8 @@ class Summary:
     phone_version: str | None = None
     archived: bool = False  # the expert's profile says so (`projections.rules.profiles.onto_summaries`)
     last_contact_at: datetime | None = None  # the profile's: the newest communication
+    first_appointment_at: datetime | None = None  # the earliest start of an appointment not cancelled
+    status: str = "new"  # `projections.rules.status`, as of the watermark (set with the profile's figures)
 
     @property
     def search_text(self) -> str:
@@ -198,6 +202,7 @@ class View:
     profiles: dict[Key, Profile] = field(default_factory=dict)  # (expert, customer) -> profile
     communications: dict[str, Communication] = field(default_factory=dict)  # by id
     reports: dict[str, list[list]] = field(default_factory=dict)  # provider email id -> [[status, at iso], ...]
+    lifecycle: Lifecycle = DEFAULT_LIFECYCLE  # the status thresholds
 
     def keep_payment(self, p: Payment) -> None:
         """Hold a payment, findable by every id Stripe may name it by."""

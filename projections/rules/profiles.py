@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from projections.forgetting import ref_of
 from projections.rules.model import Changes, Profile, View
+from projections.rules.status import status_of
 
 
 def fields_defined(view: View, changes: Changes, cmd) -> None:
@@ -63,7 +64,8 @@ def archived(view: View, changes: Changes, cmd) -> None:
 
 
 def onto_summaries(view: View, changes: Changes) -> None:
-    """Copy what the list filters on from each profile into the customer's summary row.
+    """Copy what the list filters on from each profile into the customer's summary row, and
+    settle the customer's status (`projections.rules.status`) as of the view's watermark.
 
     Run last in a batch (and a sweep), over every summary the view holds: the store loads the
     profiles of those customers, so a summary created, recounted or loaded in this batch shows
@@ -77,4 +79,8 @@ def onto_summaries(view: View, changes: Changes) -> None:
         contact = profile.last_contact_at if profile is not None else None
         if (summary.archived, summary.last_contact_at) != (archived, contact):
             summary.archived, summary.last_contact_at = archived, contact
+            changes.summaries.add(key)
+        status = status_of(summary, view.as_of, view.lifecycle)
+        if summary.status != status:
+            summary.status = status
             changes.summaries.add(key)

@@ -42,6 +42,8 @@ def summary_of(meetings: Iterable[Meeting], payments: Iterable[dict], as_of: dat
                 phone_version=with_phone.created_version if with_phone else None)
     for m in booked:
         _add_meeting(s, m, as_of)
+    kept = [m.start_time for m in booked if m.cancelled_at is None]
+    s.first_appointment_at = min(kept) if kept else None
     figures = money.summed(payments)
     for name in MONEY:
         setattr(s, name, dict(sorted(figures[name].items())))
@@ -67,6 +69,8 @@ def _add_meeting(s: Summary, m: Meeting, as_of: datetime) -> None:
         return
     start = m.start_time
     s.appointments += 1
+    if s.first_appointment_at is None or start < s.first_appointment_at:
+        s.first_appointment_at = start
     if m.no_show_at is not None:
         s.no_shows += 1
     if start <= as_of:
@@ -102,6 +106,8 @@ def _take_meeting(s: Summary, old: Meeting, new: Meeting | None, as_of: datetime
         if start > as_of and s.next_appointment_at == start:
             if not (kept and new.start_time > as_of and new.start_time <= start):
                 return False
+        if s.first_appointment_at == start and not (kept and new.start_time <= start):
+            return False
     if new is None:  # the meeting leaves this customer: the minimum and the sources may go with it
         if old.first_seen_at == s.first_seen_at or old.created_version in (s.profile_version, s.phone_version):
             return False

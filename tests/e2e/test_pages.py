@@ -227,3 +227,93 @@ async def test_insights_page_shows_cards_charts_and_their_tables_on_a_desktop_an
     assert elsewhere == []
     await phone.close()
     await context.close()
+
+
+async def test_custom_fields_are_added_renamed_reordered_and_removed_from_the_settings_page(site, browser):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    context, page, elsewhere = await signed_in(browser, site, {"width": 1280, "height": 900})
+    await page.locator(".page-head").get_by_role("link", name="Custom fields").click()
+    await expect(page.get_by_role("heading", name="Custom fields", level=1)).to_be_visible()
+    fields = page.locator(".field-def")
+    before = await fields.count()
+
+    await page.get_by_label("Label", exact=True).last.fill("Date of birth")
+    await page.get_by_label("Type").select_option("date")
+    await page.get_by_role("button", name="Add field").click()
+    await expect(page.get_by_role("status")).to_have_text("Field added.")
+    await expect(fields).to_have_count(before + 1)
+    await expect(fields.last).to_contain_text("date_of_birth")
+
+    # a choice field without choices is refused as the API refuses it, and what was typed stays
+    await page.locator("#new-label").fill("Session type")
+    await page.get_by_label("Type").select_option("choice")
+    await page.get_by_role("button", name="Add field").click()
+    await expect(page.get_by_role("alert")).to_contain_text("Session type: a choice field needs choices")
+    await expect(page.locator("#new-label")).to_have_value("Session type")
+    await page.locator("#new-choices").fill("Online, In person")
+    await page.get_by_role("button", name="Add field").click()
+    await expect(page.get_by_role("status")).to_have_text("Field added.")
+    await expect(fields).to_have_count(before + 2)
+
+    await page.locator("#label-date_of_birth").fill("Birthday")
+    await page.get_by_role("button", name="Save labels and choices").click()
+    await expect(page.get_by_role("status")).to_have_text("Fields saved.")
+    await expect(page.locator("#label-date_of_birth")).to_have_value("Birthday")
+    await page.get_by_role("button", name="Move Session type up").click()
+    await expect(page.get_by_role("status")).to_have_text("Order saved.")
+    keys = await fields.evaluate_all("els => els.map(e => e.dataset.key)")
+    assert keys[-2:] == ["session_type", "date_of_birth"], keys
+    await page.screenshot(path=SHOTS / "settings-fields-desktop.png", full_page=True)
+    await page.get_by_role("button", name="Remove Birthday").click()
+    await expect(page.get_by_role("status")).to_contain_text("Field removed.")
+    await expect(fields).to_have_count(before + 1)
+
+    # the customer's page offers the field, and leads back to the settings
+    await page.goto(f"{site}/customers?sort=name&order=asc")
+    await page.get_by_role("link", name="Carla Mendes").click()
+    await page.get_by_label("Session type").select_option("Online")
+    await page.get_by_role("button", name="Save fields").click()
+    await expect(page.locator("dl.facts")).to_contain_text("Online")
+    await page.get_by_role("link", name="Edit the fields").click()
+    await expect(page).to_have_url(f"{site}/settings/fields")
+    assert elsewhere == []
+    await context.close()
+
+
+async def fits(page, what: str) -> None:
+    """No sideways scroll, and nothing of the header (the sign-out button last) off the screen."""
+    width = await page.evaluate("window.innerWidth")
+    scroll = await page.evaluate("document.documentElement.scrollWidth")
+    right = await page.get_by_role("button", name="Sign out").evaluate("e => e.getBoundingClientRect().right")
+    assert scroll <= width and right <= width, f"{what} at {width} px: page {scroll} px wide, sign-out ends at {right}"
+
+
+async def test_the_lapsed_filter_and_every_page_at_360_and_390_px(site, browser):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    context, page, _elsewhere = await signed_in(browser, site, {"width": 1280, "height": 900})
+    await page.get_by_role("navigation", name="Status").get_by_role("link", name="Lapsed").click()
+    rows = page.locator("table.customers tbody tr")
+    await expect(rows).to_have_count(3)  # the demo's David, Eva and Hugo: no visit in 90 days, none booked
+    for name in ("David Rocha", "Eva Lopes", "Hugo Ramos"):
+        await expect(page.locator("table.customers")).to_contain_text(name)
+    await expect(page.locator("table.customers .status-lapsed")).to_have_count(3)
+    await expect(page.locator("#result-count")).to_contain_text("Lapsed.")
+    await page.screenshot(path=SHOTS / "customers-lapsed-desktop.png", full_page=True)
+    await page.get_by_role("link", name="Eva Lopes").click()
+    await expect(page.locator("#person-name .status")).to_have_text("Lapsed")
+    detail = page.url
+
+    for width in (360, 390):
+        phone = await browser.new_context(**{**PHONE, "viewport": {"width": width, "height": 800}},
+                                          storage_state=await context.storage_state())
+        mobile = await phone.new_page()
+        for name, path in (("customers", "/customers"), ("lapsed", "/customers?status=lapsed"),
+                           ("customer-detail", detail.removeprefix(site)), ("insights", "/insights"),
+                           ("settings-fields", "/settings/fields")):
+            await mobile.goto(f"{site}{path}")
+            await expect(mobile.locator("h1")).to_be_visible()
+            await fits(mobile, name)
+            if width == 390:
+                await mobile.screenshot(path=SHOTS / f"{name}-phone-390.png", full_page=True)
+        await phone.close()
+    await context.close()

@@ -25,6 +25,7 @@ from projections.db import make_engine, migrate
 from projections.meetings import meeting_from_row
 from projections.physical import index_version
 from projections.projector import Position, Projector
+from projections.rules.status import status_of
 from projections.summary import summarise
 from projections.sweep import watermark as watermark_of
 from projections.versions import begin_replay, ensure_live
@@ -138,6 +139,7 @@ async def summaries_recount(engine, version: int) -> None:
         expected = summarise(meetings.get(key, []), states.get(key, []), as_of)
         stored = {k: getattr(row, k) for k in expected}
         assert stored == expected, key
+        assert row.status == status_of(row, as_of), key  # as of the watermark, from the columns it reads
 
 
 @pytest.mark.parametrize("seed", [5, 11])

@@ -44,7 +44,7 @@ STORED_IN = {
     (BookingCancelled, "cancelled_by"): [m.cancelled_by],
 }
 # columns the service fills itself (keyed hashes, the projection version, ...)
-DERIVED = {m.version, m.customer_id, m.email_hash, c.version, c.customer_id, c.email_hash, c.search_text}
+DERIVED = {m.version, m.customer_id, m.email_hash, c.version, c.customer_id, c.email_hash, c.search_text, c.status}  # status: one of `projections.rules.status.STATUSES`
 VERSION_STAMPS = {m.created_version, m.resched_version, c.profile_version, c.phone_version}
 
 
