@@ -16,10 +16,12 @@ from starlette.routing import Match
 from api.auth import TokenVerifier
 from api.commands import CommandBus
 from api.middleware import AccessLog, SecurityHeaders
+from api.merges import Merges
 from api.notes import Notes
 from api.profiles import Profiles
 from api.ops import ApiMetrics, LagProbe
-from api.routes import admin, customers, export, field_settings, insights, metrics, notes, pages, profiles, session
+from api.routes import (admin, customers, export, field_settings, insights, merges, metrics, notes, pages, profiles,
+                        session)
 from api.web import HERE, SignInRequired, sign_in_url, templates
 from customers.bodies import BodyLimit, shown_errors
 from customers.settings import Settings
@@ -43,6 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.lag = LagProbe(settings, app.state.engine)
     app.state.notes = Notes(app.state.engine, app.state.commands, settings.notes_visible_wait_seconds)
     app.state.profiles = Profiles(app.state.notes)
+    app.state.merges = Merges(app.state.notes, settings.customer_id_secret)
 
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)  # inside: its 413 gets the headers
     app.add_middleware(SecurityHeaders)
@@ -79,6 +82,7 @@ def _include_api(app: FastAPI) -> None:
     app.include_router(customers.router)
     app.include_router(notes.router)
     app.include_router(profiles.router)
+    app.include_router(merges.router)
     app.include_router(insights.router)
 
     @app.get("/healthz", include_in_schema=False)

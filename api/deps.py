@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.commands import CommandBus
+from api.merges import Merges
 from api.notes import Notes
 from api.profiles import Profiles
 from api.ops import ApiMetrics, LagProbe
@@ -32,6 +33,7 @@ EngineDep = Annotated[AsyncEngine, Depends(_built("engine"))]
 CommandsDep = Annotated[CommandBus, Depends(_built("commands"))]
 NotesDep = Annotated[Notes, Depends(_built("notes"))]
 ProfilesDep = Annotated[Profiles, Depends(_built("profiles"))]
+MergesDep = Annotated[Merges, Depends(_built("merges"))]
 LagDep = Annotated[LagProbe, Depends(_built("lag"))]
 MetricsDep = Annotated[ApiMetrics, Depends(_built("metrics"))]
 

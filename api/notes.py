@@ -74,7 +74,10 @@ class Notes:
         return row
 
     async def add(self, expert_id: str, customer_id: str, body: str, now: datetime) -> Added:
-        await self.require_customer(expert_id, customer_id)
+        row = await self.customer(expert_id, customer_id)
+        if row is None:
+            raise NotFound(customer_id)
+        customer_id = row.customer_id  # a merged customer's note goes to the one it was merged into
         note_id = f"n_{uuid.uuid4().hex}"
         await self.bus.send(NoteAdded(command_id=uuid.uuid4().hex, occurred_at=now, note_id=note_id,
                                       expert_id=expert_id, customer_id=customer_id, body=body, created_at=now))
@@ -84,9 +87,9 @@ class Notes:
 
     async def delete(self, expert_id: str, customer_id: str, note_id: str, now: datetime) -> bool:
         """Ask for the note's deletion; whether the read model shows it gone within the wait."""
-        await self.find(expert_id, customer_id, note_id)
+        found = await self.find(expert_id, customer_id, note_id)
         await self.bus.send(NoteDeleted(command_id=uuid.uuid4().hex, occurred_at=now, note_id=note_id,
-                                        expert_id=expert_id, customer_id=customer_id))
+                                        expert_id=expert_id, customer_id=found.customer_id))
         row = await self.until(lambda c: queries.note(c, expert_id, customer_id, note_id),
                                 lambda r: r is None or r.deleted)
         return row is None or row.deleted

@@ -86,7 +86,7 @@ class Profiles:
         values = checked_values(await self.definitions(expert_id), values)
         try:
             cmd = CustomerFieldsSet(command_id=uuid.uuid4().hex, occurred_at=now, expert_id=expert_id,
-                                    customer_id=customer_id, email_hash=row.email_hash, values=values)
+                                    customer_id=row.customer_id, email_hash=row.email_hash, values=values)
         except ValidationError as exc:  # a key the contract cannot carry
             raise Invalid("fields", exc.errors()[0]["msg"]) from exc
         await self.notes.bus.send(cmd)
@@ -99,7 +99,7 @@ class Profiles:
     async def set_tags(self, expert_id: str, customer_id: str, tags: list[str], now: datetime) -> bool:
         row = await self._customer(expert_id, customer_id)
         cmd = CustomerTagsSet(command_id=uuid.uuid4().hex, occurred_at=now, expert_id=expert_id,
-                              customer_id=customer_id, email_hash=row.email_hash, tags=checked_tags(tags))
+                              customer_id=row.customer_id, email_hash=row.email_hash, tags=checked_tags(tags))
         await self.notes.bus.send(cmd)
         return await self._profile(expert_id, customer_id,
                                    lambda p: (p.tags if p is not None else []) == cmd.tags)
@@ -108,7 +108,7 @@ class Profiles:
         row = await self._customer(expert_id, customer_id)
         kind = CustomerArchived if archived else CustomerUnarchived
         await self.notes.bus.send(kind(command_id=uuid.uuid4().hex, occurred_at=now, expert_id=expert_id,
-                                       customer_id=customer_id, email_hash=row.email_hash))
+                                       customer_id=row.customer_id, email_hash=row.email_hash))
         return await self._profile(expert_id, customer_id,
                                    lambda p: (p.archived if p is not None else False) == archived)
 
@@ -118,7 +118,7 @@ class Profiles:
         row = await self._customer(expert_id, customer_id)
         cid = f"cm_{uuid.uuid4().hex}"
         await self.notes.bus.send(CommunicationLogged(
-            command_id=uuid.uuid4().hex, occurred_at=now, expert_id=expert_id, customer_id=customer_id,
+            command_id=uuid.uuid4().hex, occurred_at=now, expert_id=expert_id, customer_id=row.customer_id,
             email_hash=row.email_hash, communication_id=cid, channel=channel, summary=summary, at=at))
         found = await self.notes.until(lambda c: queries.communication(c, expert_id, customer_id, cid),
                                         lambda r: r is not None)

@@ -181,6 +181,8 @@ _ERRORS = {
     401: "missing, expired or invalid token",
     403: "not allowed (admin role missing, or a cross-origin cookie request)",
     404: "customer not found",
+    409: "the customers cannot be merged or split as they are now (merged already, or not merged)",
+    422: "a body or parameter that does not fit; the message names the field",
     503: "Kafka cannot take the write now; retry",
 }
 
@@ -205,6 +207,8 @@ class CustomerDetail(BaseModel):
     archived: bool
     last_contact_at: datetime | None
     status: Literal["new", "active", "lapsed", "archived"]
+    merged_from: list[str] = Field(default=[], description="the customers merged into this one (their ids)")
+    emails: list[str] = Field(default=[], description="this customer's email, then those of the customers merged in")
     fields: dict[str, bool | int | float | str] = Field(
         description="custom field values, by key, of the fields the expert defines now")
     stats: Stats
@@ -292,6 +296,7 @@ def detail(found: dict[str, Any], now: datetime, livemode: bool) -> CustomerDeta
     return CustomerDetail(
         **base.model_dump(exclude={"appointments"}),
         fields={key: stored[key] for key in defined if key in stored},
+        merged_from=found.get("merged_from", []), emails=found.get("emails") or [row.email],
         stats=Stats(appointments=base.appointments, expert_revenue=amounts(row.revenue),
                     refunded=amounts(row.refunded), session_minutes=row.session_minutes,
                     no_shows=row.no_shows),

@@ -62,6 +62,7 @@ def erasure(secret: str, email: str, at: datetime | None = None) -> CustomerEras
 # --- the relationship: custom fields, tags, archive (CONTRACT v1.1) -------------------------------
 
 FIELD_KEY = r"^[a-z][a-z0-9_]{0,39}$"
+CUSTOMER_ID = r"^c_[0-9a-f]{32}$"
 FIELD_TYPES = ("text", "number", "date", "boolean", "choice")
 MAX_FIELDS = 50
 MAX_TAGS = 20
@@ -210,7 +211,28 @@ class CommunicationLogged(_OnCustomer):
     _utc = field_validator("at")(classmethod(lambda cls, v: as_utc(v)))
 
 
+class CustomerMerged(_Command):
+    """One person, two customers of one expert: `duplicate` counts in `customer_id` (the survivor)."""
+
+    type: Literal["customer.merged"] = "customer.merged"
+    expert_id: str
+    customer_id: str = Field(pattern=CUSTOMER_ID)
+    duplicate: str = Field(pattern=CUSTOMER_ID)
+    email_hash: str = Field(pattern=r"^[0-9a-f]{64}$")  # the duplicate's, so that an erasure finds the merge
+    survivor_email_hash: str = Field(pattern=r"^[0-9a-f]{64}$")  # for the survivor's profile
+
+
+class CustomerUnmerged(_Command):
+    """A customer merged into `customer_id` stands alone again."""
+
+    type: Literal["customer.unmerged"] = "customer.unmerged"
+    expert_id: str
+    customer_id: str = Field(pattern=CUSTOMER_ID)
+    duplicate: str = Field(pattern=CUSTOMER_ID)
+
+
 Command = Annotated[Union[NoteAdded, NoteDeleted, CustomerErased, FieldsDefined, CustomerFieldsSet,
-                          CustomerTagsSet, CustomerArchived, CustomerUnarchived, CommunicationLogged],
+                          CustomerTagsSet, CustomerArchived, CustomerUnarchived, CommunicationLogged,
+                          CustomerMerged, CustomerUnmerged],
                     Field(discriminator="type")]
 command_adapter: TypeAdapter[Command] = TypeAdapter(Command)

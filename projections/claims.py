@@ -106,7 +106,8 @@ def named_by(version: int, positions: Iterable[Any], items: Iterable[Any]) -> Cl
             claim.expert(item.expert_id)
             claim.payment(item.payment_id, item.payment_intent_id, item.checkout_session_id, *item.charge_ids())
         elif kind in ("note.added", "note.deleted", "fields.defined", "customer.fields_set", "customer.tags_set",
-                      "customer.archived", "customer.unarchived", "communication.logged"):
+                      "customer.archived", "customer.unarchived", "communication.logged", "customer.merged",
+                      "customer.unmerged"):
             claim.expert(item.expert_id)
         elif kind == "message.sent":
             claim.expert(item.expert_id)

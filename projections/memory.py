@@ -35,7 +35,8 @@ from projections.rules.model import Changes, Erasure, Key, Payment, Profile, Vie
 from projections.rules.status import DEFAULT as DEFAULT_LIFECYCLE
 from projections.rules.status import Lifecycle
 from projections.store import (MEETING_COLUMNS, PAYMENT_COLUMNS, SUMMARY_COLUMNS, Wanted, communication_row,
-                               meeting_values, note_row, payment_values, profile_rows, summary_values, wanted)
+                               meeting_values, merge_values, note_row, payment_values, profile_rows, summary_values,
+                               wanted)
 
 _MISSING = object()
 _NONE = object()
@@ -226,6 +227,8 @@ class FoldState:
         # customer's contribution is read and replaced whole, and as JSON it takes a fifth of the memory
         self.contributions = MemTable(shared_keys=True)
         self.counts = MemTable()  # (expert, month, metric, dim) -> (value, label)
+        # (expert, duplicate) -> `Merge`: whose figures a merged customer's rows count in
+        self.merges = MemTable(survivor=lambda x: (x.expert_id, x.survivor_id), expert=lambda x: x.expert_id)
         self.erasures = MemTable()  # the ledger, shared by every version: hash -> erased at
         self.erased_refs = MemTable()  # (kind, ref) -> erased at
         self.erasures.rows.update(erasures or {})
@@ -239,7 +242,7 @@ class FoldState:
     def tables(self) -> Iterator[MemTable]:
         return iter((self.meetings, self.payments, self.aliases, self.summaries, self.notes, self.stripe_events,
                      self.definitions, self.profiles, self.communications, self.reports, self.contributions,
-                     self.counts, self.erasures, self.erased_refs))
+                     self.counts, self.erasures, self.erased_refs, self.merges))
 
     def begin(self) -> None:
         for table in self.tables():
@@ -366,22 +369,34 @@ class MemoryStore:
         for note_id in w.notes:
             if (note := s.notes.get(note_id)) is not None:
                 view.notes[note_id] = copy(note)
-        await self.load_profiles(view, w.profiles)
+        for h in sorted(w.erased):
+            view.erasures[h] = self._erasure(h)
+        await self.load_merges(view, w.experts | {k[0] for x in view.erasures.values() for k in x.customers})
+        await self.load_summaries(view, w.summaries)
+        gone = {view.owner(k) for x in view.erasures.values() for k in x.customers}  # a survivor loses what came from them
+        await self.load_profiles(view, w.profiles | {view.owner(k) for k in w.profiles} | gone)
         for mid in w.messages | {i for p in w.provider_ids for i in s.communications.find("provider", p)}:
             if mid not in view.communications and (c := s.communications.get(mid)) is not None:
                 view.communications[mid] = copy(c)
         for pid in w.provider_ids:
             if (reports := s.reports.get(pid)) is not None:
                 view.reports.setdefault(pid, [list(x) for x in reports])
-        for h in sorted(w.erased):
-            view.erasures[h] = self._erasure(h)
         return view
+
+    async def load_merges(self, view: View, experts: Iterable[str]) -> None:
+        merges = self.state.merges
+        for expert in set(experts) - view.merges_of - {None}:
+            view.merges_of.add(expert)
+            for key in merges.find("expert", expert):
+                view.merges[key] = copy(merges.rows[key])
 
     def _erasure(self, h: str) -> Erasure:
         s = self.state
         found = Erasure(h)
-        found.customers = sorted(s.summaries.find("email", h))
         found.meetings = sorted(s.meetings.find("email", h))
+        # the customers of the person's meetings too: one merged into another has no row of its own
+        found.customers = sorted(s.summaries.find("email", h) | {
+            (k[0], s.meetings.rows[k].customer_id) for k in found.meetings if s.meetings.rows[k].customer_id})
         pids = set(s.payments.find("email", h))
         for owner in found.customers:
             pids |= s.payments.find("customer", owner)
@@ -461,11 +476,17 @@ class MemoryStore:
                 for k, (meetings, payments) in (await self.insight_inputs(keys)).items()}
 
     async def insight_inputs(self, keys: Iterable[Key]) -> dict[Key, tuple[list[Meeting], list]]:
+        """Each customer's meetings and payments, and those of the customers merged into them;
+        none for a customer merged into another (counted there)."""
         s = self.state
-        return {k: ([s.meetings.rows[m] for m in s.meetings.find("customer", k)],
-                    [(state_of(s.payments.rows[p]), s.payments.rows[p].meeting_id)
-                     for p in s.payments.find("customer", k)])
-                for k in set(keys)}
+        merges = s.merges
+        out = {}
+        for k in set(keys):
+            group = [] if k in merges else [k] + sorted(merges.find("survivor", k) if len(merges) else ())
+            out[k] = ([s.meetings.rows[m] for g in group for m in s.meetings.find("customer", g)],
+                      [(state_of(s.payments.rows[p]), s.payments.rows[p].meeting_id)
+                       for g in group for p in s.payments.find("customer", g)])
+        return out
 
     async def contributions(self, keys: Iterable[Key]) -> dict[Key, list]:
         rows = self.state.contributions.rows
@@ -500,6 +521,11 @@ class MemoryStore:
                 _CHECK_NOTE(n)
                 s.notes.put(note_id, n)
         self._write_profiles(view, changes)
+        for key in changes.merges_removed:
+            s.merges.delete(key)
+        for key in changes.merges:
+            if (m := view.merges.get(key)) is not None:
+                s.merges.put(key, copy(m))
         for event_id, kind in changes.stripe_events.items():
             _too_long(event_id, _MAX_EVENT, "stripe_events_applied.event_id")
             if event_id not in s.stripe_events:
@@ -623,6 +649,7 @@ SINKS = (
     Sink("contributions", (t.customer_insights,), ("expert_id", "customer_id"),
          one=lambda v, _s, k, rows: (v, k[0], k[1], rows)),
     # an insight sum that came back to 0 has no row (readers skip it)
+    Sink("merges", (t.customer_merges,), ("expert_id", "customer_id"), one=lambda v, _s, _k, m: merge_values(m, v)),
     Sink("counts", (t.insight_counts,), ("expert_id", "month", "metric", "dim"),
          one=lambda v, _s, k, x: (v, *k, x[0], x[1]) if x[0] else None),
 )
@@ -731,6 +758,7 @@ SCOPES: dict[str, Callable[[Any, Any], Iterable[str]]] = {
     "summaries": lambda k, _x: (k[0],),
     "profiles": lambda k, _x: (k[0],),
     "contributions": lambda k, _x: (k[0],),
+    "merges": lambda k, _x: (k[0],),
     "definitions": lambda k, _x: (k,),
     "notes": lambda _k, x: (x.expert_id,),
     "communications": lambda _k, x: (x.expert_id,),
@@ -759,7 +787,7 @@ def evict(state: FoldState, experts: set[str], keep: set[str] = frozenset()) -> 
     forgotten, and the Stripe events applied (all read again by id when named). Returns the scopes
     forgotten."""
     scopes = set(experts)
-    for name in ("meetings", "summaries", "profiles", "contributions"):
+    for name in ("meetings", "summaries", "profiles", "contributions", "merges"):
         table = getattr(state, name)
         table.drop([k for k in table.rows if k[0] in experts])
     state.definitions.drop([e for e in state.definitions.rows if e in experts])

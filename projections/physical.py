@@ -34,7 +34,7 @@ from projections import tables as t
 VERSIONED: tuple[Table, ...] = (t.meetings, t.payments, t.payment_aliases, t.customers, t.notes,
                                 t.stripe_events_applied, t.projection_offsets, t.field_definitions,
                                 t.customer_profiles, t.customer_tags, t.customer_field_values, t.communications,
-                                t.email_reports, t.insight_counts, t.customer_insights)
+                                t.email_reports, t.insight_counts, t.customer_insights, t.customer_merges)
 
 
 # The indexes the projection itself looks rows up by (linking evidence, a customer's history, an
@@ -45,7 +45,7 @@ LOOKUPS = frozenset({
     "ix_payments_customer", "ix_payments_cs", "ix_payments_unlinked", "ix_payments_email_hash",
     "ix_payments_meeting", "ix_payments_booking_hint", "ix_payment_aliases_payment", "ix_customers_email_hash",
     "ix_notes_customer", "ix_customer_profiles_email_hash", "ix_communications_provider",
-    "ix_communications_email_hash",
+    "ix_communications_email_hash", "ix_customer_merges_survivor", "ix_customer_merges_email_hash",
 })
 
 

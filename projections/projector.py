@@ -263,18 +263,38 @@ async def run_batch(store: Store, items: list[Any], now: datetime) -> tuple[View
     candidates = await store.load_for_linking(view, changes, linking.booked_changed(view, changes))
     linking.link(view, changes, candidates)
     rules.apply_items(view, changes, then)
-    await store.load_summaries(view, (summaries.touched_by(changes) | summaries.touched_after(view, changes)
+    await store.load_merges(view, changed_experts(view, changes))  # whose figures the changed rows count in
+    await store.load_summaries(view, (summaries.touched_by(view, changes) | summaries.touched_after(view, changes)
                                       | changes.profiles) - changes.summaries_removed)
     summaries.update_summaries(view, changes)
     await store.write(view, changes)
     if changes.recount:  # the few customers the deltas cannot settle: from their history, as now written
         for key, (meetings, states) in (await store.history(changes.recount)).items():
             summaries.recounted(view, changes, key, meetings, states)
-    await store.load_profiles(view, view.summaries.keys() - changes.profiles_removed)
+    await load_profiles_of(store, view, view.summaries.keys() - changes.profiles_removed)
     profiles.onto_summaries(view, changes)
     await store.write_summaries(view, changes)
     await fold_insights(store, view, changes.summaries | changes.summaries_removed)
     return view, changes
+
+
+def changed_experts(view: View, changes: Changes) -> set[str]:
+    """The experts of the meetings and payments a batch changed."""
+    out = {k[0] for k in changes.meetings_before}
+    for pid, before in changes.payments_before.items():
+        for p in (before, view.payments.get(pid)):
+            if p is not None and p.expert_id:
+                out.add(p.expert_id)
+    return out
+
+
+async def load_profiles_of(store: Store, view: View, keys) -> None:
+    """The profiles of these customers and of the customers merged into them (their contacts)."""
+    keys = set(keys)
+    await store.load_merges(view, {k[0] for k in keys})
+    if view.merges:
+        keys |= {(k[0], m) for k in list(keys) for m in view.members(k)}
+    await store.load_profiles(view, keys)
 
 
 async def fold_insights(store: Store, view: View, keys: set) -> None:
@@ -302,9 +322,11 @@ async def sweep_version(conn: AsyncConnection, version: int, secret: str, now: d
         await bump_generations(conn, version, None, {key[0] for key in keys})
     store = Store(conn, version, secret, lifecycle)
     view, changes = View(version, secret, now, now, lifecycle=lifecycle), Changes()
+    await store.load_merges(view, {key[0] for key in keys})
+    keys = sorted({view.owner(key) for key in keys})  # a merged customer's meetings count for its survivor
     for key, (meetings, states) in (await store.history(keys)).items():
         summaries.recounted(view, changes, key, meetings, states)
-    await store.load_profiles(view, view.summaries.keys())
+    await load_profiles_of(store, view, view.summaries.keys())
     profiles.onto_summaries(view, changes)
     await store.write_summaries(view, changes)
     await fold_insights(store, view, set(keys))

@@ -224,14 +224,43 @@ async def list_customers(conn: AsyncConnection, query: ListQuery) -> dict[str, A
     }
 
 
+async def survivor_of(conn: AsyncConnection, version: int, expert_id: str, customer_id: str) -> str | None:
+    """The customer `customer_id` was merged into, or None when it was not."""
+    g = t.customer_merges.c
+    return (await conn.execute(select(g.survivor_id).where(
+        g.version == version, g.expert_id == expert_id, g.customer_id == customer_id))).scalar()
+
+
+async def merged_into(conn: AsyncConnection, version: int, expert_id: str, customer_id: str) -> list:
+    """The merges into one customer: rows (customer_id, email_hash, merged_at), oldest first."""
+    g = t.customer_merges.c
+    return (await conn.execute(select(g.customer_id, g.email_hash, g.merged_at).where(
+        g.version == version, g.expert_id == expert_id, g.survivor_id == customer_id)
+        .order_by(g.merged_at, g.customer_id))).all()
+
+
+async def merges_of(conn: AsyncConnection, expert_id: str, customer_id: str) -> tuple[str | None, list]:
+    """(the survivor `customer_id` was merged into or None, the merges into it) in the live version."""
+    version = await live_version(conn)
+    if version is None:
+        return None, []
+    return (await survivor_of(conn, version, expert_id, customer_id),
+            await merged_into(conn, version, expert_id, customer_id))
+
+
 async def customer_row(conn: AsyncConnection, expert_id: str, customer_id: str):
-    """The summary row of one of the expert's customers, or None (unknown and not theirs alike)."""
+    """The summary row of one of the expert's customers, or None (unknown and not theirs alike).
+    A customer merged into another answers with the survivor's row (its `customer_id` says so)."""
     version = await live_version(conn)
     if version is None:
         return None
     c = t.customers.c
-    return (await conn.execute(select(t.customers).where(
+    found = (await conn.execute(select(t.customers).where(
         c.version == version, c.expert_id == expert_id, c.customer_id == customer_id))).first()
+    if found is None and (survivor := await survivor_of(conn, version, expert_id, customer_id)) is not None:
+        found = (await conn.execute(select(t.customers).where(
+            c.version == version, c.expert_id == expert_id, c.customer_id == survivor))).first()
+    return found
 
 
 async def customer_detail(conn: AsyncConnection, expert_id: str, customer_id: str, *,
@@ -244,21 +273,30 @@ async def customer_detail(conn: AsyncConnection, expert_id: str, customer_id: st
     if version is None:
         return None
     c, m, p = t.customers.c, t.meetings.c, t.payments.c
+    survivor = await survivor_of(conn, version, expert_id, customer_id)
+    customer_id = survivor or customer_id  # a merged customer answers as the one it was merged into
     row = (await conn.execute(select(t.customers).where(
         c.version == version, c.expert_id == expert_id, c.customer_id == customer_id))).first()
     if row is None:
         return None
-    mine = and_(m.version == version, m.expert_id == expert_id, m.customer_id == customer_id)
+    merged = await merged_into(conn, version, expert_id, customer_id)
+    owners = [customer_id, *(x.customer_id for x in merged)]  # their rows keep their own ids
+    mine = and_(m.version == version, m.expert_id == expert_id, m.customer_id.in_(owners))
     meetings = (await conn.execute(select(t.meetings).where(mine, m.created_version.is_not(None))
                                    .order_by(m.start_time.desc(), m.meeting_id))).all()
     payments = (await conn.execute(select(t.payments).where(
-        p.version == version, p.expert_id == expert_id, p.customer_id == customer_id))).all()
-    owners = [customer_id]
+        p.version == version, p.expert_id == expert_id, p.customer_id.in_(owners)))).all()
+    emails = [row.email]
+    for x in merged:  # each merged customer's email, as their newest booking gives it
+        if (email := _email_of(meetings, x.customer_id)) is not None and email not in emails:
+            emails.append(email)
     notes, notes_next = await timeline_page(conn, version, NOTES, expert_id, owners, notes_limit, notes_cursor)
     communications, communications_next = await timeline_page(conn, version, COMMUNICATIONS, expert_id, owners,
                                                               communications_limit, communications_cursor)
     profile = (await _profiles(conn, version, expert_id, [customer_id])).get(customer_id)
-    return {"row": row, "meetings": meetings, "payments": payments, "notes": notes, "profile": profile,
+    return {"row": row, "merged_from": [x.customer_id for x in merged], "emails": emails,
+            "merged_ids": {x.customer_id: _email_of(meetings, x.customer_id) for x in merged},
+            "meetings": meetings, "payments": payments, "notes": notes, "profile": profile,
             "communications": communications, "notes_next_cursor": notes_next,
             "communications_next_cursor": communications_next,
             "notes_total": await timeline_total(conn, version, NOTES, expert_id, owners),
@@ -297,7 +335,7 @@ async def communication(conn: AsyncConnection, expert_id: str, customer_id: str,
     cm = t.communications.c
     return (await conn.execute(select(t.communications).where(
         cm.version == version, cm.communication_id == communication_id, cm.expert_id == expert_id,
-        cm.customer_id == customer_id))).first()
+        cm.customer_id.in_(await _group(conn, version, expert_id, customer_id))))).first()
 
 
 async def profiles_of(conn: AsyncConnection, expert_id: str, customer_ids: list[str]) -> dict[str, Any]:
@@ -369,22 +407,38 @@ async def timeline_total(conn: AsyncConnection, version: int, line: Timeline, ex
 
 async def timeline_of(conn: AsyncConnection, line: Timeline, expert_id: str, customer_id: str,
                       limit: int = TIMELINE_LIMIT, cursor: str | None = None) -> tuple[list, str | None]:
-    """A page of one customer's notes or communications (`timeline_page`) in the live version."""
+    """A page of one customer's notes or communications (`timeline_page`) in the live version,
+    those of the customers merged into them included."""
     version = await live_version(conn)
     if version is None:
         return [], None
-    return await timeline_page(conn, version, line, expert_id, [customer_id], limit, cursor)
+    customer_id = await survivor_of(conn, version, expert_id, customer_id) or customer_id
+    owners = [customer_id, *(x.customer_id for x in await merged_into(conn, version, expert_id, customer_id))]
+    return await timeline_page(conn, version, line, expert_id, owners, limit, cursor)
+
+
+def _email_of(meetings: list, customer_id: str) -> str | None:
+    newest = max((mr for mr in meetings if mr.customer_id == customer_id), key=lambda mr: mr.created_version or "",
+                 default=None)
+    return newest.customer_email if newest is not None else None
 
 
 async def note(conn: AsyncConnection, expert_id: str, customer_id: str, note_id: str):
-    """One of the expert's notes on one customer, deleted or not; None when there is none."""
+    """One of the expert's notes on one customer (or on a customer merged into them), deleted or
+    not; None when there is none."""
     version = await live_version(conn)
     if version is None:
         return None
     n = t.notes.c
     return (await conn.execute(select(t.notes).where(
         n.version == version, n.note_id == note_id, n.expert_id == expert_id,
-        n.customer_id == customer_id))).first()
+        n.customer_id.in_(await _group(conn, version, expert_id, customer_id))))).first()
+
+
+async def _group(conn: AsyncConnection, version: int, expert_id: str, customer_id: str) -> list[str]:
+    """The customer (the survivor, for a merged one) and the customers merged into them."""
+    customer_id = await survivor_of(conn, version, expert_id, customer_id) or customer_id
+    return [customer_id, *(x.customer_id for x in await merged_into(conn, version, expert_id, customer_id))]
 
 
 async def stream_customers(conn: AsyncConnection, expert_id: str, chunk: int = 500, *,

@@ -29,7 +29,7 @@ from projections.db import _pg_array_type, add_counts, any_of, bulk_upsert, copy
 from projections.meetings import Meeting
 from projections.memory import Changed, FoldState, compact_meeting, compact_summary, packed, state_of
 from projections.physical import partition_name
-from projections.rules.model import Communication, Note, Payment, Profile, Summary, from_row
+from projections.rules.model import Communication, Merge, Note, Payment, Profile, Summary, from_row
 from projections.store import wanted
 
 def experts_named(items: Iterable[Any]) -> set[str]:
@@ -155,6 +155,8 @@ async def load_for(conn: AsyncConnection, version: int, secret: str, items: list
             _add("definitions", expert, (definitions, at))
         for x in await of(t.customer_profiles, Profile):
             _add("profiles", (x.expert_id, x.customer_id), x)
+        for x in await of(t.customer_merges, Merge):
+            _add("merges", (x.expert_id, x.customer_id), x)
         for x in await of(t.communications, Communication):
             _add("communications", x.communication_id, x)
             if x.provider_message_id and x.provider_message_id not in state.reports:

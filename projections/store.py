@@ -26,8 +26,9 @@ from customers.commands import canonical
 from projections.rules.communications import message_id
 from projections.rules.status import DEFAULT as DEFAULT_LIFECYCLE
 from projections.rules.status import Lifecycle
-from projections.rules.model import (COMMUNICATION_FIELDS, PAYMENT_FIELDS, SUMMARY_FIELDS, Changes, Communication,
-                                     Erasure, Key, Note, Payment, Profile, Summary, View, from_row)
+from projections.rules.model import (COMMUNICATION_FIELDS, MERGE_FIELDS, PAYMENT_FIELDS, SUMMARY_FIELDS, Changes,
+                                     Communication, Erasure, Key, Merge, Note, Payment, Profile, Summary, View,
+                                     from_row)
 from projections.rules.payment_facts import named
 from projections.sweep import watermark
 
@@ -50,6 +51,11 @@ class Wanted:
     profiles: set[Key] = field(default_factory=set)
     messages: set[str] = field(default_factory=set)
     provider_ids: set[str] = field(default_factory=set)
+    summaries: set[Key] = field(default_factory=set)  # the customers a merge names
+    experts: set[str] = field(default_factory=set)  # whose merges the batch needs
+
+
+MERGE_COMMANDS = frozenset({"customer.merged", "customer.unmerged"})
 
 
 def wanted(items: Iterable[Any], secret: str, *, ledger: bool = True) -> Wanted:
@@ -98,6 +104,14 @@ def wanted(items: Iterable[Any], secret: str, *, ledger: bool = True) -> Wanted:
             w.provider_ids.add(item.email_id)
             if ledger:
                 refs.add(("email", ref_of(item.email_id)))
+        elif kind in MERGE_COMMANDS:
+            both = {(item.expert_id, item.customer_id), (item.expert_id, item.duplicate)}
+            w.profiles |= both
+            w.summaries |= both
+            if ledger:
+                refs |= {("customer", ref_of(e, c)) for e, c in both}
+        if (expert := getattr(item, "expert_id", None)) is not None:
+            w.experts.add(expert)
     w.email_hashes = {email_hash(secret, x) for x in emails} if ledger else set()
     return w
 
@@ -141,13 +155,43 @@ class Store:
             n = t.notes.c
             for row in await self._rows(select(t.notes).where(n.version == v, any_of(d, n.note_id, sorted(w.notes)))):
                 view.notes[row.note_id] = from_row(Note, row)
-        if w.profiles:
-            await self.load_profiles(view, w.profiles)
-        if w.messages or w.provider_ids:
-            await self._load_communications(view, w.messages, w.provider_ids)
         for h in sorted(w.erased):
             view.erasures[h] = await self._erasure(h)
+        await self.load_merges(view, w.experts | {k[0] for x in view.erasures.values() for k in x.customers})
+        if w.summaries:
+            await self.load_summaries(view, w.summaries)
+        # a command on a merged customer changes its survivor's profile, and so does an erasure of one
+        gone = {view.owner(k) for x in view.erasures.values() for k in x.customers}
+        if w.profiles or gone:
+            await self.load_profiles(view, w.profiles | {view.owner(k) for k in w.profiles} | gone)
+        if w.messages or w.provider_ids:
+            await self._load_communications(view, w.messages, w.provider_ids)
         return view
+
+    async def load_merges(self, view: View, experts: Iterable[str]) -> None:
+        """The merges of these experts' customers (`projections.rules.merges`), once per view."""
+        wanted_now = sorted(set(experts) - view.merges_of - {None})
+        if not wanted_now:
+            return
+        view.merges_of |= set(wanted_now)
+        c = t.customer_merges.c
+        for row in await self._rows(select(t.customer_merges).where(
+                c.version == self.version, any_of(self.dialect, c.expert_id, wanted_now))):
+            view.merges[(row.expert_id, row.customer_id)] = from_row(Merge, row)
+
+    async def _groups(self, keys: list[Key]) -> dict[Key, Key | None]:
+        """For each of the customers `keys` and those merged into them: whose figures their rows
+        count in (None: a customer merged into another that is not asked for)."""
+        out: dict[Key, Key | None] = {k: k for k in keys}
+        if not keys:
+            return out
+        asked, c, d = set(keys), t.customer_merges.c, self.dialect
+        for row in await self._rows(select(c.expert_id, c.customer_id, c.survivor_id).where(
+                c.version == self.version, or_(in_tuples(d, (c.expert_id, c.survivor_id), keys),
+                                               in_tuples(d, (c.expert_id, c.customer_id), keys)))):
+            member, survivor = (row.expert_id, row.customer_id), (row.expert_id, row.survivor_id)
+            out[member] = survivor if survivor in asked else None
+        return out
 
     async def _load_communications(self, view: View, ids: set[str], provider_ids: set[str]) -> None:
         """Messages by id and by provider email id, and the delivery reports of those email ids."""
@@ -184,8 +228,9 @@ class Store:
         found = Erasure(h)
         found.customers = [(r.expert_id, r.customer_id) for r in await self._rows(
             select(c.expert_id, c.customer_id).where(c.version == v, c.email_hash == h))]
-        found.meetings = [(r.expert_id, r.meeting_id) for r in await self._rows(
-            select(m.expert_id, m.meeting_id).where(m.version == v, m.email_hash == h))]
+        own = await self._rows(select(m.expert_id, m.meeting_id, m.customer_id).where(m.version == v, m.email_hash == h))
+        found.meetings = [(r.expert_id, r.meeting_id) for r in own]
+        found.customers = sorted(set(found.customers) | {(r.expert_id, r.customer_id) for r in own if r.customer_id})
         owners = found.customers or [("", "")]
         ids = [r.payment_id for r in await self._rows(select(p.payment_id).where(
             p.version == v, or_(p.email_hash == h, in_tuples(d, (p.expert_id, p.customer_id), owners))))]
@@ -291,6 +336,9 @@ class Store:
         await bulk_upsert(self.conn, t.notes, [note_row(view.notes[i], v) for i in sorted(changes.notes)
                                                if i in view.notes], ["version", "note_id"])
         await self._write_profiles(view, changes)
+        await self._delete(t.customer_merges, ("expert_id", "customer_id"), changes.merges_removed)
+        await bulk_upsert(self.conn, t.customer_merges, [merge_row(view.merges[k], v) for k in sorted(changes.merges)
+                                                         if k in view.merges], ["version", "expert_id", "customer_id"])
         await bulk_upsert(self.conn, t.stripe_events_applied, [
             {"version": v, "event_id": i, "event_type": kind, "applied_at": view.now}
             for i, kind in sorted(changes.stripe_events.items())], ["version", "event_id"], update=False)
@@ -329,18 +377,22 @@ class Store:
                           ["version", "expert_id", "key", "value", "customer_id"], update=False)
 
     async def insight_inputs(self, keys: Iterable[Key]) -> dict[Key, tuple[list[Meeting], list[tuple[dict, str | None]]]]:
-        """Every meeting, and every payment (state, meeting id), of these customers as now written."""
+        """Every meeting, and every payment (state, meeting id), of these customers as now written:
+        a customer's own and those of the customers merged into them; none for a customer merged
+        into another (counted there)."""
         keys = sorted(set(keys))
         found: dict[Key, tuple[list[Meeting], list]] = {k: ([], []) for k in keys}
         if not keys:
             return found
+        owner = await self._groups(keys)
+        rows_of = sorted(k for k, o in owner.items() if o is not None)
         m, p, d = t.meetings.c, t.payments.c, self.dialect
         for row in await self._rows(select(t.meetings).where(
-                m.version == self.version, in_tuples(d, (m.expert_id, m.customer_id), keys))):
-            found[(row.expert_id, row.customer_id)][0].append(meeting_from_row(row))
+                m.version == self.version, in_tuples(d, (m.expert_id, m.customer_id), rows_of))):
+            found[owner[(row.expert_id, row.customer_id)]][0].append(meeting_from_row(row))
         for row in await self._rows(select(p.expert_id, p.customer_id, p.state, p.meeting_id).where(
-                p.version == self.version, in_tuples(d, (p.expert_id, p.customer_id), keys))):
-            found[(row.expert_id, row.customer_id)][1].append((row.state, row.meeting_id))
+                p.version == self.version, in_tuples(d, (p.expert_id, p.customer_id), rows_of))):
+            found[owner[(row.expert_id, row.customer_id)]][1].append((row.state, row.meeting_id))
         return found
 
     async def contributions(self, keys: Iterable[Key]) -> dict[Key, list]:
@@ -387,6 +439,7 @@ class Store:
 _MEETING_VALUES = attrgetter(*MEETING_FIELDS)
 _PAYMENT_VALUES = attrgetter(*PAYMENT_FIELDS)
 _SUMMARY_VALUES = attrgetter(*SUMMARY_FIELDS)
+_MERGE_VALUES = attrgetter(*MERGE_FIELDS)
 
 # the columns of each row, in the order of the `*_values` tuples (a fold COPYs the tuples as they are)
 MEETING_COLUMNS = ("version", "email_hash", "start_time", "end_time", "timezone", *MEETING_FIELDS)
@@ -413,6 +466,14 @@ def meeting_row(m: Meeting, version: int, secret: str) -> dict[str, Any]:
 
 def payment_row(p: Payment, version: int, secret: str) -> dict[str, Any]:
     return dict(zip(PAYMENT_COLUMNS, payment_values(p, version, secret)))
+
+
+def merge_values(m: Merge, version: int) -> tuple:
+    return (version, *_MERGE_VALUES(m))
+
+
+def merge_row(m: Merge, version: int) -> dict[str, Any]:
+    return dict(zip(("version", *MERGE_FIELDS), merge_values(m, version)))
 
 
 def summary_row(key: Key, s: Summary, version: int, secret: str) -> dict[str, Any]:

@@ -302,6 +302,24 @@ field_definitions = Table(
 
 # What the expert keeps on one customer. Kept apart from `customers` (the summary of bookings and
 # payments) so that it stands whatever order a replay meets commands and bookings in.
+# One row per customer merged into another of the same expert (`projections.rules.merges`): the
+# duplicate's own rows keep its id; the survivor's summary counts both. `added` is what the merge put
+# on the survivor's profile (the duplicate's tags and the fields the survivor lacked), taken off again
+# by an unmerge.
+customer_merges = Table(
+    "customer_merges",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("expert_id", String(200), primary_key=True),
+    Column("customer_id", String(64), primary_key=True),  # the duplicate
+    Column("survivor_id", String(64), nullable=False),
+    Column("email_hash", String(64), nullable=False),  # the duplicate's, for an erasure
+    Column("merged_at", UTC, nullable=False),
+    Column("added", JSON, nullable=False),  # {"tags": [...], "fields": {...}}
+    Index("ix_customer_merges_survivor", "version", "expert_id", "survivor_id"),
+    Index("ix_customer_merges_email_hash", "version", "email_hash"),
+)
+
 customer_profiles = Table(
     "customer_profiles",
     metadata,

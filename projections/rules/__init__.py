@@ -9,7 +9,7 @@ state can only be loaded once earlier rules have run (which payments a new booki
 1. `apply_items`: booking events and payment facts, in arrival order (`BEFORE_LINKING`);
 2. `linking.link`: payments tied to meetings by the contract's evidence;
 3. `apply_items`: commands and communications (notes, field definitions and values, tags,
-   archive, messages and their delivery reports, logged contacts, erasures), in arrival order;
+   archive, merges, messages and their delivery reports, logged contacts, erasures), in arrival order;
 4. `summaries.update_summaries`: each changed meeting and payment folded into its customer.
 """
 
@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable
 from projections.rules.bookings import booking
 from projections.rules.communications import communication_logged, email_report, message_sent
 from projections.rules.erasure import customer_erased
+from projections.rules.merges import customer_merged, customer_unmerged
 from projections.rules.model import Changes, View
 from projections.rules.notes import note_added, note_deleted
 from projections.rules.payment_facts import payment_observed, stripe_ignored
@@ -45,6 +46,8 @@ RULES: dict[str, Rule] = {
     "message.sent": message_sent,
     "email.report": email_report,
     "communication.logged": communication_logged,
+    "customer.merged": customer_merged,
+    "customer.unmerged": customer_unmerged,
 }
 
 BEFORE_LINKING = frozenset({"booking.created", "booking.rescheduled", "booking.cancelled", "booking.no_show",

@@ -13,6 +13,7 @@ from __future__ import annotations
 from customers.ids import email_hash
 from projections import payments as money
 from projections.forgetting import ref_of
+from projections.rules.merges import dissolve
 from projections.rules.model import Changes, Erasure, View
 
 
@@ -29,6 +30,7 @@ def customer_erased(view: View, changes: Changes, cmd) -> None:
     meetings = set(loaded.meetings) | {k for k, m in view.meetings.items() if hashed(m.customer_email)}
     victims = set(loaded.customers) | {(view.meetings[k].expert_id, view.meetings[k].customer_id)
                                        for k in meetings if k in view.meetings and view.meetings[k].customer_id}
+    dissolve(view, changes, victims)  # a merge with the person: the other keeps their own
     payments = {pid: set(ids) for pid, ids in loaded.payments.items()}
     for pid, p in view.payments.items():
         if hashed(p.hint_email) or p.owner in victims:

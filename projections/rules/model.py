@@ -181,6 +181,21 @@ class Erasure:
 
 
 @dataclass
+class Merge:
+    """One customer merged into another of the same expert (`projections.rules.merges`)."""
+
+    expert_id: str
+    customer_id: str  # the duplicate: its own rows keep this id
+    survivor_id: str
+    email_hash: str  # the duplicate's
+    merged_at: datetime
+    added: dict[str, Any] = field(default_factory=dict)  # {"tags": [...], "fields": {...}} put on the survivor
+
+
+MERGE_FIELDS = tuple(f.name for f in fields(Merge))
+
+
+@dataclass
 class View:
     """The stored state of the keys one batch touches, changed in memory by the rules."""
 
@@ -203,6 +218,19 @@ class View:
     communications: dict[str, Communication] = field(default_factory=dict)  # by id
     reports: dict[str, list[list]] = field(default_factory=dict)  # provider email id -> [[status, at iso], ...]
     lifecycle: Lifecycle = DEFAULT_LIFECYCLE  # the status thresholds
+    merges: dict[Key, Merge] = field(default_factory=dict)  # (expert, duplicate) -> its merge, of the experts loaded
+    merges_of: set[str] = field(default_factory=set)  # the experts whose merges are loaded
+
+    def owner(self, key: Key | None) -> Key | None:
+        """The customer whose figures the rows of `key` count in: its survivor when merged."""
+        if key is None or not self.merges:
+            return key
+        found = self.merges.get(key)
+        return (key[0], found.survivor_id) if found is not None else key
+
+    def members(self, key: Key) -> list[str]:
+        """The customers merged into `key` (their ids)."""
+        return sorted(m.customer_id for m in self.merges.values() if (m.expert_id, m.survivor_id) == key)
 
     def keep_payment(self, p: Payment) -> None:
         """Hold a payment, findable by every id Stripe may name it by."""
@@ -239,6 +267,8 @@ class Changes:
     communications_removed: set[str] = field(default_factory=set)
     reports: set[str] = field(default_factory=set)  # provider email ids whose reports to write
     reports_removed: set[str] = field(default_factory=set)
+    merges: set[Key] = field(default_factory=set)  # merges to write (from the view)
+    merges_removed: set[Key] = field(default_factory=set)
     # what the batch had when it started, for the summary deltas
     meetings_before: dict[Key, Meeting | None] = field(default_factory=dict)
     payments_before: dict[str, Payment | None] = field(default_factory=dict)

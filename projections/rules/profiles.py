@@ -28,7 +28,7 @@ def _profile(view: View, changes: Changes, cmd) -> Profile | None:
     if erased_at is not None and cmd.occurred_at <= erased_at:
         changes.skipped_erased += 1
         return None
-    key = (cmd.expert_id, cmd.customer_id)
+    key = view.owner((cmd.expert_id, cmd.customer_id))  # a command on a merged customer: its survivor
     profile = view.profiles.get(key)
     if profile is None:
         profile = view.profiles[key] = Profile(cmd.expert_id, cmd.customer_id, cmd.email_hash)
@@ -68,7 +68,7 @@ def onto_summaries(view: View, changes: Changes) -> None:
     settle the customer's status (`projections.rules.status`) as of the view's watermark.
 
     Run last in a batch (and a sweep), over every summary the view holds: the store loads the
-    profiles of those customers, so a summary created, recounted or loaded in this batch shows
+    profiles of those customers (and of the customers merged into them), so a summary created, recounted or loaded in this batch shows
     its profile whatever order the profile's commands and the bookings came in.
     """
     for key, summary in view.summaries.items():
@@ -77,6 +77,11 @@ def onto_summaries(view: View, changes: Changes) -> None:
         profile = view.profiles.get(key)
         archived = profile.archived if profile is not None else False
         contact = profile.last_contact_at if profile is not None else None
+        for member in view.members(key) if view.merges else ():  # the newest contact of everyone merged in
+            theirs = view.profiles.get((key[0], member))
+            if theirs is not None and theirs.last_contact_at is not None and (
+                    contact is None or theirs.last_contact_at > contact):
+                contact = theirs.last_contact_at
         if (summary.archived, summary.last_contact_at) != (archived, contact):
             summary.archived, summary.last_contact_at = archived, contact
             changes.summaries.add(key)

@@ -27,12 +27,15 @@ ADDITIVE = ("appointments", "cancelled", "no_shows", "upcoming", "past", "sessio
 MONEY = ("spend", "revenue", "refunded")
 
 
-def summary_of(meetings: Iterable[Meeting], payments: Iterable[dict], as_of: datetime) -> Summary | None:
-    """One customer's summary from all of their meetings and payment states; None with no booking left."""
+def summary_of(meetings: Iterable[Meeting], payments: Iterable[dict], as_of: datetime,
+               own: str | None = None) -> Summary | None:
+    """One customer's summary from all of their meetings and payment states; None with no booking left.
+    With `own` (a merged customer's id), the name, email and phone come from their own bookings."""
     booked = [m for m in meetings if m.is_booked]
     if not booked:
         return None
-    by_age = sorted(booked, key=lambda m: m.created_version or "", reverse=True)
+    mine = [m for m in booked if m.customer_id == own] if own is not None else []
+    by_age = sorted(mine or booked, key=lambda m: m.created_version or "", reverse=True)
     newest = by_age[0]
     with_phone = next((m for m in by_age if m.customer_phone), None)
     s = Summary(email=newest.customer_email, name=newest.customer_name or "",
@@ -86,8 +89,9 @@ def _add_meeting(s: Summary, m: Meeting, as_of: datetime) -> None:
             s.next_appointment_at = start
 
 
-def _owner(m: Meeting | None) -> Key | None:
-    return (m.expert_id, m.customer_id) if m is not None and m.is_booked and m.customer_id else None
+def _owner(view: View, m: Meeting | None) -> Key | None:
+    """The customer a meeting counts for: its own, or the one it was merged into."""
+    return view.owner((m.expert_id, m.customer_id)) if m is not None and m.is_booked and m.customer_id else None
 
 
 def _take_meeting(s: Summary, old: Meeting, new: Meeting | None, as_of: datetime) -> bool:
@@ -116,9 +120,13 @@ def _take_meeting(s: Summary, old: Meeting, new: Meeting | None, as_of: datetime
     return True
 
 
-def _give_meeting(s: Summary, m: Meeting, as_of: datetime) -> None:
+def _give_meeting(s: Summary, m: Meeting, as_of: datetime, own: bool = True) -> None:
+    """`m` added to its customer; the name, email and phone only from the customer's own bookings
+    (not from those of a customer merged into them)."""
     _add_meeting(s, m, as_of)
     s.first_seen_at = min(s.first_seen_at, m.first_seen_at)
+    if not own:
+        return
     if s.profile_version is None or (m.created_version or "") >= s.profile_version:
         s.email, s.name, s.profile_version = m.customer_email, m.customer_name or "", m.created_version
     if m.customer_phone and (s.phone_version is None or (m.created_version or "") >= s.phone_version):
@@ -163,20 +171,24 @@ def update_summaries(view: View, changes: Changes) -> None:
 
     for key in sorted(changes.meetings_before):
         old, new = changes.meetings_before[key], view.meetings.get(key)
-        before, after = _owner(old), _owner(new)
+        before, after = _owner(view, old), _owner(view, new)
         if before and before not in recount:
             s = summary(before)
             if s is None or not _take_meeting(s, old, new if after == before else None, as_of):
                 recount.add(before)
         if after and after not in recount:
             s = summary(after)
+            own = new.customer_id == after[1]
+            if s is None and not own:  # a merged customer's survivor without a row: from history
+                recount.add(after)
+                continue
             if s is None:
                 s = work[after] = _new_summary(new)
-            _give_meeting(s, new, as_of)
+            _give_meeting(s, new, as_of, own)
     for pid in sorted(changes.payments_before):
         old, new = changes.payments_before[pid], view.payments.get(pid)
         for p, sign in ((old, -1), (new, 1)):
-            key = p.owner if p is not None else None
+            key = view.owner(p.owner) if p is not None else None
             if key and key not in recount:
                 s = summary(key)
                 if s is None:
@@ -198,23 +210,23 @@ def update_summaries(view: View, changes: Changes) -> None:
             changes.summaries.add(key)
 
 
-def touched_by(changes: Changes) -> set[Key]:
+def touched_by(view: View, changes: Changes) -> set[Key]:
     """The customers whose stored summaries the batch's changes need."""
-    keys = {_owner(m) for m in changes.meetings_before.values()}
-    keys |= {p.owner for p in changes.payments_before.values() if p is not None}
+    keys = {_owner(view, m) for m in changes.meetings_before.values()}
+    keys |= {view.owner(p.owner) for p in changes.payments_before.values() if p is not None}
     return {k for k in keys if k}
 
 
 def touched_after(view: View, changes: Changes) -> set[Key]:
-    keys = {_owner(view.meetings.get(k)) for k in changes.meetings_before}
-    keys |= {view.payments[pid].owner for pid in changes.payments_before if pid in view.payments}
+    keys = {_owner(view, view.meetings.get(k)) for k in changes.meetings_before}
+    keys |= {view.owner(view.payments[pid].owner) for pid in changes.payments_before if pid in view.payments}
     return {k for k in keys if k}
 
 
 def recounted(view: View, changes: Changes, key: Key, meetings: list[Meeting], states: list[dict],
               as_of: datetime | None = None) -> None:
     """Settle one customer from their whole history (`summary_of`)."""
-    s = summary_of(meetings, states, as_of or view.as_of)
+    s = summary_of(meetings, states, as_of or view.as_of, own=key[1])
     if s is None:
         view.summaries.pop(key, None)
         changes.summaries.discard(key)
