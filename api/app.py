@@ -20,8 +20,8 @@ from api.merges import Merges
 from api.notes import Notes
 from api.profiles import Profiles
 from api.ops import ApiMetrics, LagProbe
-from api.routes import (admin, customers, export, field_settings, insights, merges, metrics, notes, pages, profiles,
-                        session)
+from api.routes import (admin, customers, export, field_settings, insights, merge_pages, merges, metrics, notes, pages,
+                        profiles, session)
 from api.web import HERE, SignInRequired, sign_in_url, templates
 from customers.bodies import BodyLimit, shown_errors
 from customers.settings import Settings
@@ -94,6 +94,7 @@ def _include_pages(app: FastAPI, settings: Settings) -> None:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(pages.router)
     app.include_router(field_settings.router)
+    app.include_router(merge_pages.router)
     app.include_router(session.router)
     dev_sign_in = settings.dev_sign_in and bool(settings.auth_jwt_secret)
     if dev_sign_in:

@@ -43,6 +43,8 @@ NOTICES = {
     "logged": "Contact logged.",
     "saved-pending": "Saved. It will show here in a moment.",
     "invalid": "That could not be saved.",
+    "merged": "Merged. Everything of both is on this page now; “Split” below undoes it.",
+    "unmerged": "Split. The other email is a customer of its own again.",
 }
 ERRORS = ("empty", "unavailable", "gone", "invalid")
 # why a form was refused: the address carries the code, the page shows the text; an unknown code
@@ -119,6 +121,8 @@ async def customer_page(request: Request, customer_id: str, user: PageUser, conn
         return RedirectResponse(request.url.remove_query_params(["notes_before", "comms_before"]), status_code=303)
     if found is None:
         return templates.TemplateResponse(request, "not_found.html", {"user": user}, status_code=404)
+    if found["row"].customer_id != customer_id:  # merged into another: that one's page, for good
+        return RedirectResponse(request.url.replace(path=f"/customers/{found['row'].customer_id}"), status_code=308)
     customer = detail(found, now, settings.livemode)
     upcoming = [a for a in customer.appointments if a.status in ("upcoming", "in_progress")]
     text = _notice(notice, problem, field, found.get("definitions", []))
