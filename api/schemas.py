@@ -182,7 +182,6 @@ _ERRORS = {
     403: "not allowed (admin role missing, or a cross-origin cookie request)",
     404: "customer not found",
     409: "the customers cannot be merged or split as they are now (merged already, or not merged)",
-    422: "a body or parameter that does not fit; the message names the field",
     503: "Kafka cannot take the write now; retry",
 }
 

@@ -126,7 +126,19 @@ def _summary(expert: str, meetings: list[dict[str, Any]], secret: str, version: 
                                if m["end_time"] <= now and m["status"] != "no_show"),
         "spend": {"eur": spend} if spend else {}, "spend_sort": spend,
         "revenue": {"eur": spend - spend // 10} if spend else {}, "refunded": {},
+        **_status(active, len(upcoming), max((m["start_time"] for m in past), default=None), now),
     }
+
+
+def _status(active: list[dict[str, Any]], upcoming: int, last: datetime | None, now: datetime) -> dict[str, Any]:
+    """The row's `first_appointment_at` and `status` as the worker would store them (default thresholds)."""
+    from types import SimpleNamespace
+
+    from projections.rules.status import status_of
+
+    first = min((m["start_time"] for m in active), default=None)
+    row = SimpleNamespace(archived=False, first_appointment_at=first, last_appointment_at=last, upcoming=upcoming)
+    return {"first_appointment_at": first, "status": status_of(row, now)}
 
 
 def meeting_row(m: dict[str, Any], secret: str, version: int, ids: dict[tuple[str, str], tuple[str, str]]) -> dict:

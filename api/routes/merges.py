@@ -38,12 +38,20 @@ class Accepted(BaseModel):
     status: str = "pending"
 
 
+def _refused(exc: Refused) -> HTTPException:
+    """A 422 as the request's validation answers one (naming the field); 404 and 409 as text."""
+    if exc.status == 422:
+        return HTTPException(422, [{"type": "value_error", "loc": ["body", exc.field], "msg": exc.message,
+                                    "input": None}])
+    return HTTPException(exc.status, str(exc))
+
+
 def _accepted(survivor: str) -> JSONResponse:
     return JSONResponse(Accepted(id=survivor).model_dump(), status_code=202,
                         headers={"Location": f"/api/customers/{survivor}"})
 
 
-@router.post("/merge", status_code=202, response_model=Accepted, responses=errors(404, 409, 422, 503))
+@router.post("/merge", status_code=202, response_model=Accepted, responses=errors(400, 404, 409, 503))
 async def merge(customer_id: str, payload: MergeIn, principal: PrincipalDep, merges: MergesDep, now: NowDep):
     """Make one customer of two: `duplicate` counts in this one from the worker's next batch."""
     try:
@@ -51,13 +59,13 @@ async def merge(customer_id: str, payload: MergeIn, principal: PrincipalDep, mer
     except NotFound as exc:
         raise HTTPException(404, "customer not found") from exc
     except Refused as exc:
-        raise HTTPException(exc.status, str(exc)) from exc
+        raise _refused(exc) from exc
     except CommandsUnavailable as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from exc
     return _accepted(survivor)
 
 
-@router.post("/unmerge", status_code=202, response_model=Accepted, responses=errors(404, 409, 422, 503))
+@router.post("/unmerge", status_code=202, response_model=Accepted, responses=errors(400, 404, 409, 503))
 async def unmerge(customer_id: str, payload: UnmergeIn, principal: PrincipalDep, merges: MergesDep, now: NowDep):
     """Split the customer of `email` from this one again, as if never merged."""
     try:
@@ -65,7 +73,7 @@ async def unmerge(customer_id: str, payload: UnmergeIn, principal: PrincipalDep,
     except NotFound as exc:
         raise HTTPException(404, "customer not found") from exc
     except Refused as exc:
-        raise HTTPException(exc.status, str(exc)) from exc
+        raise _refused(exc) from exc
     except CommandsUnavailable as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from exc
     return _accepted(survivor)

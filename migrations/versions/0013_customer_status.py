@@ -63,7 +63,7 @@ def upgrade() -> None:
                               "active_cut": _cut(as_of, ACTIVE_DAYS, postgres)})
     columns = f"version, expert_id, status, {_LATEST[bind.dialect.name]}, customer_id"
     if not postgres:
-        op.execute(f"CREATE INDEX IF NOT EXISTS ix_customers_status ON customers ({columns})")
+        op.execute(f"CREATE INDEX ix_customers_status ON customers ({columns})")  # as the model compiles it
         return
     indexes = {r.indexname for r in bind.execute(sa.text("SELECT indexname FROM pg_indexes"))}
     for row in bind.execute(sa.text("SELECT version FROM projection_versions WHERE state <> 'removed'")).all():

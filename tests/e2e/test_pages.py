@@ -19,6 +19,7 @@ from webhooks.signing import signature_header
 SHOTS = ARTIFACTS / "screenshots"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
+STACKS: dict = {}  # site url -> the stack behind it
 PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
 
 
@@ -43,6 +44,7 @@ async def site():
         await eventually(ready)
         with ApiProcess(stack.settings.model_copy(update={"dev_sign_in": True, "notes_visible_wait_seconds": 15}),
                         name="api-pages") as api:
+            STACKS[api.url] = stack  # for the tests that send events of their own
             yield api.url
 
 
@@ -316,4 +318,53 @@ async def test_the_lapsed_filter_and_every_page_at_360_and_390_px(site, browser)
             if width == 390:
                 await mobile.screenshot(path=SHOTS / f"{name}-phone-390.png", full_page=True)
         await phone.close()
+    await context.close()
+
+
+async def test_a_duplicate_is_merged_from_the_detail_page_and_split_again(site, browser):
+    """Ana booked once more under her home email: two customers, until the expert merges them."""
+    from datetime import datetime, timedelta, timezone
+
+    from testing import samples as s
+
+    stack = STACKS[site]
+    start = (datetime.now(timezone.utc) - timedelta(days=15)).replace(minute=0, second=0, microsecond=0)
+    extra = s.booking_created(EXPERT, "mtg_demo_home", "ana.s@home.example", "Ana Silva", start,
+                              occurred_at=start - timedelta(days=10))
+    assert (await stack.post_bookings([extra])).status_code == 202
+
+    async def both():
+        body = (await stack.api.get("/api/customers", params={"q": "ana"}, headers=stack.auth(EXPERT))).json()
+        found = {c["email"]: c["id"] for c in body["customers"]}
+        return found if len(found) == 2 else None
+    ids = await eventually(both)
+    ana, home = ids["ana.silva@example.com"], ids["ana.s@home.example"]
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    context, page, elsewhere = await signed_in(browser, site, {"width": 1280, "height": 900})
+    await page.goto(f"{site}/customers/{ana}")
+    await page.get_by_role("link", name="Merge a duplicate into this customer").click()
+    await page.get_by_label("The other customer’s email").fill("ana.s@home.example")
+    await page.get_by_role("button", name="Find them").click()
+    await expect(page.get_by_role("region", name="Keeps this page")).to_contain_text("ana.silva@example.com")
+    await expect(page.get_by_role("region", name="Merged into it")).to_contain_text("ana.s@home.example")
+    await page.screenshot(path=SHOTS / "merge-confirm-desktop.png", full_page=True)
+    await page.get_by_role("button", name="Merge them").click()
+    await expect(page.get_by_role("status")).to_contain_text("Merged.")
+    await expect(page).to_have_url(re.compile(rf"/customers/{ana}\?"))
+    await expect(page.locator(".merged-emails")).to_contain_text("ana.s@home.example")
+    await page.screenshot(path=SHOTS / "merged-customer-desktop.png", full_page=True)
+
+    # the duplicate's page is the survivor's now, and the list has one Ana
+    await page.goto(f"{site}/customers/{home}")
+    await expect(page).to_have_url(f"{site}/customers/{ana}")
+    await page.goto(f"{site}/customers?q=ana")
+    await expect(page.locator("table.customers tbody tr")).to_have_count(1)
+
+    await page.goto(f"{site}/customers/{ana}")
+    await page.get_by_role("button", name="Split ana.s@home.example off again").click()
+    await expect(page.get_by_role("status")).to_contain_text("Split.")
+    await page.goto(f"{site}/customers?q=ana")
+    await expect(page.locator("table.customers tbody tr")).to_have_count(2)
+    assert elsewhere == []
     await context.close()
