@@ -51,11 +51,10 @@ def _accepted(survivor: str) -> JSONResponse:
                         headers={"Location": f"/api/customers/{survivor}"})
 
 
-@router.post("/merge", status_code=202, response_model=Accepted, responses=errors(400, 404, 409, 503))
-async def merge(customer_id: str, payload: MergeIn, principal: PrincipalDep, merges: MergesDep, now: NowDep):
-    """Make one customer of two: `duplicate` counts in this one from the worker's next batch."""
+async def _answered(action) -> JSONResponse:
+    """Run a merge or an unmerge (its first result: the survivor) and answer as the contract says."""
     try:
-        survivor, _ = await merges.merge(principal.expert_id, customer_id, payload.duplicate, now)
+        survivor = (await action)[0]
     except NotFound as exc:
         raise HTTPException(404, "customer not found") from exc
     except Refused as exc:
@@ -63,17 +62,15 @@ async def merge(customer_id: str, payload: MergeIn, principal: PrincipalDep, mer
     except CommandsUnavailable as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from exc
     return _accepted(survivor)
+
+
+@router.post("/merge", status_code=202, response_model=Accepted, responses=errors(400, 404, 409, 503))
+async def merge(customer_id: str, payload: MergeIn, principal: PrincipalDep, merges: MergesDep, now: NowDep):
+    """Make one customer of two: `duplicate` counts in this one from the worker's next batch."""
+    return await _answered(merges.merge(principal.expert_id, customer_id, payload.duplicate, now))
 
 
 @router.post("/unmerge", status_code=202, response_model=Accepted, responses=errors(400, 404, 409, 503))
 async def unmerge(customer_id: str, payload: UnmergeIn, principal: PrincipalDep, merges: MergesDep, now: NowDep):
     """Split the customer of `email` from this one again, as if never merged."""
-    try:
-        survivor, _duplicate, _ = await merges.unmerge(principal.expert_id, customer_id, payload.email, now)
-    except NotFound as exc:
-        raise HTTPException(404, "customer not found") from exc
-    except Refused as exc:
-        raise _refused(exc) from exc
-    except CommandsUnavailable as exc:
-        raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from exc
-    return _accepted(survivor)
+    return await _answered(merges.unmerge(principal.expert_id, customer_id, payload.email, now))
