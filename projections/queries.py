@@ -231,12 +231,18 @@ async def survivor_of(conn: AsyncConnection, version: int, expert_id: str, custo
         g.version == version, g.expert_id == expert_id, g.customer_id == customer_id))).scalar()
 
 
-async def merged_into(conn: AsyncConnection, version: int, expert_id: str, customer_id: str) -> list:
-    """The merges into one customer: rows (customer_id, email_hash, merged_at), oldest first."""
+async def merged_into(conn: AsyncConnection, version: int, expert_id: str, customer_id: str) -> list[str]:
+    """The ids of the customers merged into one customer, oldest merge first."""
     g = t.customer_merges.c
-    return (await conn.execute(select(g.customer_id, g.email_hash, g.merged_at).where(
+    return list((await conn.execute(select(g.customer_id).where(
         g.version == version, g.expert_id == expert_id, g.survivor_id == customer_id)
-        .order_by(g.merged_at, g.customer_id))).all()
+        .order_by(g.merged_at, g.customer_id))).scalars())
+
+
+async def _group(conn: AsyncConnection, version: int, expert_id: str, customer_id: str) -> list[str]:
+    """The customer (the survivor, for a merged one), then the customers merged into them."""
+    customer_id = await survivor_of(conn, version, expert_id, customer_id) or customer_id
+    return [customer_id, *await merged_into(conn, version, expert_id, customer_id)]
 
 
 async def merges_of(conn: AsyncConnection, expert_id: str, customer_id: str) -> tuple[str | None, list]:
@@ -273,30 +279,27 @@ async def customer_detail(conn: AsyncConnection, expert_id: str, customer_id: st
     if version is None:
         return None
     c, m, p = t.customers.c, t.meetings.c, t.payments.c
-    survivor = await survivor_of(conn, version, expert_id, customer_id)
-    customer_id = survivor or customer_id  # a merged customer answers as the one it was merged into
+    # a merged customer answers as the one it was merged into; their rows keep their own ids
+    owners = await _group(conn, version, expert_id, customer_id)
+    customer_id, merged = owners[0], owners[1:]
     row = (await conn.execute(select(t.customers).where(
         c.version == version, c.expert_id == expert_id, c.customer_id == customer_id))).first()
     if row is None:
         return None
-    merged = await merged_into(conn, version, expert_id, customer_id)
-    owners = [customer_id, *(x.customer_id for x in merged)]  # their rows keep their own ids
     mine = and_(m.version == version, m.expert_id == expert_id, m.customer_id.in_(owners))
     meetings = (await conn.execute(select(t.meetings).where(mine, m.created_version.is_not(None))
                                    .order_by(m.start_time.desc(), m.meeting_id))).all()
     payments = (await conn.execute(select(t.payments).where(
         p.version == version, p.expert_id == expert_id, p.customer_id.in_(owners)))).all()
     emails = [row.email]
-    for x in merged:  # each merged customer's email, as their newest booking gives it
-        if (email := _email_of(meetings, x.customer_id)) is not None and email not in emails:
+    for other in merged:  # each merged customer's email, as their newest booking gives it
+        if (email := _email_of(meetings, other)) is not None and email not in emails:
             emails.append(email)
     notes, notes_next = await timeline_page(conn, version, NOTES, expert_id, owners, notes_limit, notes_cursor)
     communications, communications_next = await timeline_page(conn, version, COMMUNICATIONS, expert_id, owners,
                                                               communications_limit, communications_cursor)
     profile = (await _profiles(conn, version, expert_id, [customer_id])).get(customer_id)
-    return {"row": row, "merged_from": [x.customer_id for x in merged], "emails": emails,
-            "merged_ids": {x.customer_id: _email_of(meetings, x.customer_id) for x in merged},
-            "meetings": meetings, "payments": payments, "notes": notes, "profile": profile,
+    return {"row": row, "merged_from": merged, "emails": emails, "meetings": meetings, "payments": payments, "notes": notes, "profile": profile,
             "communications": communications, "notes_next_cursor": notes_next,
             "communications_next_cursor": communications_next,
             "notes_total": await timeline_total(conn, version, NOTES, expert_id, owners),
@@ -412,9 +415,8 @@ async def timeline_of(conn: AsyncConnection, line: Timeline, expert_id: str, cus
     version = await live_version(conn)
     if version is None:
         return [], None
-    customer_id = await survivor_of(conn, version, expert_id, customer_id) or customer_id
-    owners = [customer_id, *(x.customer_id for x in await merged_into(conn, version, expert_id, customer_id))]
-    return await timeline_page(conn, version, line, expert_id, owners, limit, cursor)
+    return await timeline_page(conn, version, line, expert_id, await _group(conn, version, expert_id, customer_id),
+                               limit, cursor)
 
 
 def _email_of(meetings: list, customer_id: str) -> str | None:
@@ -434,11 +436,6 @@ async def note(conn: AsyncConnection, expert_id: str, customer_id: str, note_id:
         n.version == version, n.note_id == note_id, n.expert_id == expert_id,
         n.customer_id.in_(await _group(conn, version, expert_id, customer_id))))).first()
 
-
-async def _group(conn: AsyncConnection, version: int, expert_id: str, customer_id: str) -> list[str]:
-    """The customer (the survivor, for a merged one) and the customers merged into them."""
-    customer_id = await survivor_of(conn, version, expert_id, customer_id) or customer_id
-    return [customer_id, *(x.customer_id for x in await merged_into(conn, version, expert_id, customer_id))]
 
 
 async def stream_customers(conn: AsyncConnection, expert_id: str, chunk: int = 500, *,

@@ -99,14 +99,6 @@ def dissolve(view: View, changes: Changes, erased: set[Key]) -> None:
     split (the survivor loses what came from them and is recounted), and the customers merged
     into one of them stand alone again."""
     for key in sorted(erased):
-        if key in view.merges:
-            survivor = _split(view, changes, key)
-            if survivor not in erased:
-                changes.recount.add(survivor)
-        for member in view.members(key):
-            alone = (key[0], member)
-            view.merges.pop(alone)
-            changes.merges.discard(alone)
-            changes.merges_removed.add(alone)
-            if alone not in erased:
-                changes.recount.add(alone)
+        for duplicate in ([key] if key in view.merges else []) + [(key[0], m) for m in view.members(key)]:
+            survivor = _split(view, changes, duplicate)
+            changes.recount |= {k for k in (survivor, duplicate) if k not in erased}

@@ -45,8 +45,6 @@ def summary_of(meetings: Iterable[Meeting], payments: Iterable[dict], as_of: dat
                 phone_version=with_phone.created_version if with_phone else None)
     for m in booked:
         _add_meeting(s, m, as_of)
-    kept = [m.start_time for m in booked if m.cancelled_at is None]
-    s.first_appointment_at = min(kept) if kept else None
     figures = money.summed(payments)
     for name in MONEY:
         setattr(s, name, dict(sorted(figures[name].items())))
