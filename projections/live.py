@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import logging
 import threading
 import time
@@ -78,7 +79,8 @@ ToDlq = Callable[[Any, BaseException], Awaitable[None]]
 
 
 class GaveUp(Exception):
-    """A batch could not be written (every attempt was stale, or failed): nothing of it is applied."""
+    """A batch could not be written (its write kept failing: `__cause__` says why): nothing of it
+    is applied. Never raised for contention alone: another writer costs time, never a record."""
 
 
 @dataclass
@@ -139,7 +141,8 @@ class Writer:
 class Resident:
     """Applies batches to one version from a state kept in memory (see the module's docstring)."""
 
-    MAX_REDO = 8
+    MAX_REDO = 8  # quick attempts at a stale batch before waiting between attempts
+    MAX_ALONE = 32  # stale scopes read again within one exclusive transaction before starting it anew
 
     def __init__(self, engine: AsyncEngine, *, version: int, id_secret: str, to_dlq: ToDlq,
                  max_rows: int = 1_600_000, follow_live: bool = True, lifecycle: Lifecycle = DEFAULT_LIFECYCLE) -> None:
@@ -157,7 +160,7 @@ class Resident:
         self.write_seconds: dict[str, float] = {}  # per table, all batches (the writer thread's)
         self.rows_written: dict[str, int] = {}
         self.statistics = Statistics(engine, version)  # the planner's statistics follow the tables' growth
-        self.owned: set[Tp] = set()
+        self.owned: set[Tp] | None = None  # the partitions assigned (None: never told, all of them)
         # told of every committed batch: (what it applied, seconds from its hand-over to its commit, records)
         self.committed: Callable[[Applied, float, int], None] = lambda *_: None
         self.lock = asyncio.Lock()  # a batch and an assignment's offsets, one at a time
@@ -199,7 +202,7 @@ class Resident:
         as the database holds them now (another worker may have applied them meanwhile; rows it
         changed are caught by the fences)."""
         async with self.lock:
-            added, self.owned = tps - self.owned, set(tps)
+            added, self.owned = tps - (self.owned or set()), set(tps)
             if self.offsets is not None and added:
                 await self._read_offsets(added)
 
@@ -460,10 +463,25 @@ class Resident:
         self._written(batch, bumped)
 
     async def _recover(self, stale: Stale, batches: list[Batch]) -> None:
-        """Undo the batches not written (newest first), forget what is stale, apply them again."""
-        for attempt in range(self.MAX_REDO):
+        """Undo the batches not written (newest first), forget what is stale, apply them again.
+
+        Contention alone never ends in giving up: past `MAX_REDO` attempts the engine waits a
+        little between attempts and leaves out the records of partitions no longer assigned to it
+        (their new owner applies them). Only a write that keeps failing on its own (`__cause__`,
+        say a value the table refuses) raises `GaveUp`, for the caller to find the record."""
+        for attempt in itertools.count():
+            if attempt >= self.MAX_REDO:
+                if _failed(stale):
+                    break
+                if attempt == self.MAX_REDO:
+                    log.warning("another writer keeps changing what %s records need; trying again",
+                                sum(len(b.records) for b in batches))
+                await asyncio.sleep(min(2.0, 0.05 * attempt))
             self.stale += 1
             self._undo(batches)
+            if self.owned is not None:  # a partition taken away: its new owner applies its records
+                for b in batches:
+                    b.records = [(src, item) for src, item in b.records if (src.topic, src.partition) in self.owned]
             if stale.partitions or attempt >= 2:
                 log.info("%s partitions written by another writer or after an erasure; reading the state again",
                          len(stale.partitions) or "some")
@@ -510,7 +528,7 @@ class Resident:
             try:
                 async with self.engine.begin() as conn:
                     await self._guard(conn, exclusive=True)
-                    for _ in range(self.MAX_REDO * 4):
+                    for _ in range(self.MAX_ALONE):
                         await self._prepare(batch, conn)
                         expected = {s: self.generations.get(s, 0) for s in batch.scopes}
                         expected_offsets = {tp: self.written.get(tp, -1) for tp in batch.offsets}
@@ -595,6 +613,11 @@ class Resident:
             await self.statistics.settle()
         finally:
             await self.writer.close()
+
+
+def _failed(stale: Stale) -> bool:
+    """Whether a write failed on its own (an error that is neither contention nor an outage)."""
+    return stale.__cause__ is not None and not isinstance(stale.__cause__, Stale)
 
 
 def _erases(batch: Batch) -> bool:

@@ -752,7 +752,9 @@ def _payment_scopes(pid: str, p: Any) -> Iterator[str]:
 
 # What a row is guarded by (`projections.live`): the expert it belongs to, and for a payment every
 # id Stripe may name it by (`p:<id>`, what a payment that names no expert yet is guarded by alone);
-# for a provider's message report, its id.
+# for a provider's message report, its id (`r:<id>`), which the message itself is guarded by too.
+# A scope must cover what a row is derived from as well as the row: a batch that writes a row
+# from a copy it holds of another scope's row is fenced only when that scope is checked with it.
 SCOPES: dict[str, Callable[[Any, Any], Iterable[str]]] = {
     "meetings": lambda k, _x: (k[0],),
     "summaries": lambda k, _x: (k[0],),
@@ -761,7 +763,8 @@ SCOPES: dict[str, Callable[[Any, Any], Iterable[str]]] = {
     "merges": lambda k, _x: (k[0],),
     "definitions": lambda k, _x: (k,),
     "notes": lambda _k, x: (x.expert_id,),
-    "communications": lambda _k, x: (x.expert_id,),
+    # a message's status is read from its delivery reports: a writer of either checks both
+    "communications": lambda _k, x: (x.expert_id, "r:" + x.provider_message_id) if x.provider_message_id else (x.expert_id,),
     "payments": _payment_scopes,
     "aliases": lambda alias, pid: ("p:" + alias, "p:" + pid),
     "reports": lambda k, _x: ("r:" + k,),

@@ -31,6 +31,27 @@ async def list_differences(stack, scenario: Scenario) -> list[str]:
     return out
 
 
+async def _payment_differences(stack, scenario: Scenario, diff: list[str]) -> list[str]:
+    """For the customers named by `diff` lines ("expert email: ..."), each payment that differs
+    from the scenario's: what the detail shows against what was expected."""
+    out = []
+    for line in diff:
+        expert, email = line.split(" ")[:2]
+        email = email.rstrip(":")
+        found = [c for c in await all_customers(stack, expert) if c["email"] == email]
+        exp = scenario.expected.get((expert, email))
+        if not found or exp is None:
+            out.append(f"{email}: missing")
+            continue
+        d = (await stack.api.get(f"/api/customers/{found[0]['id']}", headers=stack.auth(expert))).json()
+        got = {p["id"]: p for p in d["payments"]}
+        for pid in sorted(got.keys() | exp.payments.keys()):
+            g, w = got.get(pid), exp.payments.get(pid)
+            if g is None or w is None or any(g.get(k) != v for k, v in w.items()):
+                out.append(f"{email} {pid}: got {g} want {w}")
+    return out
+
+
 async def list_matches(stack, scenario: Scenario) -> bool:
     """The lists show exactly the expected customers, spend and appointment counts."""
     return not await list_differences(stack, scenario)
@@ -57,7 +78,8 @@ async def assert_matches(stack, scenario: Scenario, timeout: float = 240) -> int
         diff = await list_differences(stack, scenario)
         ready = (await stack.api.get("/readyz")).text
         raise AssertionError(f"{len(diff)} list entries differ after {timeout}s; readyz: {ready}; "
-                             f"first: {diff[:5]}") from None
+                             f"first: {diff[:5]}; payments: {await _payment_differences(stack, scenario, diff[:3])}") \
+            from None
     pending = {}
     for expert in scenario.experts:
         for c in await all_customers(stack, expert):

@@ -21,6 +21,7 @@ from streams.poison import Source
 from tests.unit.test_rules import SECRET, T0, H, created, event, note, paid
 
 ANA = customer_id(SECRET, "ex", "ana@example.com")
+H_ANA = email_hash(SECRET, "ana@example.com")
 
 
 def _shown(row: tuple) -> str:
@@ -206,6 +207,19 @@ def test_what_a_journal_logged_is_the_rows_added_replaced_and_removed():
     assert gone.removed == [("pi_1",)] and gone.gone == ["pi_1"] and not list(gone.added_rows[0][2]) and gone.written == 0
     # the payment's scopes (every id it is known by) and its expert's
     assert scopes_in(state, journal) == {"p:pi_1", "p:ch_pi_1", "ex"}
+
+
+def test_a_message_is_guarded_by_its_delivery_reports_scope_as_well_as_its_experts():
+    """A message's status is read from its provider's reports (`r:<id>`, rows of no expert): a
+    writer that wrote the message from a stale copy of the reports must be fenced by that scope."""
+    from projections.rules.model import Communication
+    state = FoldState(SECRET)
+    journal = open_journal(state)
+    state.communications.put("msg_1", Communication("msg_1", "ex", ANA, H_ANA, "platform", "email", T0,
+                                                     provider_message_id="re_1", status="sent"))
+    state.communications.put("msg_2", Communication("msg_2", "ex", ANA, H_ANA, "expert", "phone", T0))
+    close_journal(state)
+    assert scopes_in(state, journal) == {"ex", "r:re_1"}
 
 
 def test_a_row_put_back_as_it_was_is_not_written_and_a_restored_journal_undoes_the_batch():
