@@ -234,9 +234,11 @@ def amounts(values: dict[str, int]) -> list[Amount]:
 
 def summary(row, profile=None) -> CustomerSummary:
     """A `customers` row as the list shows it: stored columns only, counted as of the last sweep;
-    tags from the expert's profile of the customer, when there is one."""
+    tags from the expert's profile of the customer, when there is one (a list row carries them
+    as its `tags`)."""
+    tags = profile.tags if profile is not None else getattr(row, "tags", None)
     return CustomerSummary(
-        tags=list(profile.tags) if profile is not None else [], archived=row.archived,
+        tags=list(tags or ()), archived=row.archived,
         last_contact_at=row.last_contact_at, status=row.status,
         id=row.customer_id, email=row.email, name=row.name, phone=row.phone,
         first_seen_at=row.first_seen_at,

@@ -54,6 +54,9 @@ UNION ALL SELECT month, 'back90', '', count(*), NULL FROM v
   GROUP BY month
 UNION ALL SELECT month, 'gap', extract(day FROM start_time - prev)::int::text, count(*), NULL FROM v
   WHERE n > 1 AND month BETWEEN :first AND :last GROUP BY 1, 3
+UNION ALL SELECT month, 'returned', '', count(DISTINCT customer_id), NULL FROM v
+  WHERE n > 1 AND start_time - prev > make_interval(days => :lapse_days) AND start_time <= :now
+    AND month BETWEEN :first AND :last GROUP BY month
 UNION ALL SELECT month, 'svc_appts', service_id, count(*), max(service_name) FROM m
   WHERE NOT cancelled AND month BETWEEN :first AND :last GROUP BY month, service_id
 UNION ALL SELECT month, 'spend', currency, sum(spend), NULL FROM bench_payments
@@ -82,7 +85,8 @@ def add_baseline(app: FastAPI, settings: Settings) -> FastAPI:
         months = months_between(first, last, now)
         swept = (await conn.execute(text("SELECT swept_until FROM projection_versions WHERE state = 'live'"))).scalar()
         rows = (await conn.execute(text(BASELINE_INSIGHTS), {"expert_id": principal.expert_id, "first": months[0],
-                                                              "last": months[-1], "now": swept})).all()
+                                                              "last": months[-1], "now": swept,
+                                                              "lapse_days": settings.customer_active_days})).all()
         labels = {r.dim: r.label for r in rows if r.metric == "svc_appts" and r.label}
         f = figures(months, stored_from(rows), labels)
         return {"from": months[0], "to": months[-1], "months": f.months, "period": f.period, "as_of": None,

@@ -181,9 +181,23 @@ def count_statement(version: int, query: ListQuery) -> Select:
     return select(func.count()).select_from(t.customers).where(*_filters(version, query))
 
 
+# what a list entry shows (`api.schemas.summary`) and what its cursor names: the rest of the row
+# (its search text, hashes, revenue and refunds, sources) stays in the table
+LISTED = ("customer_id", "email", "name", "phone", "first_seen_at", "upcoming", "past", "cancelled", "spend",
+          "last_appointment_at", "next_appointment_at", "archived", "last_contact_at", "status", "appointments",
+          "spend_sort")
+
+
+def head_statement() -> Select:
+    """The live version and its `as_of`, in one statement."""
+    v = t.projection_versions.c
+    return select(v.version, as_of_query(v.version).scalar_subquery().label("as_of")).where(v.state == "live")
+
+
 def page_statement(version: int, query: ListQuery) -> Select:
-    """One page: a range of the sort's index, read forwards or (for a BEFORE cursor) backwards."""
-    c = t.customers.c
+    """One page: a range of the sort's index, read forwards or (for a BEFORE cursor) backwards,
+    each entry with the tags of the expert's profile of the customer (a primary-key probe)."""
+    c, p = t.customers.c, t.customer_profiles.c
     col = SORTS[query.sort]
     cursor = decode_cursor(query, query.cursor) if query.cursor else None
     desc = query.direction == "desc"
@@ -195,14 +209,20 @@ def page_statement(version: int, query: ListQuery) -> Select:
         where.append(key < bound if desc != backwards else key > bound)
     descending = desc != backwards
     order = [col.desc(), c.customer_id.desc()] if descending else [col.asc(), c.customer_id.asc()]
-    return select(t.customers).where(*where).order_by(*order).limit(query.limit + 1)
+    profiles = t.customers.outerjoin(t.customer_profiles, and_(
+        p.version == version, p.expert_id == c.expert_id, p.customer_id == c.customer_id))
+    return (select(*(t.customers.c[n] for n in LISTED), p.tags).select_from(profiles)
+            .where(*where).order_by(*order).limit(query.limit + 1))
 
 
 async def list_customers(conn: AsyncConnection, query: ListQuery) -> dict[str, Any]:
-    """A page of an expert's customers, with the total matching and cursors to either side."""
-    version = await live_version(conn)
-    if version is None:
-        return {"rows": [], "profiles": {}, "total": 0, "next_cursor": None, "prev_cursor": None, "as_of": None}
+    """A page of an expert's customers (each row with its `tags`, None without a profile), with
+    the total matching and cursors to either side, in three statements: the live version with
+    its `as_of` (read first: the rows are at least that fresh), the count, the page."""
+    head = (await conn.execute(head_statement())).first()
+    if head is None:
+        return {"rows": [], "total": 0, "next_cursor": None, "prev_cursor": None, "as_of": None}
+    version = head.version
     statement = page_statement(version, query)  # validates the cursor before any other query
     total = (await conn.execute(count_statement(version, query))).scalar_one()
     rows = (await conn.execute(statement)).all()
@@ -216,11 +236,10 @@ async def list_customers(conn: AsyncConnection, query: ListQuery) -> dict[str, A
         more_after, more_before = more, bool(query.cursor)
     return {
         "rows": rows,
-        "profiles": await _profiles(conn, version, query.expert_id, [r.customer_id for r in rows]),
         "total": total,
         "next_cursor": encode_cursor(query, rows[-1], AFTER) if more_after and rows else None,
         "prev_cursor": encode_cursor(query, rows[0], BEFORE) if more_before and rows else None,
-        "as_of": await as_of(conn, version),
+        "as_of": head.as_of,
     }
 
 

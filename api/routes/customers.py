@@ -95,7 +95,7 @@ async def list_customers(
         page = await queries.list_customers(conn, query)
     except queries.BadCursor as exc:
         raise HTTPException(400, str(exc)) from exc
-    return CustomerList(customers=[summary(r, page["profiles"].get(r.customer_id)) for r in page["rows"]],
+    return CustomerList(customers=[summary(r) for r in page["rows"]],
                         total=page["total"],
                         next_cursor=page["next_cursor"], prev_cursor=page["prev_cursor"], as_of=page["as_of"])
 

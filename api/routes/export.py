@@ -28,8 +28,8 @@ async def export_csv(principal: PrincipalDep, engine: EngineDep) -> StreamingRes
         # its own connection: the response outlives the request's dependencies
         # one snapshot for both passes, the currencies then the lines (SQLite's transactions are one)
         async with engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                await conn.execution_options(isolation_level="REPEATABLE READ")
+            await conn.execution_options(  # the app's engine runs other reads without transactions
+                isolation_level="REPEATABLE READ" if conn.dialect.name == "postgresql" else "SERIALIZABLE")
             await conn.begin()
             currencies = Currencies()
             async for row, _profile in queries.stream_customers(conn, principal.expert_id, profiles=False):

@@ -98,7 +98,7 @@ async def customers_page(
         "user": user, "q": q or "", "sort": sort, "order": query.direction, "limit": limit,
         "filters": filters, "tags": list(query.tags), "archived": archived, "status": status,
         "statuses": STATUS_LABELS,
-        "customers": [summary(r, page["profiles"].get(r.customer_id)) for r in page["rows"]],
+        "customers": [summary(r) for r in page["rows"]],
         "total": page["total"],
         "next_cursor": page["next_cursor"], "prev_cursor": page["prev_cursor"], "as_of": page["as_of"],
         "sorts": SORT_LABELS, "first_page": not cursor,
