@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+import msgspec
 from pydantic import BaseModel, Field, field_validator
 
 from customers.events import as_utc
@@ -247,6 +248,29 @@ def summary(row, profile=None) -> CustomerSummary:
         total_spend=amounts(row.spend),
         last_appointment_at=row.last_appointment_at, next_appointment_at=row.next_appointment_at,
     )
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def customer_list_json(page: dict[str, Any]) -> bytes:
+    """`CustomerList` of a list page (`projections.queries.list_customers`) as JSON, the same
+    document `summary` and pydantic would give (a test holds them equal), written straight from
+    the rows: a page of 50 is the list's most frequent answer, and the models cost more than its
+    queries."""
+    return _encode({
+        "customers": [{
+            "id": r.customer_id, "email": r.email, "name": r.name, "phone": r.phone, "first_seen_at": r.first_seen_at,
+            "appointments": {"total": r.upcoming + r.past, "upcoming": r.upcoming, "past": r.past,
+                             "cancelled": r.cancelled},
+            "total_spend": [{"currency": k, "amount": v} for k, v in sorted(r.spend.items())],
+            "last_appointment_at": r.last_appointment_at, "next_appointment_at": r.next_appointment_at,
+            "tags": list(r.tags or ()), "archived": r.archived, "last_contact_at": r.last_contact_at,
+            "status": r.status,
+        } for r in page["rows"]],
+        "total": page["total"], "next_cursor": page["next_cursor"], "prev_cursor": page["prev_cursor"],
+        "as_of": page["as_of"],
+    })
 
 
 def dashboard_url(state: dict, payment_id: str, livemode: bool) -> str | None:

@@ -19,6 +19,8 @@ time: last when newest first, first when oldest first.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import base64
 import json
 from dataclasses import dataclass
@@ -188,10 +190,42 @@ LISTED = ("customer_id", "email", "name", "phone", "first_seen_at", "upcoming", 
           "spend_sort")
 
 
-def head_statement() -> Select:
-    """The live version and its `as_of`, in one statement."""
-    v = t.projection_versions.c
-    return select(v.version, as_of_query(v.version).scalar_subquery().label("as_of")).where(v.state == "live")
+def head_statement(expert_id: str) -> Select:
+    """The live version, its `as_of` and the generation of the expert's rows, in one statement."""
+    v, g = t.projection_versions.c, t.projection_generations.c
+    generation = select(g.generation).where(g.version == v.version, g.scope == expert_id).scalar_subquery()
+    return select(v.version, as_of_query(v.version).scalar_subquery().label("as_of"),
+                  generation.label("generation")).where(v.state == "live")
+
+
+class Totals:
+    """How many customers match a list's filters, kept per expert *generation*.
+
+    Every writer of an expert's rows on PostgreSQL bumps the generation of the expert's scope in
+    the same transaction (`projections.fences`: the worker's batches, the sweep, a bulk catch-up),
+    so a total read at one generation holds until the next: turning pages, or coming back to a
+    filter, costs no count while nothing of that expert changed. Without a generation (SQLite,
+    rows never written by a worker) nothing is kept. Bounded: the least recently used go first."""
+
+    def __init__(self, size: int = 20_000) -> None:
+        self.size, self.kept, self.hits = size, OrderedDict(), 0
+
+    def get(self, key: tuple) -> int | None:
+        found = self.kept.get(key)
+        if found is not None:
+            self.kept.move_to_end(key)
+            self.hits += 1
+        return found
+
+    def put(self, key: tuple, total: int) -> None:
+        self.kept[key] = total
+        if len(self.kept) > self.size:
+            self.kept.popitem(last=False)
+
+
+def _total_key(version: int, generation: int, query: ListQuery) -> tuple:
+    return (version, query.expert_id, generation, query.q, query.email, query.tags, query.fields, query.archived,
+            query.status)
 
 
 def page_statement(version: int, query: ListQuery) -> Select:
@@ -215,16 +249,22 @@ def page_statement(version: int, query: ListQuery) -> Select:
             .where(*where).order_by(*order).limit(query.limit + 1))
 
 
-async def list_customers(conn: AsyncConnection, query: ListQuery) -> dict[str, Any]:
+async def list_customers(conn: AsyncConnection, query: ListQuery, totals: Totals | None = None) -> dict[str, Any]:
     """A page of an expert's customers (each row with its `tags`, None without a profile), with
     the total matching and cursors to either side, in three statements: the live version with
-    its `as_of` (read first: the rows are at least that fresh), the count, the page."""
-    head = (await conn.execute(head_statement())).first()
+    its `as_of` (read first: the rows are at least that fresh) and the expert's generation, the
+    count (unless `totals` holds it for that generation), the page."""
+    head = (await conn.execute(head_statement(query.expert_id))).first()
     if head is None:
         return {"rows": [], "total": 0, "next_cursor": None, "prev_cursor": None, "as_of": None}
     version = head.version
     statement = page_statement(version, query)  # validates the cursor before any other query
-    total = (await conn.execute(count_statement(version, query))).scalar_one()
+    key = _total_key(version, head.generation, query) if totals is not None and head.generation is not None else None
+    total = totals.get(key) if key is not None else None
+    if total is None:
+        total = (await conn.execute(count_statement(version, query))).scalar_one()
+        if key is not None:
+            totals.put(key, total)
     rows = (await conn.execute(statement)).all()
     more = len(rows) > query.limit
     rows = rows[: query.limit]

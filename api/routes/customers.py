@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from api.auth import PrincipalDep
 from api.deps import ConnDep, NowDep, SettingsDep
 from api.notes import valid_customer_id
-from api.schemas import CustomerDetail, CustomerList, detail, errors, summary
+from api.schemas import CustomerDetail, CustomerList, customer_list_json, detail, errors
 from customers.events import normalise_email
 from projections import queries
 from customers.commands import FIELD_KEY, FieldDefinition, canonical, field_value
@@ -84,7 +84,7 @@ async def list_customers(
     status: Literal["new", "active", "lapsed", "archived"] | None = Query(
         default=None, description="customers with this status (new: first appointment upcoming or recent; "
                                   "active: a visit recent or one upcoming; lapsed: neither)"),
-) -> CustomerList:
+) -> Response:
     """Filters also include `field.KEY=value` (one per custom field, all must match)."""
     for t in tag:
         if not 1 <= len(t.strip()) <= 40 or "\x00" in t:
@@ -92,12 +92,10 @@ async def list_customers(
     fields = await field_filters(conn, principal.expert_id, request)
     query = list_query(principal.expert_id, q, email, sort, order, limit, cursor, tag, fields, archived, status)
     try:
-        page = await queries.list_customers(conn, query)
+        page = await queries.list_customers(conn, query, request.app.state.totals)
     except queries.BadCursor as exc:
         raise HTTPException(400, str(exc)) from exc
-    return CustomerList(customers=[summary(r) for r in page["rows"]],
-                        total=page["total"],
-                        next_cursor=page["next_cursor"], prev_cursor=page["prev_cursor"], as_of=page["as_of"])
+    return Response(customer_list_json(page), media_type="application/json")  # a `CustomerList`
 
 
 @router.get("/{customer_id}", response_model=CustomerDetail, responses=errors(404))

@@ -90,7 +90,7 @@ async def customers_page(
         status = None
     query = list_query(user.expert_id, q, None, sort, order, limit, cursor, tags, (), archived, status)
     try:
-        page = await queries.list_customers(conn, query)
+        page = await queries.list_customers(conn, query, request.app.state.totals)
     except queries.BadCursor:  # a stale link: start from the first page
         return RedirectResponse(request.url.remove_query_params("cursor"), status_code=303)
     filters = {"q": q or "", "tag": list(query.tags), "archived": "true" if archived else "", "status": status or ""}

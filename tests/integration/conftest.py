@@ -26,6 +26,7 @@ async def open_stack(backend: str, **overrides):
     try:
         async with asgi_client(intake_app) as intake, asgi_client(api_app) as api:
             stack = Stack(backend, settings, worker, intake, api)
+            stack.api_app = api_app
             yield stack
     finally:
         (stack.worker if stack else worker).stop()

@@ -250,3 +250,51 @@ async def test_query_strings_the_list_cannot_use_are_refused(stack):
         r = await stack.api.get("/api/customers", params=params, headers=auth)
         assert r.status_code == 422, (params, r.status_code)
     assert (await stack.api.get("/api/customers", params={"q": ""}, headers=auth)).status_code == 200
+
+
+async def test_the_list_is_the_document_its_response_model_gives(seeded):
+    """The list is written straight from its rows (`api.schemas.customer_list_json`): the same
+    document, value for value and string for string, as the response model built by `summary`."""
+    from api.schemas import CustomerList, customer_list_json, summary
+    from projections import queries
+
+    engine = queries.make_engine(seeded.stack.settings.database_url)
+    try:
+        async with engine.connect() as conn:
+            page = await queries.list_customers(conn, queries.ListQuery(seeded.a, limit=4))
+    finally:
+        await engine.dispose()
+    want = CustomerList(customers=[summary(r) for r in page["rows"]], total=page["total"],
+                        next_cursor=page["next_cursor"], prev_cursor=page["prev_cursor"], as_of=page["as_of"])
+    assert json.loads(customer_list_json(page)) == want.model_dump(mode="json")
+    body = (await seeded.get("/api/customers", limit=4)).json()
+    assert body["customers"] and body == CustomerList.model_validate(body).model_dump(mode="json")
+
+
+async def test_a_total_is_counted_once_per_generation_of_the_experts_rows(seeded):
+    """Turning pages costs no count while nothing of the expert changed; a booking changes the
+    generation, and the next page counts again. SQLite keeps no generations: it always counts."""
+    stack, expert = seeded.stack, unique("ex_")
+    totals = stack.api_app.state.totals
+
+    async def book(n: int) -> None:
+        r = await stack.post_bookings([s.booking_created(expert, unique("m_"), f"p{n}@example.com", f"P {n}",
+                                                         NOW + timedelta(days=n))])
+        assert r.status_code == 202, r.text
+
+    async def total() -> int:
+        r = await seeded.get("/api/customers", expert, limit=1)
+        assert r.status_code == 200, r.text
+        return r.json()["total"]
+
+    await book(1)
+    await eventually(lambda: _equals(total, 1))
+    before = totals.hits
+    assert await total() == 1 and await total() == 1
+    assert totals.hits - before == (2 if stack.backend == "postgresql" else 0)
+    await book(2)
+    await eventually(lambda: _equals(total, 2))  # a new generation: counted again
+
+
+async def _equals(read, want) -> bool:
+    return await read() == want
