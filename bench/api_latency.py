@@ -185,6 +185,28 @@ async def sql_compare(url: str, expert_id: str, requests: int) -> dict:
     return {"ours": summary_ms(ours), "baseline": summary_ms(base)}
 
 
+async def counted_afresh(port: int, token: str, url: str, expert_id: str, requests: int) -> dict:
+    """Our first page when the expert's rows changed just before each request (their generation
+    bumped, outside the timing, as a worker's batch does): the total is counted every time."""
+    import asyncpg
+
+    from bench.rawhttp import Connection, request_bytes
+
+    raw = request_bytes("GET", "/api/customers", f"127.0.0.1:{port}", {"Authorization": f"Bearer {token}"})
+    db = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    conn = await Connection.open("127.0.0.1", port)
+    try:
+        times = []
+        for _ in range(requests):
+            await db.execute("UPDATE projection_generations SET generation = generation + 1 "
+                             "WHERE version = 1 AND scope = $1", expert_id)
+            times.append((await timed_get(conn, raw))[0])
+    finally:
+        conn.close()
+        await db.close()
+    return summary_ms(times)
+
+
 async def list_cases(port: int, token: str, customers: int, requests: int, expert_id: str) -> dict:
     """p50/p99 of the other kinds of list request (sorts, deep pages, search, by email)."""
     import json
@@ -278,12 +300,15 @@ async def compare(meetings: int, customers: int, big_meetings: int, experts: int
         token = token_for(settings, BIG, ttl_seconds=3600)
         with ServiceProcess(settings, "api-baseline", argv=["-m", "bench.baseline_app", "{port}"]) as served:
             result.details["http"] = await http_compare(served.port, token, requests)
+            result.details["counted_afresh"] = await counted_afresh(served.port, token, settings.database_url, BIG,
+                                                                    requests)
             result.details["cases"] = await list_cases(served.port, token, customers, max(20, requests // 3), BIG)
             if profile:
                 result.details["api_profile"] = await profile_ours(served, token, 8)
         result.details["sql"] = await sql_compare(settings.database_url, BIG, max(50, requests // 2))
     http, sql = result.details["http"], result.details["sql"]
     lapsed = result.details["cases"]["status=lapsed (first page)"]
+    afresh = result.details["counted_afresh"]
     factor50 = http["baseline"]["p50_ms"] / http["ours"]["p50_ms"]
     factor99 = http["baseline"]["p99_ms"] / http["ours"]["p99_ms"]
     result.rows += [
@@ -304,9 +329,17 @@ async def compare(meetings: int, customers: int, big_meetings: int, experts: int
               met=http["baseline"][f"{q}_ms"] / lapsed[f"{q}_ms"] >= GOAL_FACTOR,
               attainment=round(http["baseline"][f"{q}_ms"] / lapsed[f"{q}_ms"] / GOAL_FACTOR, 3))
           for q in ("p50", "p99")),
+        *(Row("api", f"GET /api/customers {q}, the expert's rows changed before each request (HTTP, first page)",
+              afresh[f"{q}_ms"], "ms", baseline=http["baseline"][f"{q}_ms"],
+              baseline_label="on-read GROUP BY, same process and data",
+              ratio=round(http["baseline"][f"{q}_ms"] / afresh[f"{q}_ms"], 1),
+              note="the total counted on every request (a new generation each time); the rows above keep it "
+                   "for the expert's generation, as nothing writes while they run" if q == "p50" else "")
+          for q in ("p50", "p99")),
         Row("api", "first-page queries p50 (SQL only)", sql["ours"]["p50_ms"], "ms", baseline=sql["baseline"]["p50_ms"],
             baseline_label="on-read GROUP BY query", ratio=round(sql["baseline"]["p50_ms"] / sql["ours"]["p50_ms"], 1),
-            note="ours = live version + count + page + as_of, through SQLAlchemy"),
+            note="ours = live version with as_of and generation + count + page with tags, through SQLAlchemy, "
+                 "counted every time"),
     ]
     return result
 

@@ -217,6 +217,10 @@ async def load(conn, *, secret: str, now: datetime, meetings: int, big_customers
             pending["customers"] += rows
         await flush()
     await flush(force=True)
+    # each expert's generation, as the worker leaves it after writing their rows: what the API's
+    # totals are kept by (`projections.queries.Totals`)
+    await conn.execute("INSERT INTO projection_generations (version, scope, generation) "
+                       "SELECT DISTINCT 1, expert_id, 1 FROM customers WHERE version = 1")
     await conn.execute(BASELINE_INDEXES)
     for table in ("meetings", "customers", "baseline_meetings", "baseline_services"):
         await conn.execute(f"VACUUM ANALYZE {table}")
