@@ -19,10 +19,9 @@ time: last when newest first, first when oldest first.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import base64
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator

@@ -110,7 +110,8 @@ async def test_nothing_lost_nothing_doubled_under_faults(workers_stack):
     except AssertionError as exc:
         raise AssertionError(f"{exc}\nworkers' warnings: {worker_warnings(stack)}") from None
     # nothing in the scenario is poison: a record dead-lettered here would be an event lost
-    assert not [w for w in worker_warnings(stack) if "dead-lettered" in w], worker_warnings(stack)
+    warnings = worker_warnings(stack)
+    assert not [w for w in warnings if "dead-lettered" in w], warnings
     assert sorted(step for _, step in faults) == sorted(["kill"] * KILLS + ["broker", "postgres"])
     assert all(w.alive() for w in stack.workers)
     ARTIFACTS.mkdir(exist_ok=True)
