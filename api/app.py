@@ -25,7 +25,7 @@ from api.routes import (admin, customers, export, field_settings, insights, merg
 from api.web import HERE, SignInRequired, sign_in_url, templates
 from customers.bodies import BodyLimit, shown_errors
 from customers.settings import Settings
-from projections.queries import Totals, make_engine
+from projections.queries import Kept, make_engine
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -42,7 +42,8 @@ def create_app(settings: Settings) -> FastAPI:
     # around a page (a statement under READ COMMITTED has its own snapshot anyway; the export asks
     # for one snapshot of its own)
     app.state.engine = make_engine(settings.reads_from, isolation_level="AUTOCOMMIT")
-    app.state.totals = Totals()  # list totals per expert generation (`projections.queries.Totals`)
+    app.state.totals = Kept()  # list totals per expert generation (`projections.queries.Kept`)
+    app.state.insights = Kept(2_000)  # insights' figures, the same way
     app.state.verifier = TokenVerifier(settings)
     app.state.commands = CommandBus(settings)
     app.state.metrics = ApiMetrics()

@@ -185,14 +185,16 @@ async def sql_compare(url: str, expert_id: str, requests: int) -> dict:
     return {"ours": summary_ms(ours), "baseline": summary_ms(base)}
 
 
-async def counted_afresh(port: int, token: str, url: str, expert_id: str, requests: int) -> dict:
-    """Our first page when the expert's rows changed just before each request (their generation
-    bumped, outside the timing, as a worker's batch does): the total is counted every time."""
+async def counted_afresh(port: int, token: str, url: str, expert_id: str, requests: int,
+                         path: str = "/api/customers") -> dict:
+    """`path` (our first page) when the expert's rows changed just before each request (their
+    generation bumped, outside the timing, as a worker's batch does): nothing kept for the expert's
+    generation (`projections.queries.Kept`) serves, the total or the figures are made every time."""
     import asyncpg
 
     from bench.rawhttp import Connection, request_bytes
 
-    raw = request_bytes("GET", "/api/customers", f"127.0.0.1:{port}", {"Authorization": f"Bearer {token}"})
+    raw = request_bytes("GET", path, f"127.0.0.1:{port}", {"Authorization": f"Bearer {token}"})
     db = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     conn = await Connection.open("127.0.0.1", port)
     try:

@@ -116,6 +116,9 @@ async def load(url: str, customers: int, now: datetime) -> dict:
                                          columns=["version", "expert_id", "month", "metric", "dim", "value", "label"])
         await conn.copy_records_to_table("bench_meetings", records=meeting_rows)
         await conn.copy_records_to_table("bench_payments", records=payment_rows)
+        # the expert's generation, as the worker leaves it after writing their rows: what the API
+        # keeps the figures by (`projections.queries.Kept`)
+        await conn.execute("INSERT INTO projection_generations (version, scope, generation) VALUES (1, $1, 1)", BIG)
         await conn.execute("ANALYZE")
     finally:
         await conn.close()
@@ -124,7 +127,7 @@ async def load(url: str, customers: int, now: datetime) -> dict:
 
 async def compare(customers: int, requests: int):
     from api.auth import issue_token as token_for
-    from bench.api_latency import timed_get
+    from bench.api_latency import counted_afresh, timed_get
     from bench.common import Result, Row, ServiceProcess, bench_database
     from bench.rawhttp import Connection, request_bytes
 
@@ -160,8 +163,10 @@ async def compare(customers: int, requests: int):
                         into.append((await timed_get(conn, raw))[0])
             finally:
                 conn.close()
+            made = await counted_afresh(served.port, token, settings.database_url, BIG, requests,
+                                        f"/api/insights{query}")
     o, b = summary_ms(ours), summary_ms(base)
-    result.details.update(ours=o, baseline=b, months_equal=same, months=len(ours_body["months"]))
+    result.details.update(ours=o, baseline=b, made_afresh=made, months_equal=same, months=len(ours_body["months"]))
     factor = b["p99_ms"] / o["p99_ms"]
     result.rows += [
         Row("insights", "GET /api/insights p99 (HTTP, 25 months)", o["p99_ms"], "ms", baseline=b["p99_ms"],
@@ -170,7 +175,13 @@ async def compare(customers: int, requests: int):
             met=o["p99_ms"] < GOAL_P99_MS and factor >= GOAL_FACTOR,
             attainment=round(min(GOAL_P99_MS / o["p99_ms"], factor / GOAL_FACTOR), 3),
             note=f"{customers:,} customers, {result.details['load']['meetings']:,} appointments; p50 {o['p50_ms']} ms "
-                 f"against {b['p50_ms']} ms; monthly and period figures of both equal: {'yes' if same else 'NO'}"),
+                 f"against {b['p50_ms']} ms; monthly and period figures of both equal: {'yes' if same else 'NO'}; "
+                 "the figures kept for the expert's generation, as nothing writes while it runs"),
+        Row("insights", "GET /api/insights p99, the expert's rows changed before each request", made["p99_ms"], "ms",
+            baseline=b["p99_ms"], baseline_label="the same figures computed on read (GROUP BY), same process and data",
+            ratio=round(b["p99_ms"] / made["p99_ms"], 1),
+            note=f"p50 {made['p50_ms']} ms; the figures made from the monthly sums on every request (a new "
+                 "generation each time)"),
     ]
     return result
 

@@ -218,7 +218,7 @@ async def load(conn, *, secret: str, now: datetime, meetings: int, big_customers
         await flush()
     await flush(force=True)
     # each expert's generation, as the worker leaves it after writing their rows: what the API's
-    # totals are kept by (`projections.queries.Totals`)
+    # totals are kept by (`projections.queries.Kept`)
     await conn.execute("INSERT INTO projection_generations (version, scope, generation) "
                        "SELECT DISTINCT 1, expert_id, 1 FROM customers WHERE version = 1")
     await conn.execute(BASELINE_INDEXES)

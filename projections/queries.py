@@ -24,7 +24,7 @@ import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from sqlalchemy import BigInteger, Select, and_, case, cast, exists, func, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -190,34 +190,40 @@ LISTED = ("customer_id", "email", "name", "phone", "first_seen_at", "upcoming", 
 
 
 def head_statement(expert_id: str) -> Select:
-    """The live version, its `as_of` and the generation of the expert's rows, in one statement."""
+    """The live version, its `as_of`, its sweep's watermark and the generation of the expert's rows,
+    in one statement."""
     v, g = t.projection_versions.c, t.projection_generations.c
     generation = select(g.generation).where(g.version == v.version, g.scope == expert_id).scalar_subquery()
-    return select(v.version, as_of_query(v.version).scalar_subquery().label("as_of"),
+    return select(v.version, as_of_query(v.version).scalar_subquery().label("as_of"), v.swept_until,
                   generation.label("generation")).where(v.state == "live")
 
 
-class Totals:
-    """How many customers match a list's filters, kept per expert *generation*.
+class Kept:
+    """What a read computed from an expert's rows, kept per expert *generation*: a list's total
+    (`app.state.totals`), the insights' figures (`app.state.insights`).
 
     Every writer of an expert's rows on PostgreSQL bumps the generation of the expert's scope in
     the same transaction (`projections.fences`: the worker's batches, the sweep, a bulk catch-up),
-    so a total read at one generation holds until the next: turning pages, or coming back to a
-    filter, costs no count while nothing of that expert changed. Without a generation (SQLite,
-    rows never written by a worker) nothing is kept. Bounded: the least recently used go first."""
+    so what was computed at one generation holds until the next: turning pages, coming back to a
+    filter or reloading the insights costs no count while nothing of that expert changed. The
+    generation is read before the rows, so a kept value is never older than its key. Without a
+    generation (SQLite, rows never written by a worker) nothing is kept. Bounded: the least
+    recently used go first. What it holds is shared by the requests that read it: never changed."""
 
     def __init__(self, size: int = 20_000) -> None:
         self.size, self.kept, self.hits = size, OrderedDict(), 0
 
-    def get(self, key: tuple) -> int | None:
-        found = self.kept.get(key)
+    def get(self, key: tuple | None) -> Any:
+        found = self.kept.get(key) if key is not None else None
         if found is not None:
             self.kept.move_to_end(key)
             self.hits += 1
         return found
 
-    def put(self, key: tuple, total: int) -> None:
-        self.kept[key] = total
+    def put(self, key: tuple | None, value: Any) -> None:
+        if key is None:
+            return
+        self.kept[key] = value
         if len(self.kept) > self.size:
             self.kept.popitem(last=False)
 
@@ -248,7 +254,7 @@ def page_statement(version: int, query: ListQuery) -> Select:
             .where(*where).order_by(*order).limit(query.limit + 1))
 
 
-async def list_customers(conn: AsyncConnection, query: ListQuery, totals: Totals | None = None) -> dict[str, Any]:
+async def list_customers(conn: AsyncConnection, query: ListQuery, totals: Kept | None = None) -> dict[str, Any]:
     """A page of an expert's customers (each row with its `tags`, None without a profile), with
     the total matching and cursors to either side, in three statements: the live version with
     its `as_of` (read first: the rows are at least that fresh) and the expert's generation, the
@@ -564,3 +570,24 @@ async def insight_rows(conn: AsyncConnection, expert_id: str, first: str, last: 
         else:
             services.append((r.metric, r.dim, r.value, r.label))
     return {"monthly": monthly, "gaps": gaps, "services": services}, found[0].as_of, found[0].swept_until
+
+
+async def kept_insights(conn: AsyncConnection, expert_id: str, first: str, last: str,
+                        make: Callable[[dict], Any], kept: Kept | None) -> tuple[Any, Any, Any]:
+    """`make` of the expert's stored figures (`insight_rows`), kept in `kept` per generation of the
+    expert's rows and months asked for: a kept one costs one statement (`head_statement`: the live
+    version, `as_of`, the sweep's watermark and the generation), one to make two. Returns (what
+    `make` made, as_of, the sweep's watermark)."""
+    key = None
+    if kept is not None:
+        head = (await conn.execute(head_statement(expert_id))).first()
+        if head is not None and head.generation is not None:
+            key = ("insights", head.version, expert_id, head.generation, first, last)
+            made = kept.get(key)
+            if made is not None:
+                return made, head.as_of, head.swept_until
+    stored, as_of, swept = await insight_rows(conn, expert_id, first, last)
+    made = make(stored)
+    if kept is not None:
+        kept.put(key, made)
+    return made, as_of, swept

@@ -6,7 +6,9 @@ of `WORKER_BATCH_SIZE`. Before it joins its consumer group it takes the backlog 
 most `CATCHUP_MAX_RECORDS` records:
 
 1. for the whole catch-up, the version's own lock, exclusively, at session level
-   (`projections.claims`): other workers' batches wait, and then skip what it applied;
+   (`projections.claims`), held by the session every round is written in (`_Writer`): other
+   workers' batches wait, and then skip what it applied; a session that ends takes the lock
+   with it and ends the catch-up, nothing of it written afterwards;
 2. each round, the records after the offsets reached so far up to the topics' ends (every
    projected topic, every partition, merged in timestamp order as a replay merges them);
 3. every row those records may read that the state does not hold yet
@@ -110,42 +112,73 @@ def round_range(stored: dict[Tp, int], ends: dict[Tp, int], limit: int) -> tuple
 
 
 class _Writer:
-    """The rounds' writes, on a thread of its own (its own event loop and connections), so that
-    PostgreSQL writes round n while this process folds round n+1; at most one round waits."""
+    """The rounds' writes, on a thread of its own (its own event loop and one connection of its
+    own), so that PostgreSQL writes round n while this process folds round n+1; at most one round
+    waits.
+
+    Its connection takes the version's lock (`projections.claims`), exclusively, at session level,
+    before the catch-up reads anything, and holds it to the end: no other worker's batch and no
+    sweep writes the version meanwhile, and every round is written in that same session. A session
+    that ends (PostgreSQL restarted, the connection cut) takes the lock with it; its rounds then
+    fail, and so does every later one: nothing is written from a state another worker may have
+    changed since, and a catch-up that stops leaves no round behind to be written later."""
 
     def __init__(self, settings: Settings, version: int) -> None:
         self.settings, self.version = settings, version
         self.jobs: queue.Queue = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
+        self.locked = threading.Event()  # set once the lock is held (or taking it failed)
         self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="catchup-writer", daemon=True)
         self.thread.start()
 
     async def _main(self) -> None:
         engine = make_engine(self.settings.database_url)
         try:
-            while (job := self.jobs.get()) is not None:
+            async with engine.connect() as conn:
+                lock = claims.lock_id(("version", self.version))
+                await conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": lock})  # no batch beside the rounds
+                await conn.commit()
+                self.locked.set()
                 try:
-                    if self.error is None:
-                        await self._write(engine, *job)
-                except BaseException as exc:  # noqa: BLE001 - raised in the catch-up's own thread
-                    self.error = exc
+                    await self._serve(conn)
                 finally:
-                    self.jobs.task_done()
-            if self.error is None:  # the tables changed a lot: the planner's statistics follow
-                try:
-                    async with engine.begin() as conn:
-                        tables = ", ".join(f'"{partition_name(n, self.version)}"' for n in Statistics.TABLES)
-                        await conn.execute(text(f"ANALYZE {tables}"))
-                except Exception as exc:  # noqa: BLE001 - an optimisation; the worker analyses as it goes
-                    log.warning("ANALYZE after the catch-up failed (%s)", type(exc).__name__)
+                    try:
+                        await conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": lock})
+                        await conn.commit()
+                    except Exception:  # noqa: BLE001 - a session that ended let go of it already
+                        pass
+                if self.error is None:  # the tables changed a lot: the planner's statistics follow
+                    await self._analyse(conn)
+        except BaseException as exc:  # noqa: BLE001 - raised in the catch-up's own thread
+            if self.error is None:
+                self.error = exc
         finally:
-            self.jobs.task_done()
+            self.locked.set()
             await engine.dispose()
 
-    async def _write(self, engine, result: Round, changes: list, scopes: set[str], erasures: dict, refs: dict,
+    async def _serve(self, conn) -> None:
+        while (job := self.jobs.get()) is not None:
+            try:
+                if self.error is None:
+                    await self._write(conn, *job)
+            except BaseException as exc:  # noqa: BLE001 - raised in the catch-up's own thread
+                self.error = exc
+            finally:
+                self.jobs.task_done()
+        self.jobs.task_done()
+
+    async def _analyse(self, conn) -> None:
+        try:
+            tables = ", ".join(f'"{partition_name(n, self.version)}"' for n in Statistics.TABLES)
+            await conn.execute(text(f"ANALYZE {tables}"))
+            await conn.commit()
+        except Exception as exc:  # noqa: BLE001 - an optimisation; the worker analyses as it goes
+            log.warning("ANALYZE after the catch-up failed (%s)", type(exc).__name__)
+
+    async def _write(self, conn, result: Round, changes: list, scopes: set[str], erasures: dict, refs: dict,
                      counts: dict, positions: list) -> None:
         clock = time.monotonic()
-        async with engine.begin() as conn:
+        async with conn.begin():
             if await live_version(conn, lock=True) != self.version:  # readers moved on: written nowhere
                 raise VersionChanged(await live_version(conn))
             # the workers holding these rows in memory read them again (`projections.fences`)
@@ -158,6 +191,11 @@ class _Writer:
         log.info("round of %s records written in %s s (%s)", result.records, result.seconds["write"],
                  result.write_seconds)
 
+    async def holding(self) -> None:
+        """Once the lock is held; raises what kept the writer from taking it."""
+        await asyncio.get_running_loop().run_in_executor(None, self.locked.wait)
+        self._raise()
+
     async def put(self, *job: Any) -> None:
         self._raise()
         await asyncio.get_running_loop().run_in_executor(None, self.jobs.put, job)
@@ -168,9 +206,12 @@ class _Writer:
         self._raise()
 
     async def finish(self) -> None:
-        await self.drain()
-        await asyncio.get_running_loop().run_in_executor(None, self.jobs.put, None)
-        await asyncio.get_running_loop().run_in_executor(None, self.thread.join)
+        """Every round handed over written (or failed), the lock let go, the thread ended; raises
+        what failed."""
+        loop = asyncio.get_running_loop()
+        if self.thread.is_alive():
+            await loop.run_in_executor(None, self.jobs.put, None)
+        await loop.run_in_executor(None, self.thread.join)
         self._raise()
 
     def _raise(self) -> None:
@@ -198,18 +239,23 @@ async def catch_up(settings: Settings, version: int, *, threshold: int | None = 
             return None
         log.info("%s records behind (threshold %s): catching up in bulk", behind, threshold)
         done = CatchUp(behind)
-        async with engine.connect() as conn:
-            lock = claims.lock_id(("version", version))
-            await conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": lock})  # no batch beside the rounds
-            try:
+        writer = _Writer(settings, version)
+        try:
+            await writer.holding()
+            async with engine.connect() as conn:
                 if await live_version(conn) == version:
                     await _rounds(settings, conn, version, topics, done, threshold, max_records, max_rows,
-                                  batch_size, on_round)
-            finally:
-                await conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": lock})
-                await conn.commit()
+                                  batch_size, on_round, writer)
+        except BaseException:
+            try:  # what was handed over is written in the locked session or not at all, before the batches start
+                await writer.finish()
+            except BaseException:  # noqa: BLE001 - the first failure is the one to tell
+                pass
+            raise
+        await writer.finish()
+        async with engine.connect() as conn:
             stored = await stored_offsets(conn, version)
-            done.left = backlog(stored, await end_offsets(settings, topics))
+        done.left = backlog(stored, await end_offsets(settings, topics))
         await _tell_the_group(settings, version, stored)
         done.seconds = round(time.monotonic() - started, 2)
         log.info("caught up %s records in %s s, %s rounds; %s left", done.records, done.seconds, len(done.rounds),
@@ -241,13 +287,12 @@ async def _tell_the_group(settings: Settings, version: int, stored: dict[Tp, int
 
 async def _rounds(settings: Settings, conn, version: int, topics: list[str], done: CatchUp, threshold: int,
                   max_records: int, max_rows: int, batch_size: int,
-                  on_round: Callable[[Round, int], None] | None) -> None:
-    """The rounds, holding the version's lock on `conn`: each read, loaded and folded here while
-    the writer commits the one before."""
+                  on_round: Callable[[Round, int], None] | None, writer: _Writer) -> None:
+    """The rounds, while `writer` holds the version's lock: each read, loaded and folded here on
+    `conn` while the writer commits the one before."""
     positions = await stored_offsets(conn, version)
     await conn.commit()
     producer = names.LazyProducer(settings, timeout=60.0)
-    writer = _Writer(settings, version)
     dead_letters = DeadLetters(settings, producer)
     state, held = None, Held()
     gc_was = gc.isenabled()
@@ -326,7 +371,6 @@ async def _rounds(settings: Settings, conn, version: int, topics: list[str], don
             if sum(len(table) for table in state.tables()) > max_rows:  # memory: start again from the tables
                 await writer.drain()
                 state, held = None, Held()
-        await writer.finish()
     finally:
         await producer.close()
         if gc_was:

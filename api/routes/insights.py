@@ -8,7 +8,7 @@ import io
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
@@ -79,18 +79,24 @@ class Insights(BaseModel):
     model_config = {"populate_by_name": True}
 
 
-async def read(conn, expert_id: str, first: str | None, last: str | None, now: datetime) -> tuple[list[str], Figures, Any, Any]:
+async def read(conn, expert_id: str, first: str | None, last: str | None, now: datetime,
+               kept: queries.Kept | None = None) -> tuple[list[str], Figures, Any, Any]:
+    """The months asked for and their figures (kept per generation of the expert's rows in `kept`,
+    `projections.queries.Kept`), with `as_of` and the sweep's watermark."""
     try:
         months = months_between(first, last, now)
     except BadRange as exc:
         raise HTTPException(400, str(exc)) from exc
-    stored, as_of, swept = await queries.insight_rows(conn, expert_id, months[0], months[-1])
-    labels = {dim: label for metric, dim, _value, label in stored["services"] if metric == "svc_appts" and label}
-    return months, figures(months, stored, labels), as_of, swept
+
+    def make(stored: dict) -> Figures:
+        labels = {dim: label for metric, dim, _value, label in stored["services"] if metric == "svc_appts" and label}
+        return figures(months, stored, labels)
+    f, as_of, swept = await queries.kept_insights(conn, expert_id, months[0], months[-1], make, kept)
+    return months, f, as_of, swept
 
 
 @router.get("", response_model=Insights, response_model_by_alias=True, responses=errors(400))
-async def get_insights(principal: PrincipalDep, conn: ConnDep, now: NowDep,
+async def get_insights(request: Request, principal: PrincipalDep, conn: ConnDep, now: NowDep,
                        first: str | None = Query(default=None, alias="from", pattern=MONTH_PATTERN,
                                                  description="first month, YYYY-MM, 0001-01 to 9999-12 "
                                                              "(default: 11 months before `to`, not before 0001-01)"),
@@ -99,7 +105,7 @@ async def get_insights(principal: PrincipalDep, conn: ConnDep, now: NowDep,
     """Per month: new and returning customers, appointments completed (as of `counted_as_of`, the
     worker's last sweep), cancelled and no-shows, money per currency; over the period: rates,
     the median time between appointments, top services. At most 36 months."""
-    months, f, as_of, swept = await read(conn, principal.expert_id, first, last, now)
+    months, f, as_of, swept = await read(conn, principal.expert_id, first, last, now, request.app.state.insights)
     return {"from": months[0], "to": months[-1], "months": f.months, "period": f.period, "as_of": as_of,
             "counted_as_of": swept}
 
@@ -107,10 +113,11 @@ async def get_insights(principal: PrincipalDep, conn: ConnDep, now: NowDep,
 @router.get("/export.csv", response_class=Response,
             responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
                              "description": "one line per month, money in columns per currency"}, **errors(400)})
-async def export_insights(principal: PrincipalDep, conn: ConnDep, now: NowDep,
+async def export_insights(request: Request, principal: PrincipalDep, conn: ConnDep, now: NowDep,
                           first: str | None = Query(default=None, alias="from", pattern=MONTH_PATTERN),
                           last: str | None = Query(default=None, alias="to", pattern=MONTH_PATTERN)) -> Response:
-    _months, f, _as_of, _swept = await read(conn, principal.expert_id, first, last, now)
+    _months, f, _as_of, _swept = await read(conn, principal.expert_id, first, last, now,
+                                            request.app.state.insights)
     header = ["month", "new_customers", "returning_customers", "lapsed_returned", "completed", "cancelled", "no_shows", "booked"]
     header += [f"{kind}_{cur}" for cur in f.currencies for kind in ("total_spend", "expert_revenue", "refunded")]
     buffer = io.StringIO()

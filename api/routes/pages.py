@@ -279,7 +279,7 @@ async def insights_page(request: Request, user: PageUser, conn: ConnDep, now: No
     each with a text summary and a table of the same numbers."""
 
     try:
-        months, f, as_of, swept = await read(conn, user.expert_id, first, last, now)
+        months, f, as_of, swept = await read(conn, user.expert_id, first, last, now, request.app.state.insights)
     except HTTPException:  # a bad range in the address: the last twelve months instead
         return RedirectResponse("/insights", status_code=303)
     labels = [m["month"] for m in f.months]

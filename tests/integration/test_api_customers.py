@@ -296,5 +296,35 @@ async def test_a_total_is_counted_once_per_generation_of_the_experts_rows(seeded
     await eventually(lambda: _equals(total, 2))  # a new generation: counted again
 
 
+async def test_insights_are_made_once_per_generation_of_the_experts_rows(seeded):
+    """Reloading the insights makes no figures while nothing of the expert changed (kept per
+    generation, as the list's totals); a booking changes the generation and the figures, and the
+    CSV export reads the same kept figures. SQLite keeps nothing: it reads every time."""
+    stack, expert = seeded.stack, unique("ex_")
+    kept = stack.api_app.state.insights
+    when = NOW + timedelta(days=1)
+    month = when.strftime("%Y-%m")
+
+    async def book(n: int) -> None:
+        r = await stack.post_bookings([s.booking_created(expert, unique("m_"), f"i{n}@example.com", f"I {n}", when)])
+        assert r.status_code == 202, r.text
+
+    async def booked() -> int:
+        r = await seeded.get("/api/insights", expert, **{"from": month, "to": month})
+        assert r.status_code == 200, r.text
+        return r.json()["months"][0]["booked"]
+
+    await book(1)
+    await eventually(lambda: _equals(booked, 1))
+    before = kept.hits
+    assert await booked() == 1 and await booked() == 1
+    r = await seeded.get("/api/insights/export.csv", expert, **{"from": month, "to": month})
+    assert r.status_code == 200 and r.text.splitlines()[1].endswith(",1"), r.text
+    assert kept.hits - before == (3 if stack.backend == "postgresql" else 0)
+    await book(2)
+    await eventually(lambda: _equals(booked, 2))  # a new generation: made again
+    assert await booked() == 2
+
+
 async def _equals(read, want) -> bool:
     return await read() == want

@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import text
 
 from customers import kafka as names
+from projections import claims
 from projections.db import make_engine, migrate
 from projections.projector import Projector
 from projections.versions import group_for
@@ -114,24 +115,35 @@ async def test_a_bulk_catch_up_ends_equal_to_the_live_read_model():
 
 
 async def _fails_in_its_second_round(settings, worker: Projector, behind: int, rest: list) -> None:
-    """The second round's write fails: the catch-up stops with the error, the first round's rows
-    and offsets are committed, the second's are not."""
-    real, calls = catchup.write_changed, []
+    """Every round is written in the session that holds the version's lock; the second round's
+    session ends under it (PostgreSQL restarted, the connection cut): the catch-up stops with the
+    error, the first round's rows and offsets are committed, the second's are not, and the lock
+    went with the session (the batches can take it)."""
+    real, holding = catchup.write_changed, []
 
-    async def failing(*args, **kw):
-        calls.append(1)
-        if len(calls) == 2:
-            raise RuntimeError("the database went away")
-        return await real(*args, **kw)
-    catchup.write_changed = failing
+    async def cut(conn, *args, **kw):
+        holding.append((await conn.execute(text(
+            "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory' "
+            "AND mode = 'ExclusiveLock' AND granted"))).scalar())
+        if len(holding) == 2:
+            await conn.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        return await real(conn, *args, **kw)
+    catchup.write_changed = cut
     try:
-        with pytest.raises(RuntimeError, match="went away"):
+        with pytest.raises(Exception, match="terminat|closed|connection"):
             await catchup.catch_up(settings, worker.version, threshold=1, max_records=max(1_000, behind // 3))
     finally:
         catchup.write_changed = real
+    assert holding == [1, 1], holding
     stored = await worker.stored_offsets()
     applied = sum(1 for pos, _ in rest if pos.offset <= stored.get((pos.topic, pos.partition), -1))
     assert 0 < applied < behind, (applied, behind)  # the first round, and nothing of the second
+    await asyncio.sleep(1.0)  # and nothing written later by a writer left behind
+    assert await worker.stored_offsets() == stored
+    async with worker.engine.connect() as conn:
+        lock = claims.lock_id(("version", worker.version))
+        assert (await conn.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": lock})).scalar()
+        await conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": lock})
 
 
 @pytest.mark.parametrize("stored,ends,limit,want", [
