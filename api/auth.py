@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import jwt
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from customers.settings import Settings
@@ -50,6 +51,7 @@ class TokenVerifier:
         self._jwks = jwt.PyJWKClient(settings.auth_jwks_url, cache_keys=False, lifespan=jwks_lifespan,
                                      cooldown_duration=jwks_cooldown, timeout=5) \
             if settings.auth_jwks_url else None
+        self.offline = self._jwks is None  # no check ever waits on the network
 
     def _key(self, token: str, header: dict):
         alg = header.get("alg")
@@ -131,7 +133,7 @@ def same_origin(request: Request) -> bool:
     return claimed.lower() == f"{request.url.scheme}://{request.url.netloc}".lower()
 
 
-def _verifier(request: Request) -> TokenVerifier:
+async def _verifier(request: Request) -> TokenVerifier:
     return request.app.state.verifier  # built by `api.app.create_app`
 
 
@@ -152,13 +154,17 @@ def principal_from(request: Request, bearer: HTTPAuthorizationCredentials | None
     return principal
 
 
-def current_principal(
+async def current_principal(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     _cookie: Annotated[str | None, Depends(cookie_scheme)],
     verifier: VerifierDep,
 ) -> Principal:
-    return principal_from(request, bearer, verifier)
+    """A shared secret's check is arithmetic, done here; with a JWKS key set a check may fetch the
+    set over the network, so it runs in a worker thread, off the event loop."""
+    if verifier.offline:
+        return principal_from(request, bearer, verifier)
+    return await run_in_threadpool(principal_from, request, bearer, verifier)
 
 
 def admin_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:

@@ -21,7 +21,7 @@ from customers.settings import Settings
 def _built(name: str):
     """A dependency that hands out one of the services `create_app` built."""
 
-    def service(request: Request):
+    async def service(request: Request):  # async: no thread hop for an attribute
         return getattr(request.app.state, name)
 
     service.__name__ = name
@@ -43,7 +43,7 @@ async def connection(engine: EngineDep) -> AsyncIterator[AsyncConnection]:
         yield conn  # begins on first use; closing without a commit rolls back
 
 
-def now() -> datetime:
+async def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
