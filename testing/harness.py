@@ -26,6 +26,9 @@ def unique(prefix: str = "t") -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
 
 
+CREATED: list[str] = []  # the databases this process created (`drop_created` drops them)
+
+
 async def create_pg_database(prefix: str = "customers_it_") -> str:
     """A new, empty PostgreSQL database; returns its name."""
     import asyncpg
@@ -36,7 +39,30 @@ async def create_pg_database(prefix: str = "customers_it_") -> str:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
+    CREATED.append(name)
     return name
+
+
+async def drop_created() -> int:
+    """Drop the databases this process created (the workers still connected to them are
+    disconnected): a test run leaves no database behind. Returns how many went."""
+    import asyncpg
+
+    if not CREATED:
+        return 0
+    conn = await asyncpg.connect(PG_ADMIN)
+    dropped = 0
+    try:
+        while CREATED:
+            name = CREATED.pop()
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                dropped += 1
+            except asyncpg.PostgresError:  # a database still in use elsewhere: left for the next run
+                pass
+    finally:
+        await conn.close()
+    return dropped
 
 
 async def fresh_pg_database() -> str:
