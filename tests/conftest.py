@@ -2,17 +2,19 @@ import asyncio
 
 import pytest
 
-from testing.harness import drop_created
+from testing.harness import delete_created_topics, drop_created
 from tests.integration.conftest import open_stack
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """The databases the tests created go with the run (PostgreSQL keeps them otherwise, run after
-    run, and a replica's base backup copies them all)."""
-    try:
-        asyncio.run(drop_created())
-    except OSError:  # PostgreSQL is not up (a run without the infrastructure): nothing was created
-        pass
+    """The databases and topics the tests created go with the run: PostgreSQL and Kafka keep them
+    otherwise, run after run (a replica's base backup copies every database; the broker keeps
+    every partition's files open, and runs out of them)."""
+    for cleanup in (drop_created, delete_created_topics):
+        try:
+            asyncio.run(asyncio.wait_for(cleanup(), 120))
+        except Exception:  # noqa: BLE001 - the infrastructure is down, or slow: left for the next reset
+            pass
 
 
 @pytest.fixture(scope="module")
