@@ -56,12 +56,17 @@ async def workers_stack(request):
             stack.worker = stack.workers[0]
 
 
+# what a worker logs about its records when it dead-letters one, cannot write a batch, sees a
+# partition jump past its next record (`streams.gaps`) or a bulk catch-up stop
+WARNINGS = ("dead-lettered", "not written", "keeps changing", "write failed", "jumped from", "catch-up stopped")
+
+
 def worker_warnings(stack, limit: int = 40) -> list[str]:
     """What every worker of this run (killed ones too) warned of about its records, from their logs."""
     out = []
     for path in sorted(ARTIFACTS.glob(f"worker*-{stack.settings.topic_prefix.strip('.')}.log")):
         for line in path.read_text(errors="replace").splitlines():
-            if any(w in line for w in ("dead-lettered", "not written", "keeps changing", "write failed")):
+            if any(w in line for w in WARNINGS):
                 out.append(f"{path.name}: {line[:300]}")
     return out[:limit]
 
