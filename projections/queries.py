@@ -20,8 +20,8 @@ time: last when newest first, first when oldest first.
 from __future__ import annotations
 
 import base64
-import json
 import functools
+import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -215,6 +215,7 @@ class Kept:
         self.size, self.kept, self.hits = size, OrderedDict(), 0
 
     def get(self, key: tuple | None) -> Any:
+        """What is kept under `key` (None: no generation, nothing kept), else None."""
         found = self.kept.get(key) if key is not None else None
         if found is not None:
             self.kept.move_to_end(key)
@@ -265,11 +266,11 @@ async def list_customers(conn: AsyncConnection, query: ListQuery, totals: Kept |
         return {"rows": [], "total": 0, "next_cursor": None, "prev_cursor": None, "as_of": None}
     version = head.version
     statement = page_statement(version, query)  # validates the cursor before any other query
-    key = _total_key(version, head.generation, query) if totals is not None and head.generation is not None else None
-    total = totals.get(key) if key is not None else None
+    key = _total_key(version, head.generation, query) if head.generation is not None else None
+    total = totals.get(key) if totals is not None else None
     if total is None:
         total = (await conn.execute(count_statement(version, query))).scalar_one()
-        if key is not None:
+        if totals is not None:
             totals.put(key, total)
     rows = (await conn.execute(statement)).all()
     more = len(rows) > query.limit

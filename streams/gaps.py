@@ -17,9 +17,9 @@ class GapGuard:
     """Records reach the projection only in each partition's order, without a hole.
 
     The first records of a partition since an assignment must follow what the database holds
-    (`verified` lists the partitions checked since, emptied on every assignment by
-    `streams.rebalance`); after that, each partition's records must follow the last one passed
-    on. A record past that point (Faust's own seek to Kafka's committed offset landing after ours,
+    (`verified` maps the partitions checked since to the offset their next record must have,
+    emptied on every assignment by `streams.rebalance`); after that, each partition's records must
+    follow the last one passed on. A record past that point (Faust's own seek to Kafka's committed offset landing after ours,
     records fetched before a seek arriving after it) would make the projection skip what lies
     between, for good: its records are left out and the partition is sought back to the first
     offset missing. Kafka's offsets are consecutive here (no compaction, no transactions); only
@@ -27,8 +27,7 @@ class GapGuard:
 
     def __init__(self, app: faust.App, projector: Projector) -> None:
         self.app, self.projector = app, projector
-        self.verified: set = set()  # partitions whose position was checked since the assignment
-        self.next: dict[Any, int] = {}  # per verified partition, the offset its next record must have
+        self.verified: dict[Any, int] = {}  # partition checked since the assignment -> its next record's offset
 
     async def without_gaps(self, batch: list) -> list:
         """The batch without the records that do not follow what came before them: those of a
@@ -52,21 +51,20 @@ class GapGuard:
                     await self.app.consumer.seek(tp, resume)
                     behind.add(tp)
                 else:
-                    self.verified.add(tp)
-                    self.next[tp] = first
+                    self.verified[tp] = first
         kept = []
         for event in batch:
             tp, offset = event.message.tp, event.message.offset
             if tp in behind:
                 continue
-            expected = self.next.get(tp, offset)
+            expected = self.verified.get(tp, offset)
             if offset > expected and not await self._removed_between(tp, expected, offset):
                 log.warning("%s[%s] jumped from %s to %s; seeking back", tp.topic, tp.partition, expected, offset)
                 await self.app.consumer.seek(tp, expected)
                 behind.add(tp)
                 continue
             kept.append(event)
-            self.next[tp] = max(expected, offset + 1)
+            self.verified[tp] = max(expected, offset + 1)
         return kept
 
     async def _removed_between(self, tp: Any, expected: int, offset: int) -> bool:

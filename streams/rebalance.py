@@ -34,10 +34,10 @@ async def committed_offsets(settings: Settings, group: str) -> dict[tuple[str, i
 
 
 class ResumeFromDatabase:
-    """Connected to the app's `on_partitions_assigned`; `verified` is the gap guard's set of
+    """Connected to the app's `on_partitions_assigned`; `verified` is the gap guard's record of the
     partitions checked since the assignment (`streams.gaps`), emptied on every assignment."""
 
-    def __init__(self, app: faust.App, settings: Settings, projector: Projector, verified: set) -> None:
+    def __init__(self, app: faust.App, settings: Settings, projector: Projector, verified: dict) -> None:
         self.app, self.settings, self.projector, self.verified = app, settings, projector, verified
         self._watch: asyncio.Future | None = None
         app.on_partitions_assigned.connect(self.on_assigned)

@@ -75,6 +75,9 @@ async def fresh_pg_database() -> str:
 RESEND_SECRET = "whsec_" + base64.b64encode(b"test-resend-signing-key-0123456").decode()
 
 
+PREFIXES: set[str] = set()  # the topic prefixes this process handed out (`delete_created_topics`)
+
+
 def settings_for(database_url: str, **overrides) -> Settings:
     values = dict(
         environment="test",
@@ -95,9 +98,6 @@ def settings_for(database_url: str, **overrides) -> Settings:
     values.update(overrides)
     PREFIXES.add(values["topic_prefix"])
     return Settings(**values)
-
-
-PREFIXES: set[str] = set()  # the topic prefixes this process handed out (`delete_created_topics`)
 
 
 async def delete_created_topics() -> int:
