@@ -174,6 +174,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def cpu_by_name(*names: str) -> dict[str, float]:
+    """User + system CPU seconds used so far by the live processes of each command name (`postgres`,
+    `java` for the broker), summed; a process that ended between two readings is missed, so read
+    around a phase whose processes outlive it (Linux /proc)."""
+    out = {name: 0.0 for name in names}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                head, tail = f.read().rsplit(")", 1)
+        except OSError:
+            continue
+        name = head.split("(", 1)[1]
+        if name in out:
+            fields = tail.split()
+            out[name] += (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
 class MachineBusy:
     """Share of all CPUs busy (not idle, not waiting on I/O) between start and `share()` (Linux)."""
 

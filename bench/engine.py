@@ -5,8 +5,10 @@
 
 `--live` times the engine the worker runs on PostgreSQL (`projections.live.Resident`) instead,
 over `--events` records after a `--history` it applied first (its state then held), and reports
-the seconds its writer thread spent per table and the rows it wrote; `--no-overlap` waits for
-each batch's commit before folding the next (the Python and the SQL apart).
+the seconds its writer thread spent per table, the rows it wrote, and the CPU time per event of
+this process and of PostgreSQL's processes (`cpu_us_per_event`: the engine's cost on the machine,
+whatever the overlap); `--no-overlap` waits for each batch's commit before folding the next (the
+Python and the SQL apart).
 
 No Kafka and no worker: the records of `bench.workload.marketplace` are decoded with the
 worker's decoder and applied in batches of `--batch` to a fresh, migrated PostgreSQL database.
@@ -22,10 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import os
 import pstats
 import time
 
-from bench.common import create_database, drop_database, sqlalchemy_url
+from bench.common import cpu_by_name, cpu_seconds, create_database, drop_database, sqlalchemy_url
 from bench.workload import marketplace
 from projections.db import make_engine, migrate
 from projections.projector import Position, Projector
@@ -117,6 +120,7 @@ async def run_live(history: int, events: int, batch: int, overlap: bool, profile
         live.write_seconds.clear()
         live.rows_written.clear()
         profiler = cProfile.Profile() if profile else None
+        cpu_before, ours_before = cpu_by_name("postgres"), cpu_seconds(os.getpid())
         started = time.perf_counter()
         if profiler:
             profiler.enable()
@@ -126,6 +130,8 @@ async def run_live(history: int, events: int, batch: int, overlap: bool, profile
         if profiler:
             profiler.disable()
         seconds = time.perf_counter() - started
+        cpu = {"python": cpu_seconds(os.getpid()) - ours_before,
+               "postgres": cpu_by_name("postgres")["postgres"] - cpu_before["postgres"]}
         await live.close()
         await engine.dispose()
     finally:
@@ -135,7 +141,9 @@ async def run_live(history: int, events: int, batch: int, overlap: bool, profile
     return {"history": history, "events": events, "batch": batch, "overlap": overlap,
             "apply_seconds": round(seconds, 2), "apply_rate": round(events / seconds),
             "write_seconds": {k: round(v, 2) for k, v in live.write_seconds.items()},
-            "rows_written": live.rows_written, "stale": live.stale, "dead_letters": dead}
+            "rows_written": live.rows_written, "stale": live.stale, "dead_letters": dead,
+            # CPU per applied event: this process (fold, writer thread, driver) and every PostgreSQL process
+            "cpu_us_per_event": {k: round(v / events * 1e6) for k, v in cpu.items()}}
 
 
 def main() -> None:
