@@ -7,7 +7,9 @@ projected: `--history` records, by a bulk catch-up from nothing (timed and repor
 Then, while no worker runs, `--events` more records of the same history are produced. A real
 worker process (`customers worker`, default settings) is started, and the time is taken from its
 start to the moment the database's offsets reach the topics' ends: the worker's start-up, its
-catch-up in rounds, and its joining the consumer group. A real run at the goal's size.
+catch-up in rounds, and its joining the consumer group. A real run at the goal's size. The CPU
+time per record over the same span (the worker, PostgreSQL's processes, the broker) says what two
+cores can carry at most, whatever the overlap.
 
 The baseline, in the same command: the per-batch engine the worker runs (`Projector.apply` in
 batches of 2,000, in-process, on `--baseline` records of the same generator: `bench.engine`),
@@ -22,8 +24,8 @@ import itertools
 import json
 import time
 
-from bench.common import (Result, Row, bench_database, emit, env_int, peak_rss_mb, run_async, start_worker,
-                          stop_worker, wait_for)
+from bench.common import (Result, Row, bench_database, cores_bound, cpu_per_event, emit, env_int, peak_rss_mb,
+                          run_async, stack_cpu, start_worker, stop_worker, wait_for)
 from bench.workload import Mix, marketplace, preload
 
 GOAL, AIM = 10_000, 15_000
@@ -59,8 +61,10 @@ async def one(history: int, events: int, experts: int) -> dict:
             started = time.perf_counter()
             worker = start_worker(settings, "bench-catchup")
             try:
+                cpu_from = stack_cpu(worker.proc.pid)
                 await wait_for(caught_up, timeout=900, interval=0.25)
                 seconds = round(time.perf_counter() - started, 2)
+                cpu = cpu_per_event(cpu_from, stack_cpu(worker.proc.pid), behind)
 
                 async def reported() -> list[str]:  # the rounds' report, in its log
                     with open(worker.log_path) as f:
@@ -75,7 +79,7 @@ async def one(history: int, events: int, experts: int) -> dict:
     return {"history": sum(counts.values()), "behind": behind, "events_produced": sum(more.values()),
             "preload_seconds": preloaded, "seconds_to_head": seconds,
             "history_from_nothing": {"seconds": from_nothing, "rounds": [r.__dict__ for r in first.rounds]},
-            "worker_peak_rss_mb": peak, "worker_log": rounds}
+            "worker_peak_rss_mb": peak, "worker_log": rounds, "cpu_us_per_event": cpu}
 
 
 async def run(history: int, events: int, baseline_events: int, experts: int) -> Result:
@@ -102,7 +106,9 @@ def rows_of(details: dict) -> list[Row]:
             ratio=round(rate / base["apply_rate"], 1), goal=f">= {GOAL:,} events/s (aim >= {AIM:,})",
             met=rate >= GOAL, attainment=round(rate / GOAL, 3),
             note=f"{run['seconds_to_head']} s from the process's start, start-up and joining the group included; "
-                 f"the worker's peak RSS {run.get('worker_peak_rss_mb')} MiB"),
+                 f"the worker's peak RSS {run.get('worker_peak_rss_mb')} MiB; CPU per record, start to head (us): "
+                 f"{run.get('cpu_us_per_event')}, so two cores bound the rate near "
+                 f"{cores_bound(run.get('cpu_us_per_event') or {})} events/s"),
         Row("catchup", f"the history's {run['history']:,} records caught up from nothing (set-up)",
             round(run["history"] / nothing["seconds"]), "events/s",
             note=f"{nothing['seconds']} s; phases of its rounds (s): {[r['seconds'] for r in nothing['rounds']]}"),

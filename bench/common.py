@@ -195,6 +195,26 @@ def cpu_by_name(*names: str) -> dict[str, float]:
     return out
 
 
+def stack_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of a worker process (`pid`), every PostgreSQL process and the broker's JVM."""
+    others = cpu_by_name("postgres", "java")
+    return {"worker": cpu_seconds(pid), "postgres": others["postgres"], "broker": others["java"]}
+
+
+def cpu_per_event(before: dict[str, float], after: dict[str, float], records: int) -> dict[str, int]:
+    """Microseconds of CPU per record between two `stack_cpu` readings, per process kind, and their
+    sum: two cores carry at most 2,000,000 / total records a second, whatever the overlap."""
+    n = max(records, 1)
+    out = {k: round((after[k] - before[k]) / n * 1e6) for k in after}
+    out["total"] = sum(out.values())
+    return out
+
+
+def cores_bound(cpu: dict[str, int], cores: int = 2) -> str:
+    total = cpu.get("total")
+    return f"{round(cores * 1e6 / total):,}" if total else "?"
+
+
 class MachineBusy:
     """Share of all CPUs busy (not idle, not waiting on I/O) between start and `share()` (Linux)."""
 

@@ -28,8 +28,8 @@ import itertools
 import os
 import time
 
-from bench.common import (Profiler, Result, Row, asyncpg_url, bench_database, cpu_by_name, cpu_seconds, emit,
-                          env_int, peak_rss_mb, run_async, start_worker, stop_worker)
+from bench.common import (Profiler, Result, Row, asyncpg_url, bench_database, cores_bound, cpu_per_event, emit,
+                          env_int, peak_rss_mb, run_async, stack_cpu, start_worker, stop_worker)
 from bench.projection import applied
 from bench.workload import Mix, marketplace, preload
 
@@ -64,12 +64,12 @@ async def _follow(settings, db_name: str, version: int, total: int, timeout: flo
             if profiler is None and done >= start + (total - start) // 2:
                 # where the steady half's time goes (py-spy, when installed) and the CPU it takes
                 profiler = Profiler(worker.proc.pid, f"live-{total}", PROFILE_SECONDS).start()
-                cpu_from = (done, _cpu(worker.proc.pid))
+                cpu_from = (done, stack_cpu(worker.proc.pid))
             if done >= total:
                 break
             await asyncio.sleep(0.1)
         finished = time.perf_counter()
-        cpu = _per_event(cpu_from, (done, _cpu(worker.proc.pid)))
+        cpu = cpu_per_event(cpu_from[1], stack_cpu(worker.proc.pid), done - cpu_from[0])
         peak = peak_rss_mb(worker.proc.pid)
     finally:
         stop_worker(worker)
@@ -82,20 +82,6 @@ async def _follow(settings, db_name: str, version: int, total: int, timeout: flo
             "steady_seconds": round(steady, 2), "rate_whole_run": round((total - first) / steady),
             "rate": round((total - half) / (finished - half_at)) if finished > half_at else None,
             "peak_rss_mb": peak, "forgetting": _forgot(worker.log_path), "cpu_us_per_event": cpu, "profile": profile}
-
-
-def _cpu(pid: int) -> dict[str, float]:
-    """CPU seconds so far: the worker process, every PostgreSQL process, the broker (a JVM)."""
-    others = cpu_by_name("postgres", "java")
-    return {"worker": cpu_seconds(pid), "postgres": others["postgres"], "broker": others["java"]}
-
-
-def _per_event(start: tuple[int, dict[str, float]], end: tuple[int, dict[str, float]]) -> dict[str, int]:
-    """Microseconds of CPU per record applied between two readings, per process kind, and their sum."""
-    n = max(end[0] - start[0], 1)
-    out = {k: round((end[1][k] - start[1][k]) / n * 1e6) for k in end[1]}
-    out["total"] = sum(out.values())
-    return out
 
 
 def _forgot(path) -> int:
@@ -150,11 +136,6 @@ async def run(histories: list[int], events: int, runs: int, baseline_events: int
     return result
 
 
-def _bound(cpu: dict[str, int]) -> str:
-    total = cpu.get("total")
-    return f"{round(2e6 / total):,}" if total else "?"
-
-
 def rows_of(details: dict) -> list[Row]:
     base = details["baseline"]
     rows = []
@@ -175,7 +156,7 @@ def rows_of(details: dict) -> list[Row]:
                  f"(whole runs, the experts' first loads included: {[r.get('rate_whole_run') for r in h['runs']]}); "
                  f"worker peak RSS {peak} MiB; experts forgotten {sum(r.get('forgetting', 0) for r in h['runs'])} "
                  f"times; history built by a replay in {h['replay_seconds']} s; CPU per event over the median run's "
-                 f"second half (us): {cpu}, so two cores bound the rate near {_bound(cpu)} events/s"))
+                 f"second half (us): {cpu}, so two cores bound the rate near {cores_bound(cpu)} events/s"))
         if h["history"] >= 900_000:
             rows.append(Row("live", f"worker peak resident memory, {h['history']:,} events of history", peak, "MiB",
                             goal=f"<= {GOAL_RSS_MB} MiB (aim <= {AIM_RSS_MB})", met=peak <= GOAL_RSS_MB,

@@ -44,6 +44,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from projections import payments as money
+from projections.rules import registry
 
 Key = tuple
 
@@ -95,27 +96,8 @@ def named_by(version: int, positions: Iterable[Any], items: Iterable[Any]) -> Cl
     for pos in positions:
         claim.keys.add(("partition", version, pos.topic, pos.partition))
     for item in items:
-        if item is None:  # a record that did not decode: its position alone is recorded
-            continue
-        kind = item.type
-        if kind.startswith("booking."):
-            claim.expert(item.expert_id)
-            if kind == "booking.created" and item.payment:
-                claim.payment(item.payment.payment_intent_id, item.payment.checkout_session_id)
-        elif kind == "payment.observed":
-            claim.expert(item.expert_id)
-            claim.payment(item.payment_id, item.payment_intent_id, item.checkout_session_id, *item.charge_ids())
-        elif kind in ("note.added", "note.deleted", "fields.defined", "customer.fields_set", "customer.tags_set",
-                      "customer.archived", "customer.unarchived", "communication.logged", "customer.merged",
-                      "customer.unmerged"):
-            claim.expert(item.expert_id)
-        elif kind == "message.sent":
-            claim.expert(item.expert_id)
-            claim.email(item.provider_message_id)
-        elif kind == "email.report":
-            claim.email(item.email_id)
-        elif kind == "customer.erased":
-            claim.exclusive = True
+        if item is not None:  # None: a record that did not decode, its position alone is recorded
+            registry.of(item.type).claims(item, claim)
     claim.exclusive = claim.exclusive or len(claim.keys) > MAX_CLAIMS
     return claim
 

@@ -62,6 +62,7 @@ from projections.memory import (Changed, FoldState, Journal, MemoryStore, change
                                 open_journal, restore, rows_held, scopes_in)
 from projections.projector import Applied, Statistics, VersionChanged, in_order, run_batch, stored_offsets
 from projections.resident import Held, load_for, write_changed
+from projections.rules import registry
 from projections.rules.status import DEFAULT as DEFAULT_LIFECYCLE
 from projections.rules.status import Lifecycle
 from projections.sweep import watermark
@@ -621,7 +622,7 @@ def _failed(stale: Stale) -> bool:
 
 
 def _erases(batch: Batch) -> bool:
-    return any(item is not None and item.type == "customer.erased" for _, item in batch.records)
+    return any(item is not None and registry.alone(item) for _, item in batch.records)
 
 
 def _count(result: Applied, changes: Any) -> None:

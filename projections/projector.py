@@ -28,7 +28,7 @@ from projections import claims, physical, rules
 from projections import tables as t
 from projections.db import in_tuples, upsert
 from projections.fences import bump_generations
-from projections.rules import insights, linking, profiles, summaries
+from projections.rules import insights, linking, profiles, registry, summaries
 from projections.rules.model import Changes, View
 from projections.rules.status import DEFAULT as DEFAULT_LIFECYCLE
 from projections.rules.status import Lifecycle, shifted_windows
@@ -238,7 +238,8 @@ async def stored_offsets(conn: AsyncConnection, version: int) -> dict[tuple[str,
 
 
 def in_order(items: list[Any]) -> list[list[Any]]:
-    """A batch cut around each erasure: the items before it, the erasure alone, the items after.
+    """A batch cut around each item applied alone (an erasure, `registry.alone`): the items before
+    it, the item alone, the items after.
 
     A batch's rules run in stages (bookings and payments, then commands), so an erasure in the
     same batch as a booking made after it would be applied after that booking and take it too;
@@ -247,7 +248,7 @@ def in_order(items: list[Any]) -> list[list[Any]]:
     """
     parts: list[list[Any]] = [[]]
     for item in items:
-        if item.type == "customer.erased":
+        if registry.alone(item):
             parts += [[item], []]
         else:
             parts[-1].append(item)

@@ -60,10 +60,7 @@ async def load_for(conn: AsyncConnection, version: int, secret: str, items: list
     d, v = conn.dialect.name, version
     held = held or Held()
     w = wanted(items, secret)
-    names = set(w.names)
-    for item in items:
-        if item.type == "booking.created" and getattr(item, "payment", None):
-            names |= {i for i in (item.payment.payment_intent_id, item.payment.checkout_session_id) if i}
+    names = w.names | w.linkable
     experts = experts_named(items)
     if state is not None:  # what the state holds already needs no look-up
         names = {n for n in names if n not in state.aliases and n not in state.payments}

@@ -9,111 +9,25 @@ decides anything (`projections.rules` does).
 from __future__ import annotations
 
 from datetime import datetime
-from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Iterable
 
 from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from customers.ids import customer_id, email_hash
+from customers.ids import email_hash
 from projections import payments as money
 from projections import tables as t
 from projections.db import add_counts, any_of, bulk_upsert, in_tuples
-from projections.forgetting import payment_refs, ref_of
 from projections.meetings import MEETING_FIELDS, Meeting, meeting_from_row
 from customers.commands import canonical
-from projections.rules.communications import message_id
 from projections.rules.status import DEFAULT as DEFAULT_LIFECYCLE
 from projections.rules.status import Lifecycle
 from projections.rules.model import (COMMUNICATION_FIELDS, MERGE_FIELDS, PAYMENT_FIELDS, SUMMARY_FIELDS, Changes,
                                      Communication, Erasure, Key, Merge, Note, Payment, Profile, Summary, View,
                                      from_row)
-from projections.rules.payment_facts import named
+from projections.rules.registry import Wanted, wanted  # noqa: F401  (the loads' keys, by item type)
 from projections.sweep import watermark
-
-
-PROFILE_COMMANDS = frozenset({"customer.fields_set", "customer.tags_set", "customer.archived",
-                              "customer.unarchived", "communication.logged"})
-
-
-@dataclass
-class Wanted:
-    """The keys a batch's items name: what a store loads for them."""
-
-    email_hashes: set[str] = field(default_factory=set)
-    refs: set[tuple[str, str]] = field(default_factory=set)  # erasure ledger refs
-    events: set[str] = field(default_factory=set)  # Stripe event ids
-    meetings: set[Key] = field(default_factory=set)
-    names: set[str] = field(default_factory=set)  # ids payments may be known by
-    notes: set[str] = field(default_factory=set)
-    erased: set[str] = field(default_factory=set)  # email hashes erased by the batch
-    profiles: set[Key] = field(default_factory=set)
-    messages: set[str] = field(default_factory=set)
-    provider_ids: set[str] = field(default_factory=set)
-    summaries: set[Key] = field(default_factory=set)  # the customers a merge names
-    experts: set[str] = field(default_factory=set)  # whose merges the batch needs
-
-
-MERGE_COMMANDS = frozenset({"customer.merged", "customer.unmerged"})
-
-
-def wanted(items: Iterable[Any], secret: str, *, ledger: bool = True) -> Wanted:
-    """Every key the items name, for the SQL store and the in-memory one alike. Without `ledger`
-    (an empty erasure ledger), the ledger's keys are left out: there is nothing to find."""
-    w = Wanted()
-    emails: set[str] = set()
-    refs = w.refs if ledger else set()
-    for item in items:
-        kind = item.type
-        if kind.startswith("booking."):
-            w.meetings.add((item.expert_id, item.meeting_id))
-            if ledger:
-                refs.add(("meeting", ref_of(item.expert_id, item.meeting_id)))
-            if kind == "booking.created":
-                emails.add(item.customer.email)
-        elif kind == "payment.observed":
-            w.events.add(item.stripe_event_id)
-            w.names |= named(item)
-            if ledger:
-                refs |= {("payment", ref) for ref in payment_refs(item)}
-                refs.add(("meeting", ref_of(item.expert_id, item.meeting_id)))
-            if item.customer_email:
-                emails.add(item.customer_email)
-        elif kind == "stripe.ignored":
-            w.events.add(item.stripe_event_id)
-        elif kind in ("note.added", "note.deleted"):
-            w.notes.add(item.note_id)
-            if ledger:
-                refs.add(("customer", ref_of(item.expert_id, item.customer_id)))
-        elif kind == "customer.erased":
-            w.erased.add(item.email_hash)
-        elif kind in PROFILE_COMMANDS:
-            w.profiles.add((item.expert_id, item.customer_id))
-            if ledger:
-                refs.add(("customer", ref_of(item.expert_id, item.customer_id)))
-            if kind == "communication.logged":
-                w.messages.add(item.communication_id)
-        elif kind == "message.sent":
-            emails.add(item.customer.email)
-            w.profiles.add((item.expert_id, customer_id(secret, item.expert_id, item.customer.email)))
-            w.messages.add(message_id(item.expert_id, item.event_id))
-            if item.provider_message_id:
-                w.provider_ids.add(item.provider_message_id)
-        elif kind == "email.report":
-            w.provider_ids.add(item.email_id)
-            if ledger:
-                refs.add(("email", ref_of(item.email_id)))
-        elif kind in MERGE_COMMANDS:
-            both = {(item.expert_id, item.customer_id), (item.expert_id, item.duplicate)}
-            w.profiles |= both
-            w.summaries |= both
-            if ledger:
-                refs |= {("customer", ref_of(e, c)) for e, c in both}
-        if (expert := getattr(item, "expert_id", None)) is not None:
-            w.experts.add(expert)
-    w.email_hashes = {email_hash(secret, x) for x in emails} if ledger else set()
-    return w
 
 
 class Store:

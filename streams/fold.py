@@ -54,6 +54,7 @@ from projections.db import copy_rows, make_engine
 from projections.memory import FoldState, MemoryStore, version_rows
 from projections.physical import partition_name
 from projections.projector import in_order, run_batch
+from projections.rules import registry
 from projections.rules.payment_facts import named
 from projections.sweep import watermark
 from streams.decode import base_name, dead_letter, decoder_for
@@ -173,7 +174,7 @@ async def scan_shares(settings: Settings, shares: list[Share], ends: dict[Tp, in
                 scan.unkeyed.append((src, frozenset(named(item))))
             elif base == names.EMAIL_EVENTS:
                 scan.reports.append((src, item.email_id))
-            elif base == names.COMMANDS and item.type == "customer.erased":
+            elif base == names.COMMANDS and registry.alone(item):  # an erasure reaches every share
                 scan.erasures.append(src)
     return scans
 
