@@ -115,8 +115,25 @@ async def bench_database(**overrides: Any) -> AsyncIterator[tuple[str, Settings]
         await drop_database(name)
 
 
-def start_worker(settings: Settings, name: str = "bench-worker") -> WorkerProcess:
-    return WorkerProcess(settings, name=name).start()
+def start_worker(settings: Settings, name: str = "bench-worker", metrics_port: int = 0) -> WorkerProcess:
+    return WorkerProcess(settings, name=name, metrics_port=metrics_port).start()
+
+
+def mean_batch(metrics_port: int) -> float | None:
+    """The mean records per applied batch so far, from a worker's /metrics."""
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    values = {}
+    for line in text.splitlines():
+        for name in ("customers_apply_batch_size_sum", "customers_apply_batch_size_count"):
+            if line.startswith(name + " "):
+                values[name] = float(line.split()[1])
+    count = values.get("customers_apply_batch_size_count")
+    return round(values["customers_apply_batch_size_sum"] / count, 1) if count else None
 
 
 def stop_worker(worker: WorkerProcess) -> None:
@@ -260,7 +277,9 @@ class Profiler:
         ARTIFACTS.mkdir(exist_ok=True)
         self.proc = subprocess.Popen(
             ["py-spy", "record", "--pid", str(self.pid), "--duration", str(int(self.seconds)), "--rate",
-             str(self.rate), "--format", "raw", "--output", str(self.raw), "--nonblocking"],
+             str(self.rate), "--format", "raw", "--output", str(self.raw), "--nonblocking",
+             # BENCH_PROFILE_GIL=1: only the thread holding the interpreter lock (where Python's CPU goes)
+             *(["--gil"] if os.environ.get("BENCH_PROFILE_GIL") == "1" else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return self
 

@@ -29,7 +29,8 @@ import os
 import time
 
 from bench.common import (Profiler, Result, Row, asyncpg_url, bench_database, cores_bound, cpu_per_event, emit,
-                          env_int, peak_rss_mb, run_async, stack_cpu, start_worker, stop_worker)
+                          env_int, free_port, mean_batch, peak_rss_mb, run_async, stack_cpu, start_worker,
+                          stop_worker)
 from bench.projection import applied
 from bench.workload import Mix, marketplace, preload
 
@@ -43,7 +44,8 @@ async def _follow(settings, db_name: str, version: int, total: int, timeout: flo
     import asyncpg
 
     conn = await asyncpg.connect(asyncpg_url(db_name))
-    worker = start_worker(settings, "bench-live")
+    port = free_port()
+    worker = start_worker(settings, "bench-live", metrics_port=port)
     try:
         spawned = time.perf_counter()
         start = await applied(conn, version)
@@ -70,6 +72,7 @@ async def _follow(settings, db_name: str, version: int, total: int, timeout: flo
             await asyncio.sleep(0.1)
         finished = time.perf_counter()
         cpu = cpu_per_event(cpu_from[1], stack_cpu(worker.proc.pid), done - cpu_from[0])
+        batch = mean_batch(port)
         peak = peak_rss_mb(worker.proc.pid)
     finally:
         stop_worker(worker)
@@ -81,7 +84,8 @@ async def _follow(settings, db_name: str, version: int, total: int, timeout: flo
     return {"records": total - start, "startup_seconds": round(first_at - spawned, 2),
             "steady_seconds": round(steady, 2), "rate_whole_run": round((total - first) / steady),
             "rate": round((total - half) / (finished - half_at)) if finished > half_at else None,
-            "peak_rss_mb": peak, "forgetting": _forgot(worker.log_path), "cpu_us_per_event": cpu, "profile": profile}
+            "peak_rss_mb": peak, "forgetting": _forgot(worker.log_path), "cpu_us_per_event": cpu, "mean_batch": batch,
+            "profile": profile}
 
 
 def _forgot(path) -> int:
@@ -156,7 +160,8 @@ def rows_of(details: dict) -> list[Row]:
                  f"(whole runs, the experts' first loads included: {[r.get('rate_whole_run') for r in h['runs']]}); "
                  f"worker peak RSS {peak} MiB; experts forgotten {sum(r.get('forgetting', 0) for r in h['runs'])} "
                  f"times; history built by a replay in {h['replay_seconds']} s; CPU per event over the median run's "
-                 f"second half (us): {cpu}, so two cores bound the rate near {cores_bound(cpu)} events/s"))
+                 f"second half (us): {cpu}, so two cores bound the rate near {cores_bound(cpu)} events/s; "
+                 f"mean batch {h['runs'][rates.index(rate)].get('mean_batch')} records"))
         if h["history"] >= 900_000:
             rows.append(Row("live", f"worker peak resident memory, {h['history']:,} events of history", peak, "MiB",
                             goal=f"<= {GOAL_RSS_MB} MiB (aim <= {AIM_RSS_MB})", met=peak <= GOAL_RSS_MB,
