@@ -25,7 +25,7 @@ import json
 import time
 
 from bench.common import (Result, Row, bench_database, cores_bound, cpu_per_event, emit, env_int, peak_rss_mb,
-                          run_async, stack_cpu, start_worker, stop_worker, wait_for)
+                          run_async, StackCpu, start_worker, stop_worker, wait_for)
 from bench.workload import Mix, marketplace, preload
 
 GOAL, AIM = 10_000, 15_000
@@ -61,10 +61,10 @@ async def one(history: int, events: int, experts: int) -> dict:
             started = time.perf_counter()
             worker = start_worker(settings, "bench-catchup")
             try:
-                cpu_from = stack_cpu(worker.proc.pid)
+                tracker = StackCpu(worker.proc.pid)
                 await wait_for(caught_up, timeout=900, interval=0.25)
                 seconds = round(time.perf_counter() - started, 2)
-                cpu = cpu_per_event(cpu_from, stack_cpu(worker.proc.pid), behind)
+                cpu = cpu_per_event({"worker": 0.0, "postgres": 0.0, "broker": 0.0}, tracker.stop(), behind)
 
                 async def reported() -> list[str]:  # the rounds' report, in its log
                     with open(worker.log_path) as f:

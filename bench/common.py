@@ -212,14 +212,60 @@ def cpu_by_name(*names: str) -> dict[str, float]:
     return out
 
 
-def stack_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds so far of a worker process (`pid`), every PostgreSQL process and the broker's JVM."""
-    others = cpu_by_name("postgres", "java")
-    return {"worker": cpu_seconds(pid), "postgres": others["postgres"], "broker": others["java"]}
+class StackCpu:
+    """CPU seconds used by a worker process (`pid`), every PostgreSQL process and the broker's JVM
+    from now on, polled in a thread: a connection opened and closed between two readings (a
+    catch-up's own sessions) still counts. `read()` gives the totals so far."""
+
+    def __init__(self, pid: int, interval: float = 0.25) -> None:
+        import threading
+
+        self.pid, self.interval = pid, interval
+        self.first: dict[str, float] = {}
+        self.last: dict[str, tuple[str, float]] = {}
+        self._poll(initial=True)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _poll(self, initial: bool = False) -> None:
+        ticks = os.sysconf("SC_CLK_TCK")
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    head, tail = f.read().rsplit(")", 1)
+            except OSError:
+                continue
+            name = head.split("(", 1)[1]
+            kind = "worker" if int(entry) == self.pid else {"postgres": "postgres", "java": "broker"}.get(name)
+            if kind is None:
+                continue
+            fields = tail.split()
+            used = (int(fields[11]) + int(fields[12])) / ticks
+            self.first.setdefault(entry, used if initial else 0.0)
+            self.last[entry] = (kind, used)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._poll()
+
+    def read(self) -> dict[str, float]:
+        self._poll()
+        out = {"worker": 0.0, "postgres": 0.0, "broker": 0.0}
+        for entry, (kind, used) in self.last.items():
+            out[kind] += used - self.first[entry]
+        return out
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        return self.read()
 
 
 def cpu_per_event(before: dict[str, float], after: dict[str, float], records: int) -> dict[str, int]:
-    """Microseconds of CPU per record between two `stack_cpu` readings, per process kind, and their
+    """Microseconds of CPU per record between two `StackCpu` readings, per process kind, and their
     sum: two cores carry at most 2,000,000 / total records a second, whatever the overlap."""
     n = max(records, 1)
     out = {k: round((after[k] - before[k]) / n * 1e6) for k in after}

@@ -29,7 +29,7 @@ import os
 import time
 
 from bench.common import (Profiler, Result, Row, asyncpg_url, bench_database, cores_bound, cpu_per_event, emit,
-                          env_int, free_port, mean_batch, peak_rss_mb, run_async, stack_cpu, start_worker,
+                          env_int, free_port, mean_batch, peak_rss_mb, run_async, StackCpu, start_worker,
                           stop_worker)
 from bench.projection import applied
 from bench.workload import Mix, marketplace, preload
@@ -66,12 +66,13 @@ async def _follow(settings, db_name: str, version: int, total: int, timeout: flo
             if profiler is None and done >= start + (total - start) // 2:
                 # where the steady half's time goes (py-spy, when installed) and the CPU it takes
                 profiler = Profiler(worker.proc.pid, f"live-{total}", PROFILE_SECONDS).start()
-                cpu_from = (done, stack_cpu(worker.proc.pid))
+                tracker = StackCpu(worker.proc.pid)
+                cpu_from = (done, tracker.read())
             if done >= total:
                 break
             await asyncio.sleep(0.1)
         finished = time.perf_counter()
-        cpu = cpu_per_event(cpu_from[1], stack_cpu(worker.proc.pid), done - cpu_from[0])
+        cpu = cpu_per_event(cpu_from[1], tracker.stop(), done - cpu_from[0])
         batch = mean_batch(port)
         peak = peak_rss_mb(worker.proc.pid)
     finally:
