@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Callable
 
 from customers.events import (
     BookingCancelled,
@@ -111,7 +112,9 @@ def _earliest(a: datetime | None, b: datetime) -> datetime:
     return b if a is None or b < a else a
 
 
-def _created(m: Meeting, e: BookingCreated, customer_id: str) -> Meeting:
+def created(m: Meeting, e: BookingCreated, customer_id: str | None) -> Meeting:
+    if customer_id is None:
+        raise ValueError("booking.created needs the customer id")
     version = stamp(e.occurred_at, e.event_id)
     first_seen = _earliest(m.first_seen_at, e.created_at or e.occurred_at)
     if m.created_version is not None and m.created_version >= version:
@@ -137,7 +140,7 @@ def _created(m: Meeting, e: BookingCreated, customer_id: str) -> Meeting:
     )
 
 
-def _rescheduled(m: Meeting, e: BookingRescheduled) -> Meeting:
+def rescheduled(m: Meeting, e: BookingRescheduled, _customer_id: str | None = None) -> Meeting:
     version = stamp(e.occurred_at, e.event_id)
     if m.resched_version is not None and m.resched_version >= version:
         return m
@@ -150,37 +153,25 @@ def _rescheduled(m: Meeting, e: BookingRescheduled) -> Meeting:
     )
 
 
-def _cancelled(m: Meeting, e: BookingCancelled) -> Meeting:
+def cancelled(m: Meeting, e: BookingCancelled, _customer_id: str | None = None) -> Meeting:
     if m.cancelled_at is not None and (m.cancelled_at, m.cancel_reason or "") <= (e.occurred_at, e.reason or ""):
         return m
     return replace(m, cancelled_at=e.occurred_at, cancel_reason=e.reason, cancelled_by=e.cancelled_by)
 
 
-def _no_show(m: Meeting, e: BookingNoShow) -> Meeting:
+def no_show(m: Meeting, e: BookingNoShow, _customer_id: str | None = None) -> Meeting:
     return replace(m, no_show_at=_earliest(m.no_show_at, e.occurred_at))
 
 
-_BY_TYPE = {
-    "booking.rescheduled": _rescheduled,
-    "booking.cancelled": _cancelled,
-    "booking.no_show": _no_show,
-}
+Register = Callable[[Meeting, Any, "str | None"], Meeting]  # (meeting, event, customer id) -> meeting
 
 
-def apply_booking(current: Meeting | None, event: BookingEvent, customer_id: str | None = None) -> Meeting:
-    """Apply one booking event. `customer_id` is required for `booking.created` only.
-
-    Events are told apart by their `type`, so any decoded shape with the contract's fields will do.
-    """
-    m = current or Meeting(expert_id=event.expert_id, meeting_id=event.meeting_id)
-    if event.type == "booking.created":
-        if customer_id is None:
-            raise ValueError("booking.created needs the customer id")
-        return _created(m, event, customer_id)
-    rule = _BY_TYPE.get(event.type)
-    if rule is None:
-        raise TypeError(f"not a booking event: {event.type!r}")
-    return rule(m, event)
+def apply_register(register: Register, current: Meeting | None, event: BookingEvent,
+                   customer_id: str | None = None) -> Meeting:
+    """Apply one booking event through its register (`created`, `rescheduled`, `cancelled`,
+    `no_show`: each booking type's registration names its own, `projections.rules.registry`).
+    `customer_id` is required for `booking.created` only."""
+    return register(current or Meeting(expert_id=event.expert_id, meeting_id=event.meeting_id), event, customer_id)
 
 
 def appointment_status(m: Meeting, now: datetime) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from customers.ids import customer_id as derive_customer_id
 from customers.ids import email_hash
 from projections.forgetting import ref_of
-from projections.meetings import apply_booking
+from projections.meetings import Register, apply_register
 from projections.rules.model import Changes, View
 
 
@@ -17,23 +17,27 @@ def erased_before(view: View, email: str | None, occurred_at) -> bool:
     return when is not None and occurred_at <= when
 
 
-def booking(view: View, changes: Changes, event) -> None:
-    """`booking.created|rescheduled|cancelled|no_show`: the meeting's registers take the event."""
-    key = (event.expert_id, event.meeting_id)
-    if view.erased_refs and ("meeting", ref_of(event.expert_id, event.meeting_id)) in view.erased_refs:
-        changes.skipped_erased += 1
-        return
-    cid = None
-    if event.type == "booking.created":
-        if erased_before(view, event.customer.email, event.occurred_at):
+def booking(register: Register):
+    """The rule of one booking type (`booking.created|rescheduled|cancelled|no_show`): the
+    meeting's registers take the event through `register` (`projections.meetings`)."""
+    def rule(view: View, changes: Changes, event) -> None:
+        key = (event.expert_id, event.meeting_id)
+        if view.erased_refs and ("meeting", ref_of(event.expert_id, event.meeting_id)) in view.erased_refs:
             changes.skipped_erased += 1
             return
-        cid = derive_customer_id(view.secret, event.expert_id, event.customer.email)
-    current = view.meetings.get(key)
-    updated = apply_booking(current, event, cid)
-    changes.count(event.type)
-    if updated == current:
-        return
-    changes.meetings_before.setdefault(key, current)
-    view.meetings[key] = updated
-    changes.meetings.add(key)
+        cid = None
+        if event.type == "booking.created":
+            if erased_before(view, event.customer.email, event.occurred_at):
+                changes.skipped_erased += 1
+                return
+            cid = derive_customer_id(view.secret, event.expert_id, event.customer.email)
+        current = view.meetings.get(key)
+        updated = apply_register(register, current, event, cid)
+        changes.count(event.type)
+        if updated == current:
+            return
+        changes.meetings_before.setdefault(key, current)
+        view.meetings[key] = updated
+        changes.meetings.add(key)
+    rule.__name__ = rule.__qualname__ = f"booking_{register.__name__}"
+    return rule

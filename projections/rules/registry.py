@@ -9,7 +9,8 @@ A registration says everything the engine needs to know of one type:
   for the SQL store, the in-memory one and a catch-up's load);
 * `claims`: the keys the SQL store locks for it (`projections.claims.Claim`, duck-typed here);
 * `alone`: the item is applied in a part of its own, the batch cut around it, holding the whole
-  version (an erasure: it reaches every expert, and a booking made after it must not be taken).
+  version (an erasure: it reaches every expert, and a booking made after it must not be taken);
+* `meeting`, for a booking type: the register of the meeting it changes (`projections.meetings`).
 
 Adding a type is one `register(...)` call below; nothing else dispatches on an item's type.
 Decoding stays per topic (`streams.decode`): a topic's schema tells its types apart.
@@ -22,6 +23,7 @@ from typing import Any, Callable
 
 from customers.ids import customer_id, email_hash
 from projections.forgetting import payment_refs, ref_of
+from projections import meetings
 from projections.rules.bookings import booking
 from projections.rules.communications import communication_logged, email_report, message_id, message_sent
 from projections.rules.erasure import customer_erased
@@ -77,16 +79,24 @@ class EventType:
     names: Callable[[Any, Naming], None]
     claims: Callable[[Any, Any], None]
     alone: bool = False
+    meeting: meetings.Register | None = None  # a booking type's register of the meeting
 
 
 EVENT_TYPES: dict[str, EventType] = {}
 
 
 def register(name: str, rule: Rule, stage: int, names: Callable[[Any, Naming], None],
-             claims: Callable[[Any, Any], None], *, alone: bool = False) -> None:
+             claims: Callable[[Any, Any], None], *, alone: bool = False,
+             meeting: meetings.Register | None = None) -> None:
     if name in EVENT_TYPES:
         raise ValueError(f"{name!r} is registered already")
-    EVENT_TYPES[name] = EventType(name, rule, stage, names, claims, alone)
+    EVENT_TYPES[name] = EventType(name, rule, stage, names, claims, alone, meeting)
+
+
+def register_booking(name: str, meeting: meetings.Register, names: Callable[[Any, Naming], None],
+                     claims: Callable[[Any, Any], None]) -> None:
+    """A booking type: its rule is the meeting's `meeting` register applied to the event's meeting."""
+    register(name, booking(meeting), FIRST, names, claims, meeting=meeting)
 
 
 def of(kind: str) -> EventType:
@@ -94,6 +104,15 @@ def of(kind: str) -> EventType:
         return EVENT_TYPES[kind]
     except KeyError:
         raise TypeError(f"no rule for {kind!r}") from None
+
+
+def apply_booking(current: meetings.Meeting | None, event: Any, customer_id: str | None = None) -> meetings.Meeting:
+    """One booking event applied to its meeting (`current`, None for a new one) through its type's
+    register; `customer_id` is required for `booking.created` only."""
+    register = of(event.type).meeting
+    if register is None:
+        raise TypeError(f"not a booking event: {event.type!r}")
+    return meetings.apply_register(register, current, event, customer_id)
 
 
 def alone(item: Any) -> bool:
@@ -223,9 +242,10 @@ def _claims_version(item: Any, c: Any) -> None:
 
 # --- the registrations --------------------------------------------------------------------------
 
-register("booking.created", booking, FIRST, _booking_created, _claims_booking_created)
-for _kind in ("booking.rescheduled", "booking.cancelled", "booking.no_show"):
-    register(_kind, booking, FIRST, _booking, _claims_expert)
+register_booking("booking.created", meetings.created, _booking_created, _claims_booking_created)
+register_booking("booking.rescheduled", meetings.rescheduled, _booking, _claims_expert)
+register_booking("booking.cancelled", meetings.cancelled, _booking, _claims_expert)
+register_booking("booking.no_show", meetings.no_show, _booking, _claims_expert)
 register("payment.observed", payment_observed, FIRST, _payment, _claims_payment)
 register("stripe.ignored", stripe_ignored, FIRST, _stripe_ignored, _nothing)
 register("note.added", note_added, THEN, _note, _claims_expert)

@@ -5,7 +5,8 @@ import pytest
 
 from testing import samples as s
 from customers.events import parse_booking_event
-from projections.meetings import apply_booking, appointment_status
+from projections.meetings import appointment_status
+from projections.rules.registry import apply_booking
 
 T0 = datetime(2026, 5, 1, 10, tzinfo=timezone.utc)
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from testing import samples as s
 from customers.events import parse_booking_event
-from projections.meetings import apply_booking
+from projections.rules.registry import apply_booking
 from projections.summary import summarise
 
 T0 = datetime(2026, 3, 1, 9, tzinfo=timezone.utc)

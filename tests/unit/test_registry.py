@@ -49,6 +49,17 @@ def test_every_type_the_contract_carries_is_registered_once_with_its_stage():
         registry.register("note.added", lambda *_: None, registry.THEN, registry._nothing, registry._nothing)
     with pytest.raises(TypeError):
         registry.of("odd.thing")
+    registers = {name: t.meeting.__name__ for name, t in registry.EVENT_TYPES.items() if t.meeting}
+    assert registers == {"booking.created": "created", "booking.rescheduled": "rescheduled",
+                         "booking.cancelled": "cancelled", "booking.no_show": "no_show"}
+    note = NoteAdded(command_id="c1", occurred_at=T0, note_id="n1", expert_id="ex", customer_id="c_1", body="hi",
+                     created_at=T0)
+    with pytest.raises(TypeError):
+        registry.apply_booking(None, note)
+    booking = parse_booking_event(s.booking_created("ex", "m1", "ana@example.com", "Ana", T0))
+    with pytest.raises(ValueError):  # a booking makes a customer's meeting: it needs the customer's id
+        registry.apply_booking(None, booking)
+    assert registry.apply_booking(None, booking, "c_x").customer_id == "c_x"
 
 
 def test_a_booking_names_its_meeting_its_person_its_ledger_ref_and_the_payments_it_may_link():
