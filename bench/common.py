@@ -16,7 +16,7 @@ import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 from customers.settings import Settings
 from streams.metrics import peak_rss_mb  # noqa: F401  (the fold processes report theirs so too)
@@ -191,11 +191,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
-def cpu_by_name(*names: str) -> dict[str, float]:
-    """User + system CPU seconds used so far by the live processes of each command name (`postgres`,
-    `java` for the broker), summed; a process that ended between two readings is missed, so read
-    around a phase whose processes outlive it (Linux /proc)."""
-    out = {name: 0.0 for name in names}
+def _processes() -> Iterator[tuple[int, str, float]]:
+    """(pid, command name, user + system CPU seconds so far) of every live process (Linux /proc)."""
     ticks = os.sysconf("SC_CLK_TCK")
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -205,10 +202,18 @@ def cpu_by_name(*names: str) -> dict[str, float]:
                 head, tail = f.read().rsplit(")", 1)
         except OSError:
             continue
-        name = head.split("(", 1)[1]
+        fields = tail.split()
+        yield int(entry), head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / ticks
+
+
+def cpu_by_name(*names: str) -> dict[str, float]:
+    """CPU seconds used so far by the live processes of each command name (`postgres`, `java` for
+    the broker), summed; a process that ended between two readings is missed, so read around a
+    phase whose processes outlive it (or use `StackCpu`)."""
+    out = {name: 0.0 for name in names}
+    for _pid, name, used in _processes():
         if name in out:
-            fields = tail.split()
-            out[name] += (int(fields[11]) + int(fields[12])) / ticks
+            out[name] += used
     return out
 
 
@@ -221,31 +226,19 @@ class StackCpu:
         import threading
 
         self.pid, self.interval = pid, interval
-        self.first: dict[str, float] = {}
-        self.last: dict[str, tuple[str, float]] = {}
+        self.first: dict[int, float] = {}
+        self.last: dict[int, tuple[str, float]] = {}
         self._poll(initial=True)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _poll(self, initial: bool = False) -> None:
-        ticks = os.sysconf("SC_CLK_TCK")
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    head, tail = f.read().rsplit(")", 1)
-            except OSError:
-                continue
-            name = head.split("(", 1)[1]
-            kind = "worker" if int(entry) == self.pid else {"postgres": "postgres", "java": "broker"}.get(name)
-            if kind is None:
-                continue
-            fields = tail.split()
-            used = (int(fields[11]) + int(fields[12])) / ticks
-            self.first.setdefault(entry, used if initial else 0.0)
-            self.last[entry] = (kind, used)
+        for pid, name, used in _processes():
+            kind = "worker" if pid == self.pid else {"postgres": "postgres", "java": "broker"}.get(name)
+            if kind is not None:
+                self.first.setdefault(pid, used if initial else 0.0)
+                self.last[pid] = (kind, used)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
