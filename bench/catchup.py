@@ -60,11 +60,11 @@ async def one(history: int, events: int, experts: int) -> dict:
 
             started = time.perf_counter()
             worker = start_worker(settings, "bench-catchup")
+            tracker = StackCpu(worker.proc.pid)
             try:
-                tracker = StackCpu(worker.proc.pid)
                 await wait_for(caught_up, timeout=900, interval=0.25)
                 seconds = round(time.perf_counter() - started, 2)
-                cpu = cpu_per_event({"worker": 0.0, "postgres": 0.0, "broker": 0.0}, tracker.stop(), behind)
+                cpu = cpu_per_event(tracker.stop(), behind)
 
                 async def reported() -> list[str]:  # the rounds' report, in its log
                     with open(worker.log_path) as f:
@@ -73,6 +73,7 @@ async def one(history: int, events: int, experts: int) -> dict:
                 rounds = await wait_for(reported, timeout=60, interval=0.5)
                 peak = peak_rss_mb(worker.proc.pid)
             finally:
+                tracker.stop()  # again when caught up: nothing more to poll
                 stop_worker(worker)
         finally:
             await engine.dispose()

@@ -183,44 +183,34 @@ class Result:
     error: str | None = None
 
 
+def _stat(pid: int | str) -> tuple[str, float]:
+    """A process's command name and user + system CPU seconds so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        head, tail = f.read().rsplit(")", 1)
+    fields = tail.split()
+    return head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a process has used so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    return _stat(pid)[1]
 
 
 def _processes() -> Iterator[tuple[int, str, float]]:
-    """(pid, command name, user + system CPU seconds so far) of every live process (Linux /proc)."""
-    ticks = os.sysconf("SC_CLK_TCK")
+    """(pid, command name, CPU seconds so far) of every live process."""
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                head, tail = f.read().rsplit(")", 1)
-        except OSError:
-            continue
-        fields = tail.split()
-        yield int(entry), head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / ticks
-
-
-def cpu_by_name(*names: str) -> dict[str, float]:
-    """CPU seconds used so far by the live processes of each command name (`postgres`, `java` for
-    the broker), summed; a process that ended between two readings is missed, so read around a
-    phase whose processes outlive it (or use `StackCpu`)."""
-    out = {name: 0.0 for name in names}
-    for _pid, name, used in _processes():
-        if name in out:
-            out[name] += used
-    return out
+        if entry.isdigit():
+            try:
+                name, used = _stat(entry)
+            except OSError:  # gone meanwhile
+                continue
+            yield int(entry), name, used
 
 
 class StackCpu:
-    """CPU seconds used by a worker process (`pid`), every PostgreSQL process and the broker's JVM
-    from now on, polled in a thread: a connection opened and closed between two readings (a
-    catch-up's own sessions) still counts. `read()` gives the totals so far."""
+    """CPU seconds used from now on by a worker process (`pid`, this one for an in-process engine),
+    every PostgreSQL process and the broker's JVM, polled in a thread: a connection opened and
+    closed between two readings (a catch-up's own sessions) still counts. `stop()` gives the totals."""
 
     def __init__(self, pid: int, interval: float = 0.25) -> None:
         import threading
@@ -244,24 +234,21 @@ class StackCpu:
         while not self._stop.wait(self.interval):
             self._poll()
 
-    def read(self) -> dict[str, float]:
-        self._poll()
-        out = {"worker": 0.0, "postgres": 0.0, "broker": 0.0}
-        for entry, (kind, used) in self.last.items():
-            out[kind] += used - self.first[entry]
-        return out
-
     def stop(self) -> dict[str, float]:
         self._stop.set()
         self._thread.join()
-        return self.read()
+        self._poll()
+        out = {"worker": 0.0, "postgres": 0.0, "broker": 0.0}
+        for pid, (kind, used) in self.last.items():
+            out[kind] += used - self.first[pid]
+        return out
 
 
-def cpu_per_event(before: dict[str, float], after: dict[str, float], records: int) -> dict[str, int]:
-    """Microseconds of CPU per record between two `StackCpu` readings, per process kind, and their
-    sum: two cores carry at most 2,000,000 / total records a second, whatever the overlap."""
+def cpu_per_event(used: dict[str, float], records: int) -> dict[str, int]:
+    """Microseconds of CPU per record (`used`: `StackCpu.stop()`), per process kind, and their sum:
+    two cores carry at most 2,000,000 / total records a second, whatever the overlap."""
     n = max(records, 1)
-    out = {k: round((after[k] - before[k]) / n * 1e6) for k in after}
+    out = {k: round(v / n * 1e6) for k, v in used.items()}
     out["total"] = sum(out.values())
     return out
 

@@ -28,7 +28,7 @@ import os
 import pstats
 import time
 
-from bench.common import cpu_by_name, cpu_seconds, create_database, drop_database, sqlalchemy_url
+from bench.common import StackCpu, create_database, drop_database, sqlalchemy_url
 from bench.workload import marketplace
 from projections.db import make_engine, migrate
 from projections.projector import Position, Projector
@@ -120,7 +120,7 @@ async def run_live(history: int, events: int, batch: int, overlap: bool, profile
         live.write_seconds.clear()
         live.rows_written.clear()
         profiler = cProfile.Profile() if profile else None
-        cpu_before, ours_before = cpu_by_name("postgres"), cpu_seconds(os.getpid())
+        cpu = StackCpu(os.getpid())
         started = time.perf_counter()
         if profiler:
             profiler.enable()
@@ -130,8 +130,7 @@ async def run_live(history: int, events: int, batch: int, overlap: bool, profile
         if profiler:
             profiler.disable()
         seconds = time.perf_counter() - started
-        cpu = {"python": cpu_seconds(os.getpid()) - ours_before,
-               "postgres": cpu_by_name("postgres")["postgres"] - cpu_before["postgres"]}
+        used = cpu.stop()
         await live.close()
         await engine.dispose()
     finally:
@@ -143,7 +142,8 @@ async def run_live(history: int, events: int, batch: int, overlap: bool, profile
             "write_seconds": {k: round(v, 2) for k, v in live.write_seconds.items()},
             "rows_written": live.rows_written, "stale": live.stale, "dead_letters": dead,
             # CPU per applied event: this process (fold, writer thread, driver) and every PostgreSQL process
-            "cpu_us_per_event": {k: round(v / events * 1e6) for k, v in cpu.items()}}
+            "cpu_us_per_event": {"python": round(used["worker"] / events * 1e6),
+                                 "postgres": round(used["postgres"] / events * 1e6)}}
 
 
 def main() -> None:

@@ -51,6 +51,7 @@ async def _follow(settings, db_name: str, version: int, total: int, timeout: flo
         start = await applied(conn, version)
         first_at = first = None
         profiler: Profiler | None = None
+        tracker: StackCpu | None = None
         samples: list[tuple[float, int]] = []
         while True:
             now = time.perf_counter()
@@ -66,16 +67,18 @@ async def _follow(settings, db_name: str, version: int, total: int, timeout: flo
             if profiler is None and done >= start + (total - start) // 2:
                 # where the steady half's time goes (py-spy, when installed) and the CPU it takes
                 profiler = Profiler(worker.proc.pid, f"live-{total}", PROFILE_SECONDS).start()
-                tracker = StackCpu(worker.proc.pid)
-                cpu_from = (done, tracker.read())
+                tracker, tracked_from = StackCpu(worker.proc.pid), done
             if done >= total:
                 break
             await asyncio.sleep(0.1)
         finished = time.perf_counter()
-        cpu = cpu_per_event(cpu_from[1], tracker.stop(), done - cpu_from[0])
+        cpu = cpu_per_event(tracker.stop(), done - tracked_from)
+        tracker = None
         batch = mean_batch(port)
         peak = peak_rss_mb(worker.proc.pid)
     finally:
+        if tracker is not None:  # the run failed
+            tracker.stop()
         stop_worker(worker)
         await conn.close()
     profile = profiler.finish() if profiler else None
@@ -148,7 +151,8 @@ def rows_of(details: dict) -> list[Row]:
         rates = [r["rate"] for r in h["runs"]]
         rate = sorted(rates)[len(rates) // 2]
         peak = max(r["peak_rss_mb"] or 0 for r in h["runs"])
-        cpu = h["runs"][rates.index(rate)].get("cpu_us_per_event") or {}
+        median = h["runs"][rates.index(rate)]
+        cpu = median.get("cpu_us_per_event") or {}
         main = 550_000 <= h["history"] <= 700_000
         rows.append(Row(
             "live", f"live projection, worker process, {h['history']:,} events of history projected "
@@ -162,7 +166,7 @@ def rows_of(details: dict) -> list[Row]:
                  f"worker peak RSS {peak} MiB; experts forgotten {sum(r.get('forgetting', 0) for r in h['runs'])} "
                  f"times; history built by a replay in {h['replay_seconds']} s; CPU per event over the median run's "
                  f"second half (us): {cpu}, so two cores bound the rate near {cores_bound(cpu)} events/s; "
-                 f"mean batch {h['runs'][rates.index(rate)].get('mean_batch')} records"))
+                 f"mean batch {median.get('mean_batch')} records"))
         if h["history"] >= 900_000:
             rows.append(Row("live", f"worker peak resident memory, {h['history']:,} events of history", peak, "MiB",
                             goal=f"<= {GOAL_RSS_MB} MiB (aim <= {AIM_RSS_MB})", met=peak <= GOAL_RSS_MB,

@@ -19,10 +19,10 @@ class GapGuard:
     The first records of a partition since an assignment must follow what the database holds
     (`verified` maps the partitions checked since to the offset their next record must have,
     emptied on every assignment by `streams.rebalance`); after that, each partition's records must
-    follow the last one passed on. A record past that point (Faust's own seek to Kafka's committed offset landing after ours,
-    records fetched before a seek arriving after it) would make the projection skip what lies
-    between, for good: its records are left out and the partition is sought back to the first
-    offset missing. Kafka's offsets are consecutive here (no compaction, no transactions); only
+    follow the last one passed on. A record past that point (Faust's own seek to Kafka's committed
+    offset landing after ours, records fetched before a seek arriving after it) would make the
+    projection skip what lies between, for good: its records are left out and the partition is
+    sought back to the first offset missing. Kafka's offsets are consecutive here (no compaction, no transactions); only
     records the retention removed may be missing, and those are not waited for."""
 
     def __init__(self, app: faust.App, projector: Projector) -> None:

@@ -19,9 +19,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from projections.rules.model import Changes, View
-from projections.rules.registry import EVENT_TYPES, FIRST, Rule, of
-
-RULES: dict[str, Rule] = {name: t.rule for name, t in EVENT_TYPES.items()}  # derived, for readers that list them
+from projections.rules.registry import FIRST, of
 
 
 def apply_items(view: View, changes: Changes, items: Iterable[Any]) -> None:

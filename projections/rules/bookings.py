@@ -17,16 +17,17 @@ def erased_before(view: View, email: str | None, occurred_at) -> bool:
     return when is not None and occurred_at <= when
 
 
-def booking(register: Register):
-    """The rule of one booking type (`booking.created|rescheduled|cancelled|no_show`): the
-    meeting's registers take the event through `register` (`projections.meetings`)."""
+def booking(register: Register, *, creates: bool = False):
+    """The rule of one booking type: the meeting's registers take the event through `register`
+    (`projections.meetings`). A type that `creates` the meeting (`booking.created`) names its
+    customer by email: the customer's id is derived, and a person erased after it is kept out."""
     def rule(view: View, changes: Changes, event) -> None:
         key = (event.expert_id, event.meeting_id)
         if view.erased_refs and ("meeting", ref_of(event.expert_id, event.meeting_id)) in view.erased_refs:
             changes.skipped_erased += 1
             return
         cid = None
-        if event.type == "booking.created":
+        if creates:
             if erased_before(view, event.customer.email, event.occurred_at):
                 changes.skipped_erased += 1
                 return

@@ -94,9 +94,10 @@ def register(name: str, rule: Rule, stage: int, names: Callable[[Any, Naming], N
 
 
 def register_booking(name: str, meeting: meetings.Register, names: Callable[[Any, Naming], None],
-                     claims: Callable[[Any, Any], None]) -> None:
-    """A booking type: its rule is the meeting's `meeting` register applied to the event's meeting."""
-    register(name, booking(meeting), FIRST, names, claims, meeting=meeting)
+                     claims: Callable[[Any, Any], None], *, creates: bool = False) -> None:
+    """A booking type: its rule is the meeting's `meeting` register applied to the event's meeting
+    (`creates`: the event makes the meeting its customer's, named by email)."""
+    register(name, booking(meeting, creates=creates), FIRST, names, claims, meeting=meeting)
 
 
 def of(kind: str) -> EventType:
@@ -242,7 +243,7 @@ def _claims_version(item: Any, c: Any) -> None:
 
 # --- the registrations --------------------------------------------------------------------------
 
-register_booking("booking.created", meetings.created, _booking_created, _claims_booking_created)
+register_booking("booking.created", meetings.created, _booking_created, _claims_booking_created, creates=True)
 register_booking("booking.rescheduled", meetings.rescheduled, _booking, _claims_expert)
 register_booking("booking.cancelled", meetings.cancelled, _booking, _claims_expert)
 register_booking("booking.no_show", meetings.no_show, _booking, _claims_expert)

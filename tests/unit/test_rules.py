@@ -16,7 +16,7 @@ from customers.ids import customer_id, email_hash
 from projections import rules
 from customers.commands import CustomerErased, NoteAdded, NoteDeleted
 from projections.forgetting import ref_of
-from projections.rules import linking, summaries
+from projections.rules import linking, registry, summaries
 from projections.rules.model import Changes, Payment, View
 from projections.rules.summaries import summary_of
 
@@ -67,7 +67,7 @@ ANA = customer_id(SECRET, "ex", "ana@example.com")
 # --- the dispatch table ------------------------------------------------------------------------
 
 def test_every_item_type_has_one_rule_and_an_unknown_type_is_refused():
-    assert set(rules.RULES) >= {"booking.created", "booking.rescheduled", "booking.cancelled", "booking.no_show",
+    assert set(registry.EVENT_TYPES) >= {"booking.created", "booking.rescheduled", "booking.cancelled", "booking.no_show",
                                 "payment.observed", "stripe.ignored", "note.added", "note.deleted", "customer.erased"}
     with pytest.raises(TypeError):
         rules.apply_items(view(), Changes(), [type("Odd", (), {"type": "odd.thing"})()])
