@@ -24,7 +24,7 @@ from bench.common import run_async, summary_ms
 from customers.facts import ChargeSeen, IntentSeen, PaymentObserved, RefundSeen
 from projections import payments as money
 from projections.meetings import Meeting
-from projections.rules.insights import contribution, payment_months
+from projections.rules.insights import contribution, money_of, payment_months
 
 BIG = "ex_insights_big"
 GOAL_P99_MS = 20
@@ -75,7 +75,7 @@ def history(customers: int, now: datetime, seed: int = 7):
                     charge=ChargeSeen(id=f"ch_{mid}", status="succeeded", captured=True, amount=amount,
                                       amount_captured=amount),
                     refunds=refunds))
-                states.append((state, mid))
+                states.append((money_of(state), mid))
                 for month, row in payment_months(state).items():
                     payment_rows.append((BIG, cid, mid, month, "eur", row["spend"], row["revenue"], row["refunded"]))
             start += timedelta(days=rng.randint(7, 120), hours=rng.randint(-3, 3))

@@ -31,7 +31,8 @@ from customers.ids import customer_id, email_hash
 from projections import payments as money
 from projections import tables as t
 from projections.meetings import Meeting
-from projections.rules.model import Changes, Erasure, Key, Payment, Profile, View
+from projections.rules.insights import Money, money_of
+from projections.rules.model import PAYMENT_FIELDS, Changes, copied, Erasure, Key, Payment, Profile, View
 from projections.rules.status import DEFAULT as DEFAULT_LIFECYCLE
 from projections.rules.status import Lifecycle
 from projections.store import (MEETING_COLUMNS, PAYMENT_COLUMNS, SUMMARY_COLUMNS, Wanted, communication_row,
@@ -278,13 +279,35 @@ def as_json(value: Any) -> msgspec.Raw:
 
 # --- rows as the state holds them: the same values, in less memory -----------------------------
 
+class HeldPayment(Payment):
+    """A payment as the state holds it, with its share of the monthly figures beside its objects
+    (`insights.money_of`): it changes only when they do, so the figures of a changed customer
+    never decode their other payments again. A copy (the rules' own) does not carry it."""
+
+    __slots__ = ("money",)
+
+
+_NO_MONTHS: tuple = ()
+
+
 def packed(p: Payment) -> Payment:
     """A payment as the state holds it: its joined Stripe objects kept as their JSON (a sixth of
-    the memory of the decoded dicts), its ids shared with the meetings' (`compact`)."""
+    the memory of the decoded dicts), its ids shared with the meetings' (`compact`), its money by
+    month worked out once."""
     if type(p.state) is not msgspec.Raw:
-        p = copy(p)
-        p.state = as_json(p.state or {})
+        state = p.state or {}
+        held = HeldPayment(*(getattr(p, name) for name in PAYMENT_FIELDS))
+        held.state = as_json(state)
+        currency, months = money_of(state)
+        held.money = (currency, tuple((intern(m), *figures) for m, *figures in months) if months else _NO_MONTHS)
+        p = held
     return compact(p, _PAYMENT_SHARED)
+
+
+def money_held(p: Payment) -> Money:
+    """A held payment's `insights.money_of`: kept beside it, or worked out for a copy."""
+    found = getattr(p, "money", None)
+    return found if found is not None else money_of(state_of(p))
 
 
 def state_of(p: Payment) -> dict[str, Any]:
@@ -469,24 +492,25 @@ class MemoryStore:
     async def load_summaries(self, view: View, keys: Iterable[Key]) -> None:
         for key in keys:
             if key not in view.summaries and (s := self.state.summaries.get(key)) is not None:
-                view.summaries[key] = replace(s)
+                view.summaries[key] = copied(s)
 
-    async def history(self, keys: Iterable[Key]) -> dict[Key, tuple[list[Meeting], list[dict]]]:
-        return {k: (meetings, [state for state, _mid in payments])
-                for k, (meetings, payments) in (await self.insight_inputs(keys)).items()}
-
-    async def insight_inputs(self, keys: Iterable[Key]) -> dict[Key, tuple[list[Meeting], list]]:
-        """Each customer's meetings and payments, and those of the customers merged into them;
-        none for a customer merged into another (counted there)."""
+    def _histories(self, keys: Iterable[Key], payment: Callable[[Payment], Any]) -> dict[Key, tuple[list[Meeting], list]]:
+        """Each customer's meetings and `payment` of each of their payments, and those of the
+        customers merged into them; none for a customer merged into another (counted there)."""
         s = self.state
         merges = s.merges
         out = {}
         for k in set(keys):
             group = [] if k in merges else [k] + sorted(merges.find("survivor", k) if len(merges) else ())
             out[k] = ([s.meetings.rows[m] for g in group for m in s.meetings.find("customer", g)],
-                      [(state_of(s.payments.rows[p]), s.payments.rows[p].meeting_id)
-                       for g in group for p in s.payments.find("customer", g)])
+                      [payment(s.payments.rows[p]) for g in group for p in s.payments.find("customer", g)])
         return out
+
+    async def history(self, keys: Iterable[Key]) -> dict[Key, tuple[list[Meeting], list[dict]]]:
+        return self._histories(keys, state_of)
+
+    async def insight_inputs(self, keys: Iterable[Key]) -> dict[Key, tuple[list[Meeting], list[tuple[Money, str | None]]]]:
+        return self._histories(keys, lambda p: (money_held(p), p.meeting_id))
 
     async def contributions(self, keys: Iterable[Key]) -> dict[Key, list]:
         rows = self.state.contributions.rows

@@ -21,6 +21,7 @@ from projections import tables as t
 from projections.db import add_counts, any_of, bulk_upsert, in_tuples
 from projections.meetings import MEETING_FIELDS, Meeting, meeting_from_row
 from customers.commands import canonical
+from projections.rules.insights import Money, money_of
 from projections.rules.status import DEFAULT as DEFAULT_LIFECYCLE
 from projections.rules.status import Lifecycle
 from projections.rules.model import (COMMUNICATION_FIELDS, MERGE_FIELDS, PAYMENT_FIELDS, SUMMARY_FIELDS, Changes,
@@ -224,7 +225,7 @@ class Store:
     async def history(self, keys: Iterable[Key]) -> dict[Key, tuple[list[Meeting], list[dict]]]:
         """Every meeting and payment state of these customers, as this transaction sees them."""
         return {k: (meetings, [state for state, _mid in payments])
-                for k, (meetings, payments) in (await self.insight_inputs(keys)).items()}
+                for k, (meetings, payments) in (await self._histories(keys)).items()}
 
     # --- writes ------------------------------------------------------------------------------
 
@@ -290,7 +291,12 @@ class Store:
         await bulk_upsert(self.conn, t.customer_field_values, [value for _, _, values in rows for value in values],
                           ["version", "expert_id", "key", "value", "customer_id"], update=False)
 
-    async def insight_inputs(self, keys: Iterable[Key]) -> dict[Key, tuple[list[Meeting], list[tuple[dict, str | None]]]]:
+    async def insight_inputs(self, keys: Iterable[Key]) -> dict[Key, tuple[list[Meeting], list[tuple[Money, str | None]]]]:
+        """`_histories` as `insights.contribution` takes them: each payment's money by month."""
+        return {k: (meetings, [(money_of(state), meeting_id) for state, meeting_id in payments])
+                for k, (meetings, payments) in (await self._histories(keys)).items()}
+
+    async def _histories(self, keys: Iterable[Key]) -> dict[Key, tuple[list[Meeting], list[tuple[dict, str | None]]]]:
         """Every meeting, and every payment (state, meeting id), of these customers as now written:
         a customer's own and those of the customers merged into them; none for a customer merged
         into another (counted there)."""

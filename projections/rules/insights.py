@@ -36,6 +36,8 @@ from projections import payments as money
 from projections.meetings import Meeting, appointment_status
 
 Contribution = dict[tuple[str, str, str], int]
+# One payment's money as a contribution takes it: (currency, ((month, spend, revenue, refunded), ...))
+Money = tuple[str | None, tuple[tuple[str, int, int, int], ...]]
 SEP = "\x1f"
 BACK_WITHIN = timedelta(days=90)
 PERIOD_METRICS = ("gap", "svc_appts", "svc_spend")  # read summed over a range of months, not per month
@@ -97,10 +99,18 @@ def payment_months(state: dict) -> dict[str, dict[str, int]]:
     return out
 
 
-def contribution(meetings: Iterable[Meeting], payments: Iterable[tuple[dict, str | None]],
+def money_of(state: dict) -> Money:
+    """`payment_months` of one payment's joined Stripe objects, as `contribution` takes them. A
+    payment's share changes only when its objects do, so a state held in memory keeps it beside
+    them and a changed customer's figures never decode their unchanged payments again."""
+    return state.get("currency"), tuple((month, row["spend"], row["revenue"], row["refunded"])
+                                        for month, row in sorted(payment_months(state).items()))
+
+
+def contribution(meetings: Iterable[Meeting], payments: Iterable[tuple[Money, str | None]],
                  as_of: datetime | None, lapse_days: int = 90) -> Contribution:
     """What one customer adds to their expert's monthly figures, as of `as_of` (the watermark);
-    `payments` are (state, meeting id) of the payments that count for the customer."""
+    `payments` are (`money_of` its state, meeting id) of the payments that count for the customer."""
     out: Contribution = {}
     booked = sorted((m for m in meetings if m.created_version is not None and m.start_time is not None),
                     key=lambda m: (m.start_time, m.meeting_id))
@@ -131,15 +141,14 @@ def contribution(meetings: Iterable[Meeting], payments: Iterable[tuple[dict, str
                              if after.start_time - before.start_time > lapse
                              and as_of is not None and after.start_time <= as_of}):
             _add(out, (month, "returned", ""), 1)
-    for state, meeting_id in payments:
-        currency = state.get("currency")
-        months = payment_months(state)
+    for (currency, months), meeting_id in payments:
         service = services.get(meeting_id or "")
-        for month, row in months.items():
-            for name in ("spend", "revenue", "refunded"):
-                _add(out, (month, name, currency), row[name])
+        for month, spend, revenue, refunded in months:
+            _add(out, (month, "spend", currency), spend)
+            _add(out, (month, "revenue", currency), revenue)
+            _add(out, (month, "refunded", currency), refunded)
             if service:
-                _add(out, (month, "svc_spend", f"{service}{SEP}{currency}"), row["spend"])
+                _add(out, (month, "svc_spend", f"{service}{SEP}{currency}"), spend)
     return out
 
 
@@ -164,8 +173,8 @@ def decode(rows: list | None) -> Contribution:
 
 def fold(keys: Iterable[tuple[str, str]], inputs: dict, stored: dict, as_of: datetime | None,
          lapse_days: int = 90):
-    """For the customers `keys` (those `inputs` lacks are gone): their new contributions (encoded),
-    the keys to forget, the differences by (expert, month, metric, dim), and service names by
+    """For the customers `keys` (those `inputs` lacks are gone): their contributions that changed
+    (encoded), the keys to forget, the differences by (expert, month, metric, dim), and service names by
     (expert, service id)."""
     rows, gone, deltas, labels = {}, set(), {}, {}
     for key in sorted(set(keys)):
@@ -185,7 +194,8 @@ def fold(keys: Iterable[tuple[str, str]], inputs: dict, stored: dict, as_of: dat
         else:
             new = {}
         if new:
-            rows[key] = encode(new)
+            if (encoded := encode(new)) != stored.get(key):  # a customer's notes or contacts change no figure
+                rows[key] = encoded
         elif key in stored:
             gone.add(key)
         for (month, metric, dim), change in (delta(old, new) if old else new).items():

@@ -15,13 +15,12 @@ of the version's sweep watermark `View.as_of`.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
 from typing import Iterable
 
 from projections import payments as money
 from projections.meetings import Meeting
-from projections.rules.model import Changes, Key, Summary, View
+from projections.rules.model import Changes, Key, Summary, View, copied
 
 ADDITIVE = ("appointments", "cancelled", "no_shows", "upcoming", "past", "session_minutes")
 MONEY = ("spend", "revenue", "refunded")
@@ -164,7 +163,7 @@ def update_summaries(view: View, changes: Changes) -> None:
             stored = view.summaries.get(key)
             if stored is not None and stored.profile_version is None:
                 recount.add(key)  # written before rows kept their sources
-            work[key] = replace(stored) if stored is not None else None
+            work[key] = copied(stored) if stored is not None else None
         return work[key]
 
     for key in sorted(changes.meetings_before):

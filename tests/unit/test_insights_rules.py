@@ -13,7 +13,7 @@ from customers.facts import ChargeSeen, IntentSeen, PaymentObserved, RefundSeen
 from projections import payments as money
 from projections.meetings import Meeting
 from projections.rules import insights
-from projections.rules.insights import contribution, delta, payment_months
+from projections.rules.insights import contribution, delta, money_of, payment_months
 
 UTC = timezone.utc
 H = timedelta(hours=1)
@@ -97,7 +97,8 @@ def test_new_returning_back_within_90_days_and_gaps():
 
 def test_service_spend_follows_the_payments_meeting():
     m = meeting("m1", datetime(2026, 3, 10, tzinfo=UTC), service="svc_yoga")
-    c = contribution([m], [(paid(5_000, "2026-03-01T00:00:00+00:00"), "m1"), (paid(700, "2026-03-02T00:00:00+00:00"), None)],
+    c = contribution([m], [(money_of(paid(5_000, "2026-03-01T00:00:00+00:00")), "m1"),
+                           (money_of(paid(700, "2026-03-02T00:00:00+00:00")), None)],
                      datetime(2026, 4, 1, tzinfo=UTC))
     assert c[("2026-03", "svc_spend", "svc_yoga\x1feur")] == 5_000 and c[("2026-03", "spend", "eur")] == 5_700
 
