@@ -21,9 +21,9 @@ class CommandsUnavailable(RuntimeError):
 
 
 class CommandBus:
-    def __init__(self, settings: Settings, *, timeout: float = 10.0) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.producer = LazyProducer(settings, timeout=timeout)
+        self.producer = LazyProducer(settings, timeout=settings.kafka_publish_timeout_seconds)
 
     async def send(self, command: Any) -> None:
         """Publish one command keyed by its expert (an erasure by its email hash); returns once

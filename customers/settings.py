@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     notes_visible_wait_seconds: float = 3.0
     ready_max_lag: int = 10_000
     kafka_session_timeout: float = 10.0  # seconds before a dead worker's partitions move
+    # how long the intake and the API wait for Kafka's acknowledgement before answering 503
+    kafka_publish_timeout_seconds: float = Field(default=8.0, gt=0, le=60)
     worker_batch_size: int = 2000
     worker_batch_window: float = 0.0
     worker_data_dir: str = ""  # Faust's folder; empty: <system temp folder>/customers-worker

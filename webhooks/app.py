@@ -31,7 +31,6 @@ from webhooks.openapi import BOOKINGS_DOC, MESSAGES_DOC, RESEND_DOC, STRIPE_DOC,
 from webhooks.svix import verify_svix
 
 log = logging.getLogger("customers.webhooks")
-PUBLISH_TIMEOUT = 8.0
 ENDPOINTS = ("/webhooks/stripe", "/webhooks/resend", "/events/bookings", "/events/messages", "/healthz", "/metrics")
 
 
@@ -41,7 +40,7 @@ class Intake:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.producer = names.LazyProducer(settings, timeout=PUBLISH_TIMEOUT)
+        self.producer = names.LazyProducer(settings, timeout=settings.kafka_publish_timeout_seconds)
         self.registry = CollectorRegistry()
         self.outcomes = Counter("customers_webhook_requests", "Intake requests by endpoint and status",
                                 ["endpoint", "status"], registry=self.registry)

@@ -1,4 +1,4 @@
-"""The fault suite: 20,000+ events (bookings, signed Stripe webhooks with refunds and disputes),
+"""The fault suite: 20,000+ events (2,200 bookings, signed Stripe webhooks with refunds and disputes),
 duplicated and reordered, sent through the public intake while the worker is killed with
 SIGKILL at random points, the broker is restarted and PostgreSQL is restarted. At the end the
 API must equal the scenario's independent figures exactly: nothing lost, nothing counted twice.
@@ -32,7 +32,7 @@ STRIPE_BASE = os.environ.get("STRIPE_API_BASE", "http://127.0.0.1:12111")
 KILLS = 5
 # workers -> (bookings, partitions): the two-worker run is smaller so that both fit in `make test`
 RUNS = {
-    1: (int(os.environ.get("FAULT_BOOKINGS", "4000")), 4),
+    1: (int(os.environ.get("FAULT_BOOKINGS", "2200")), 4),
     2: (int(os.environ.get("FAULT_BOOKINGS_TWO_WORKERS", "2000")), 12),
 }
 

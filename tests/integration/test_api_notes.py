@@ -133,7 +133,8 @@ async def test_202_with_location_when_the_read_model_lags(world):
 
 async def test_503_when_kafka_is_unavailable(world):
     note = (await world.call("POST", world.notes_url(world.a), world.a, json={"body": "Kept"})).json()
-    down = world.stack.settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{free_port()}"})
+    down = world.stack.settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{free_port()}",
+                                                   "kafka_publish_timeout_seconds": 2.0})
     async with Api(down) as broken:
         auth = world.stack.auth(world.a)
         r = await broken.client.post(world.notes_url(world.a), json={"body": "Lost?"}, headers=auth)
