@@ -26,8 +26,10 @@ test: test-unit test-integration test-e2e test-faults
 test-unit:
 	$(PYTHON) -m pytest -q tests/unit
 
+# two test processes, each module's tests in one of them (every module makes its own databases and
+# topics; none stops the broker or PostgreSQL, unlike e2e's broker outage and the fault suite)
 test-integration:
-	$(PYTHON) -m pytest -q tests/integration
+	$(PYTHON) -m pytest -q -n 2 --dist loadfile tests/integration
 
 test-e2e:
 	$(PYTHON) -m pytest -q tests/e2e

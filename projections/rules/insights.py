@@ -112,34 +112,41 @@ def contribution(meetings: Iterable[Meeting], payments: Iterable[tuple[Money, st
     """What one customer adds to their expert's monthly figures, as of `as_of` (the watermark);
     `payments` are (`money_of` its state, meeting id) of the payments that count for the customer."""
     out: Contribution = {}
-    booked = sorted((m for m in meetings if m.created_version is not None and m.start_time is not None),
-                    key=lambda m: (m.start_time, m.meeting_id))
+    get = out.get
+    booked = sorted((start, m.meeting_id, m) for m in meetings  # ids are unique within a customer's group
+                    if m.created_version is not None and (start := m.start_time) is not None)
     services: dict[str, str] = {}
-    months: dict[str, str] = {}  # meeting id -> the month of its start
-    for m in booked:
-        month = months[m.meeting_id] = month_of(m.start_time)
-        _add(out, (month, "booked", ""), 1)
+    visits: list[tuple[datetime, str]] = []  # (start, month) of the appointments neither cancelled nor missed
+    for start, meeting_id, m in booked:
+        month = f"{start.year}-{start.month:02d}"  # month_of
+        key = (month, "booked", "")
+        out[key] = get(key, 0) + 1
         status = appointment_status(m, as_of) if as_of is not None else "upcoming"
         if status in ("cancelled", "no_show", "completed"):
-            _add(out, (month, status, ""), 1)
-        if status != "cancelled" and m.service_id:
-            _add(out, (month, "svc_appts", m.service_id), 1)
+            key = (month, status, "")
+            out[key] = get(key, 0) + 1
         if m.service_id:
-            services[m.meeting_id] = m.service_id
-    visits = [m for m in booked if m.cancelled_at is None and m.no_show_at is None]
+            services[meeting_id] = m.service_id
+            if status != "cancelled":
+                key = (month, "svc_appts", m.service_id)
+                out[key] = get(key, 0) + 1
+        if m.cancelled_at is None and m.no_show_at is None:
+            visits.append((start, month))
     if visits:
-        first = months[visits[0].meeting_id]
+        first_start, first = visits[0]
         _add(out, (first, "new", ""), 1)
-        for month in sorted({months[v.meeting_id] for v in visits[1:]}):
+        for month in sorted({month for _start, month in visits[1:]}):
             _add(out, (month, "returning", ""), 1)
-        for before, after in zip(visits, visits[1:]):
-            _add(out, (months[after.meeting_id], "gap", str((after.start_time - before.start_time).days)), 1)
-        if len(visits) > 1 and visits[1].start_time - visits[0].start_time <= BACK_WITHIN:
-            _add(out, (first, "back90", ""), 1)
         lapse = timedelta(days=lapse_days)
-        for month in sorted({months[after.meeting_id] for before, after in zip(visits, visits[1:])
-                             if after.start_time - before.start_time > lapse
-                             and as_of is not None and after.start_time <= as_of}):
+        returned: set[str] = set()
+        for (before, _month), (after, month) in zip(visits, visits[1:]):
+            between = after - before
+            _add(out, (month, "gap", str(between.days)), 1)
+            if between > lapse and as_of is not None and after <= as_of:
+                returned.add(month)
+        if len(visits) > 1 and visits[1][0] - first_start <= BACK_WITHIN:
+            _add(out, (first, "back90", ""), 1)
+        for month in sorted(returned):
             _add(out, (month, "returned", ""), 1)
     for (currency, months), meeting_id in payments:
         service = services.get(meeting_id or "")
