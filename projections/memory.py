@@ -17,6 +17,7 @@ out as copies; a batch writes its copies back through `write`, as it would write
 from __future__ import annotations
 
 from copy import copy
+from operator import attrgetter
 from sys import intern
 
 import msgspec
@@ -288,6 +289,7 @@ class HeldPayment(Payment):
 
 
 _NO_MONTHS: tuple = ()
+_PAYMENT_VALUES = attrgetter(*PAYMENT_FIELDS)
 
 
 def packed(p: Payment) -> Payment:
@@ -296,7 +298,7 @@ def packed(p: Payment) -> Payment:
     month worked out once."""
     if type(p.state) is not msgspec.Raw:
         state = p.state or {}
-        held = HeldPayment(*(getattr(p, name) for name in PAYMENT_FIELDS))
+        held = HeldPayment(*_PAYMENT_VALUES(p))
         held.state = as_json(state)
         currency, months = money_of(state)
         held.money = (currency, tuple((intern(m), *figures) for m, *figures in months) if months else _NO_MONTHS)
@@ -317,8 +319,9 @@ def state_of(p: Payment) -> dict[str, Any]:
 
 
 def unpacked(p: Payment) -> Payment:
-    """A held payment as the rules take it (a copy of its own, its objects decoded)."""
-    out = copy(p)
+    """A held payment as the rules take it: a `Payment` of its own, its objects decoded, no money
+    kept beside them (the rules may change them)."""
+    out = Payment(*_PAYMENT_VALUES(p))
     out.state = state_of(p)
     return out
 

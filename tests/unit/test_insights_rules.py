@@ -95,6 +95,50 @@ def test_new_returning_back_within_90_days_and_gaps():
     assert ("2026-03", "svc_appts", "svc_1") not in c  # a cancelled appointment is no service given
 
 
+def test_returned_counts_a_visit_after_a_lapse_once_it_has_started():
+    visits = [meeting("m1", datetime(2026, 1, 5, tzinfo=UTC)), meeting("m2", datetime(2026, 6, 1, 9, tzinfo=UTC)),
+              meeting("m3", datetime(2026, 6, 20, tzinfo=UTC))]
+    assert contribution(visits, [], datetime(2026, 7, 1, tzinfo=UTC))[("2026-06", "returned", "")] == 1  # once a month
+    assert ("2026-06", "returned", "") not in contribution(visits, [], datetime(2026, 6, 1, 8, tzinfo=UTC))  # not yet
+    assert ("2026-06", "returned", "") not in contribution(visits, [], datetime(2026, 7, 1, tzinfo=UTC), lapse_days=200)
+
+
+def test_the_contribution_does_not_depend_on_the_order_of_its_inputs():
+    visits = [meeting("m1", datetime(2026, 1, 5, tzinfo=UTC)), meeting("m2", datetime(2026, 2, 9, tzinfo=UTC)),
+              meeting("m3", datetime(2026, 2, 9, tzinfo=UTC), service="svc_2"),  # same start: ordered by id
+              meeting("m4", datetime(2026, 8, 1, tzinfo=UTC), moved_to=datetime(2026, 1, 20, tzinfo=UTC)),
+              meeting("m5", datetime(2026, 3, 1, tzinfo=UTC), cancelled=datetime(2026, 2, 1, tzinfo=UTC))]
+    payments = [(money_of(paid(5_000, "2026-01-05T00:00:00+00:00")), "m1"),
+                (money_of(paid(700, "2026-02-02T00:00:00+00:00", refunds=[(300, "2026-04-01T00:00:00+00:00")])), "m3")]
+    as_of = datetime(2026, 3, 1, tzinfo=UTC)
+    expected = contribution(visits, payments, as_of)
+    assert expected[("2026-01", "gap", "15")] == 1 and expected[("2026-02", "gap", "20")] == 1  # m4 moved first
+    for turn in range(1, len(visits)):
+        assert contribution(visits[turn:] + visits[:turn], payments[::-1], as_of) == expected
+
+
+def test_money_of_is_the_payments_months_as_a_contribution_takes_them():
+    state = paid(10_000, "2026-03-05T10:00:00+00:00", refunds=[(2_500, "2026-05-02T09:00:00+00:00")], fee=1_000)
+    assert money_of(state) == ("eur", (("2026-03", 10_000, 9_000, 0), ("2026-05", -2_500, -2_500, 2_500)))
+    assert money_of({"currency": "eur"}) == ("eur", ())  # nothing taken: no month
+
+
+def test_a_held_payment_keeps_its_money_and_works_it_out_again_when_its_objects_change():
+    from projections.memory import money_held, packed, unpacked
+    from projections.rules.model import Payment
+
+    first = paid(10_000, "2026-03-05T10:00:00+00:00")
+    held = packed(Payment(payment_id="pi_1", state=first, expert_id="ex", customer_id="c_1"))
+    assert held.money == money_of(first) and money_held(held) == money_of(first)
+    assert packed(held) is held  # already held: nothing worked out again
+    copy = unpacked(held)  # what the rules change: its own objects, no money kept
+    copy.state = paid(10_000, "2026-03-05T10:00:00+00:00", refunds=[(4_000, "2026-04-01T00:00:00+00:00")])
+    assert money_held(copy) == money_of(copy.state)
+    again = packed(copy)
+    assert again.money == money_of(copy.state) != held.money
+    assert again.money[1][1] == ("2026-04", -4_000, -4_000, 4_000)
+
+
 def test_service_spend_follows_the_payments_meeting():
     m = meeting("m1", datetime(2026, 3, 10, tzinfo=UTC), service="svc_yoga")
     c = contribution([m], [(money_of(paid(5_000, "2026-03-01T00:00:00+00:00")), "m1"),
