@@ -25,6 +25,7 @@ from api.routes import (admin, customers, export, field_settings, insights, merg
 from api.web import HERE, SignInRequired, sign_in_url, templates
 from customers.bodies import BodyLimit, shown_errors
 from customers.settings import Settings
+from customers.telemetry import fastapi_options
 from projections.queries import Kept, make_engine
 
 
@@ -36,7 +37,7 @@ def create_app(settings: Settings) -> FastAPI:
         await app.state.engine.dispose()
 
     app = FastAPI(title="customers", version="1", lifespan=lifespan,
-                  description="An expert's customers: list, detail, notes and export.")
+                  description="An expert's customers: list, detail, notes and export.", **fastapi_options(settings))
     app.state.settings = settings
     # read only (every change goes through Kafka), each statement on its own: no BEGIN and ROLLBACK
     # around a page (a statement under READ COMMITTED has its own snapshot anyway; the export asks

@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     customer_id_secret: str = DEV_PLACEHOLDER
 
     dev_sign_in: bool = False
+    http_telemetry: bool = False  # FastAPI's native OpenTelemetry (`customers.telemetry`)
     notes_visible_wait_seconds: float = 3.0
     ready_max_lag: int = 10_000
     kafka_session_timeout: float = 10.0  # seconds before a dead worker's partitions move

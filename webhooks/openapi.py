@@ -103,6 +103,8 @@ STRIPE_DOC: dict[str, Any] = {
     "responses": {**_refusals, 400: {"model": Detail, "description": "bad or old signature, not a Stripe event, "
                                                                       "or ids the read model cannot store"}},
     "openapi_extra": {
+        "parameters": [{"name": "stripe-signature", "in": "header", "required": False,
+                        "schema": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": "Stripe-Signature"}}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "required": ["id", "object", "type", "data"],
             "properties": {"id": {"type": "string"}, "object": {"const": "event"}, "type": {"type": "string"},
