@@ -73,7 +73,7 @@ async def one(history: int, events: int, experts: int) -> dict:
                 rounds = await wait_for(reported, timeout=60, interval=0.5)
                 peak = peak_rss_mb(worker.proc.pid)
             finally:
-                tracker.stop()  # again when caught up: nothing more to poll
+                tracker.stop()  # the polling thread ends when the run failed too
                 stop_worker(worker)
         finally:
             await engine.dispose()

@@ -235,9 +235,11 @@ class StackCpu:
             self._poll()
 
     def stop(self) -> dict[str, float]:
-        self._stop.set()
-        self._thread.join()
-        self._poll()
+        """The totals since the start; a second call (a `finally` after a run) gives them again."""
+        if not self._stop.is_set():
+            self._stop.set()
+            self._thread.join()
+            self._poll()
         out = {"worker": 0.0, "postgres": 0.0, "broker": 0.0}
         for pid, (kind, used) in self.last.items():
             out[kind] += used - self.first[pid]

@@ -73,11 +73,10 @@ async def _follow(settings, db_name: str, version: int, total: int, timeout: flo
             await asyncio.sleep(0.1)
         finished = time.perf_counter()
         cpu = cpu_per_event(tracker.stop(), done - tracked_from)
-        tracker = None
         batch = mean_batch(port)
         peak = peak_rss_mb(worker.proc.pid)
     finally:
-        if tracker is not None:  # the run failed
+        if tracker is not None:  # the polling thread ends when the run failed too
             tracker.stop()
         stop_worker(worker)
         await conn.close()

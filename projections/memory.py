@@ -288,7 +288,6 @@ class HeldPayment(Payment):
     __slots__ = ("money",)
 
 
-_NO_MONTHS: tuple = ()
 _PAYMENT_VALUES = attrgetter(*PAYMENT_FIELDS)
 
 
@@ -301,7 +300,7 @@ def packed(p: Payment) -> Payment:
         held = HeldPayment(*_PAYMENT_VALUES(p))
         held.state = as_json(state)
         currency, months = money_of(state)
-        held.money = (currency, tuple((intern(m), *figures) for m, *figures in months) if months else _NO_MONTHS)
+        held.money = (currency, tuple((intern(m), *figures) for m, *figures in months))  # () without money
         p = held
     return compact(p, _PAYMENT_SHARED)
 

@@ -118,7 +118,7 @@ def contribution(meetings: Iterable[Meeting], payments: Iterable[tuple[Money, st
     services: dict[str, str] = {}
     visits: list[tuple[datetime, str]] = []  # (start, month) of the appointments neither cancelled nor missed
     for start, meeting_id, m in booked:
-        month = f"{start.year}-{start.month:02d}"  # month_of
+        month = month_of(start)
         key = (month, "booked", "")
         out[key] = get(key, 0) + 1
         status = appointment_status(m, as_of) if as_of is not None else "upcoming"
