@@ -321,3 +321,48 @@ async def test_two_engines_through_rebalances_equal_one_engine(history, without_
         _assert_equal(want, got, f"rebalanced {seed}")
     finally:
         await db.close()
+
+
+async def test_a_batch_that_keeps_meeting_the_new_owner_gives_its_partition_up(history, monkeypatch):
+    """A worker whose batch keeps finding its partition written by another (the partition's new
+    owner) tries again, holding the engine's lock, until it learns the partition is no longer its
+    own. It learns that from the rebalance (`revoked`, `assigned`), which must reach it while the
+    batch holds the lock: the records are left to the new owner, nothing of them written here.
+    (Fails without it: the assignment waited for the lock, the batch for the assignment.)"""
+    settings, mixed, records, want = history
+    tps = sorted({(src.topic, src.partition) for src, _ in records})
+    lost, kept = tps[0], set(tps[1:])
+    db = await Fresh.make()
+    try:
+        a = db.resident()
+        await a.assigned(set(tps))
+        await a.apply(records[:50])
+        checked = live_module.move_offsets
+
+        async def new_owner_always_first(conn, version, expected, new):  # the other worker, ever ahead
+            if lost in new:
+                raise Stale(partitions={lost})
+            await checked(conn, version, expected, new)
+        monkeypatch.setattr(live_module, "move_offsets", new_owner_always_first)
+
+        rest = records[50:300]
+        assert any((src.topic, src.partition) == lost for src, _ in rest)
+        applying = asyncio.ensure_future(a.apply(rest))
+        await asyncio.sleep(1.5)
+        assert not applying.done(), "the batch was written although its partition's fence always fails"
+        assert a.stale > Resident.MAX_REDO
+        a.revoked(set(tps))
+        await asyncio.wait_for(a.assigned(kept), 20)
+        await asyncio.wait_for(applying, 20)
+        stored = await a.stored_offsets()
+        assert stored.get(lost, -1) == max((src.offset for src, _ in records[:50] if (src.topic, src.partition) == lost),
+                                           default=-1)
+        mine = [src for src, _ in rest if (src.topic, src.partition) in kept]
+        for tp in kept:  # what stays this worker's is written
+            ends = [src.offset for src in mine if (src.topic, src.partition) == tp]
+            if ends:
+                assert stored[tp] == max(ends)
+        assert not db.dead
+        await a.close()
+    finally:
+        await db.close()
