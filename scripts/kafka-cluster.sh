@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A local KRaft cluster of KAFKA_BROKERS nodes (default 3), each broker and controller.
-# Usage: scripts/kafka-cluster.sh start|stop|status|bootstrap
+# Usage: scripts/kafka-cluster.sh start|stop|reset|status|bootstrap
 #        scripts/kafka-cluster.sh start-node|stop-node|kill-node N
 #
 # Environment: KAFKA_BROKERS (3), KAFKA_CLUSTER_PORT (first client port, 9092; controllers on
@@ -18,10 +18,11 @@ node() {
 case "${1:-}" in
     start) cluster_start ;;
     stop) cluster_stop ;;
+    reset) cluster_reset ;;
     status) cluster_status ;;
     bootstrap) cluster_bootstrap; echo ;;
     start-node) node "${2:-}" start-node; kafka_fetch_libs; cluster_start_node "$2" ;;
     stop-node) node "${2:-}" stop-node; cluster_stop_node "$2" ;;
     kill-node) node "${2:-}" kill-node; cluster_stop_node "$2" KILL ;;
-    *) die "usage: $0 start|stop|status|bootstrap|start-node N|stop-node N|kill-node N" ;;
+    *) die "usage: $0 start|stop|reset|status|bootstrap|start-node N|stop-node N|kill-node N" ;;
 esac

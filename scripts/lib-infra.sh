@@ -756,6 +756,21 @@ cluster_stop() {
     done
 }
 
+# cluster_reset: stopped, and its state removed (the next start formats a new cluster). For the
+# fault tests: a cluster that kept every earlier run's topics recovers from a lost node ever more
+# slowly, and no test needs what an earlier one left.
+cluster_reset() {
+    local dir
+    cluster_stop
+    dir="$(cd "$KAFKA_CLUSTER_DIR" 2>/dev/null && pwd)" || return 0  # nothing kept yet
+    case "$dir" in
+        "$INFRA_DIR"/?*) ;;
+        *) die "kafka: refusing to remove $dir (not under $INFRA_DIR)" ;;
+    esac
+    rm -rf "$dir"
+    log "kafka: cluster state removed ($dir)"
+}
+
 cluster_status() {
     local i pid down=0
     for ((i = 1; i <= KAFKA_BROKERS; i++)); do

@@ -31,7 +31,10 @@ class LocalCluster:
         if done.returncode:
             raise RuntimeError(f"kafka-cluster.sh {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
 
-    def start(self) -> None:
+    def start(self, *, fresh: bool = False) -> None:
+        """Start every node; `fresh`: a new cluster, nothing kept from an earlier start."""
+        if fresh:
+            self.ctl("reset")
         self.ctl("start")
 
     def stop(self) -> None:

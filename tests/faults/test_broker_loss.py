@@ -56,7 +56,7 @@ async def _all_in_sync(settings) -> bool:
 
 @pytest.fixture(scope="module")
 def three_nodes():
-    CLUSTER.start()
+    CLUSTER.start(fresh=True)  # what earlier runs left (hundreds of partitions) slows every recovery
     try:
         yield CLUSTER.bootstrap
     finally:

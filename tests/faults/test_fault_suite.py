@@ -71,6 +71,17 @@ def worker_warnings(stack, limit: int = 40) -> list[str]:
     return out[:limit]
 
 
+def last_words(stack, lines: int = 8) -> dict[str, list[str]]:
+    """The last warnings and errors of each worker of this run: where a stall shows (the CI keeps
+    no test artifacts, only this message)."""
+    out = {}
+    for path in sorted(ARTIFACTS.glob(f"worker*-{stack.settings.topic_prefix.strip('.')}.log")):
+        said = [line[:240] for line in path.read_text(errors="replace").splitlines()
+                if '"level": "warning"' in line or '"level": "error"' in line]
+        out[path.name] = said[-lines:]
+    return out
+
+
 @pytest.mark.timeout(900)
 async def test_nothing_lost_nothing_doubled_under_faults(workers_stack):
     stack = workers_stack
@@ -113,7 +124,8 @@ async def test_nothing_lost_nothing_doubled_under_faults(workers_stack):
     try:
         checked = await assert_matches(stack, scenario, timeout=300)
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\nworkers' warnings: {worker_warnings(stack)}") from None
+        raise AssertionError(f"{exc}\nworkers' warnings: {worker_warnings(stack)}\n"
+                             f"the last words of the workers: {last_words(stack)}") from None
     # nothing in the scenario is poison: a record dead-lettered here would be an event lost
     warnings = worker_warnings(stack)
     assert not [w for w in warnings if "dead-lettered" in w], warnings
