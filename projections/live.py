@@ -161,8 +161,7 @@ class Resident:
         self.write_seconds: dict[str, float] = {}  # per table, all batches (the writer thread's)
         self.rows_written: dict[str, int] = {}
         self.statistics = Statistics(engine, version)  # the planner's statistics follow the tables' growth
-        self.owned: set[Tp] | None = None  # the partitions assigned (None: never told, all of them) ...
-        self.assignment: set[Tp] = set()  # ... and as last assigned, revocations aside
+        self.owned: set[Tp] | None = None  # the partitions assigned (None: never told, all of them)
         # told of every committed batch: (what it applied, seconds from its hand-over to its commit, records)
         self.committed: Callable[[Applied, float, int], None] = lambda *_: None
         self.lock = asyncio.Lock()  # a batch and an assignment's offsets, one at a time
@@ -199,12 +198,6 @@ class Resident:
         for tp in tps:
             self.offsets[tp] = self.written[tp] = stored.get(tp, -1)
 
-    def revoked(self, tps: set[Tp]) -> None:
-        """Partitions are being taken away: a batch being applied again (`_recover`) leaves their
-        records to the next owner from its next attempt. Not under the lock, which that batch holds."""
-        if self.owned is not None:
-            self.owned = self.owned - set(tps)
-
     async def assigned(self, tps: set[Tp]) -> None:
         """Partitions were assigned: those this engine did not hold just before get their offsets
         as the database holds them now (another worker may have applied them meanwhile; rows it
@@ -214,8 +207,7 @@ class Resident:
         meets another writer again and again may be meeting the new owner of its partition, and
         learns here that those records are no longer its own (waiting for the lock first was a
         deadlock: the batch waited for the assignment, the assignment for the batch)."""
-        added = tps - self.assignment
-        self.assignment, self.owned = set(tps), set(tps)
+        added, self.owned = tps - (self.owned or set()), set(tps)
         async with self.lock:
             if self.offsets is not None and added:
                 await self._read_offsets(added)

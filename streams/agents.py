@@ -65,7 +65,6 @@ class Agents:
                                   follow_live=projector.follow_live, lifecycle=projector.lifecycle)
                          if projector.engine.dialect.name == "postgresql" else None)
         if self.resident:
-            app.on_partitions_revoked.connect(self._revoked)
             app.on_partitions_assigned.connect(self._assigned)
             self.resident.committed = lambda *told: self.applier.applied(*told)  # (wrapped by tests' fault hooks)
 
@@ -139,15 +138,9 @@ class Agents:
                 await self.applier.to_dlq(record, exc.__cause__ or exc)
                 await self.resident.apply([(record, None)])
 
-    def _projected(self, tps: object) -> set[tuple[str, int]]:
-        projected = {self.settings.topic(n) for n in names.PROJECTED}
-        return {(tp.topic, tp.partition) for tp in tps if tp.topic in projected}
-
-    async def _revoked(self, sender: object = None, revoked: object = (), **_kw: object) -> None:
-        self.resident.revoked(self._projected(revoked))
-
     async def _assigned(self, sender: object = None, assigned: object = (), **_kw: object) -> None:
-        await self.resident.assigned(self._projected(assigned))
+        projected = {self.settings.topic(n) for n in names.PROJECTED}
+        await self.resident.assigned({(tp.topic, tp.partition) for tp in assigned if tp.topic in projected})
 
     async def restart(self) -> None:
         """Leave the consumer group promptly and start this worker again in place."""
