@@ -37,6 +37,20 @@ def on_replica(url: str) -> str:
     return make_url(url).set(port=REPLICA_PORT).render_as_string(hide_password=False)
 
 
+async def _replica_has(url: str) -> bool | None:
+    """The replica has replayed the database's creation (a fresh database reaches it a moment later)."""
+    import asyncpg
+
+    u = make_url(on_replica(url))
+    try:
+        conn = await asyncpg.connect(host=u.host, port=u.port, user=u.username, password=u.password,
+                                     database=u.database, timeout=5)
+    except (asyncpg.InvalidCatalogNameError, OSError, asyncpg.CannotConnectNowError):
+        return None
+    await conn.close()
+    return True
+
+
 async def _listed(stack, expert: str, email: str) -> dict | None:
     r = await stack.api.get("/api/customers", params={"email": email}, headers=stack.auth(expert))
     body = r.json()
@@ -45,6 +59,7 @@ async def _listed(stack, expert: str, email: str) -> dict | None:
 
 async def test_the_api_reads_the_replica_and_says_how_far_behind_it_is(standby):
     url = await fresh_pg_database()
+    await eventually(lambda: _replica_has(url), timeout=60)
     async with open_stack("postgresql", database_url=url, read_database_url=on_replica(url),
                           ready_max_lag=2) as stack:
         assert make_url(stack.settings.reads_from).port == REPLICA_PORT

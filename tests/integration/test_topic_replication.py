@@ -4,6 +4,7 @@ than configured are refused at start-up, by name, on the real (one-broker) clust
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
@@ -40,6 +41,10 @@ async def _create(name: str) -> None:
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, 1, 1, topic_configs=dict(names.FOREVER))])
+        for _ in range(100):  # listed once the broker's metadata has it (what `ensure_topics` reads first)
+            if name in await admin.list_topics():
+                break
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
 
