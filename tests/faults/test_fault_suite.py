@@ -18,6 +18,7 @@ import os
 import random
 import subprocess
 import time
+from typing import Iterator
 
 import pytest
 
@@ -61,25 +62,24 @@ async def workers_stack(request):
 WARNINGS = ("dead-lettered", "not written", "keeps changing", "write failed", "jumped from", "catch-up stopped")
 
 
-def worker_warnings(stack, limit: int = 40) -> list[str]:
-    """What every worker of this run (killed ones too) warned of about its records, from their logs."""
-    out = []
+def worker_logs(stack) -> Iterator[tuple[str, list[str]]]:
+    """(file name, lines) of every worker of this run, killed ones too."""
     for path in sorted(ARTIFACTS.glob(f"worker*-{stack.settings.topic_prefix.strip('.')}.log")):
-        for line in path.read_text(errors="replace").splitlines():
-            if any(w in line for w in WARNINGS):
-                out.append(f"{path.name}: {line[:300]}")
+        yield path.name, path.read_text(errors="replace").splitlines()
+
+
+def worker_warnings(stack, limit: int = 40) -> list[str]:
+    """What the workers warned of about their records, from their logs."""
+    out = [f"{name}: {line[:300]}" for name, lines in worker_logs(stack)
+           for line in lines if any(w in line for w in WARNINGS)]
     return out[:limit]
 
 
 def last_words(stack, lines: int = 8) -> dict[str, list[str]]:
-    """The last warnings and errors of each worker of this run: where a stall shows (the CI keeps
-    no test artifacts, only this message)."""
-    out = {}
-    for path in sorted(ARTIFACTS.glob(f"worker*-{stack.settings.topic_prefix.strip('.')}.log")):
-        said = [line[:240] for line in path.read_text(errors="replace").splitlines()
-                if '"level": "warning"' in line or '"level": "error"' in line]
-        out[path.name] = said[-lines:]
-    return out
+    """The last warnings and errors of each worker: where a stall shows (the CI keeps no test
+    artifacts, only this message)."""
+    return {name: [line[:240] for line in said if '"level": "warning"' in line or '"level": "error"' in line][-lines:]
+            for name, said in worker_logs(stack)}
 
 
 @pytest.mark.timeout(900)

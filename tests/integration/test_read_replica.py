@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 from datetime import datetime, timedelta, timezone
 
+import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
@@ -39,8 +40,6 @@ def on_replica(url: str) -> str:
 
 async def _replica_has(url: str) -> bool | None:
     """The replica has replayed the database's creation (a fresh database reaches it a moment later)."""
-    import asyncpg
-
     u = make_url(on_replica(url))
     try:
         conn = await asyncpg.connect(host=u.host, port=u.port, user=u.username, password=u.password,

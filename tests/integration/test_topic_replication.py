@@ -99,7 +99,6 @@ async def test_a_topic_made_with_a_lower_min_insync_gets_the_configured_one():
 
 
 def test_the_worker_refuses_to_start_on_under_replicated_topics():
-    import asyncio
 
     low = _settings()
     asyncio.run(names.ensure_topics(low))  # every topic with one replica
