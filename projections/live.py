@@ -426,6 +426,9 @@ class Resident:
                 await asyncio.sleep(0.5)
 
     def _undo(self, batches: list[Batch]) -> None:
+        """The state as before `batches` (none of them written). What their writes would have
+        removed is no longer pending: the rows are still the tables', to be read again if needed."""
+        self.held.gone = {}
         for b in reversed(batches):
             if b.journal is not None:
                 restore(self.state, b.journal)
@@ -551,6 +554,7 @@ class Resident:
                         except Stale as stale:
                             if stale.partitions:
                                 raise
+                            unsettled = stale.scopes
                             self._undo([batch])
                             self._forget(stale.scopes)
                             for tp in batch.offsets:
@@ -558,7 +562,9 @@ class Resident:
                             batch = self._fresh(records)
                             if not batch.offsets:
                                 return batch
-                    else:
+                    else:  # a warning: the scopes that never settle say what the state cannot read
+                        log.warning("scopes still stale after %s readings in one exclusive transaction: %s",
+                                    self.MAX_ALONE, sorted(unsettled)[:8])
                         raise Stale(partitions=set(batch.offsets))
                 self._written(batch, bumped)
                 return batch
@@ -589,8 +595,13 @@ class Resident:
         await self._settle(batch)
 
     def _forget(self, scopes: set[str], keep: set[str] = frozenset()) -> None:
+        """Forget the rows of `scopes`, to be read again with their generations. A payment's scope
+        is every id it is known by: the payment held under any of them is forgotten, whatever
+        its key (kept, it would never be read again, nor the generation of the id that changed)."""
         experts = {s for s in scopes if not s.startswith(("p:", "r:"))}
-        pids = {s[2:] for s in scopes if s.startswith("p:")}
+        aliases = self.state.aliases.rows
+        pids = {aliases.get(s[2:], s[2:]) for s in scopes if s.startswith("p:")}
+        pids |= {s[2:] for s in scopes if s.startswith("p:")}
         owners = {p.expert_id or p.hint_expert for pid in pids if (p := self.state.payments.get(pid))}
         experts |= {e for e in owners if e}
         forgotten = evict(self.state, experts, keep)

@@ -681,11 +681,26 @@ SINKS = (
 )
 
 
+class Rows:
+    """A sink's rows of `items`, made each time they are read (by the writer, when it writes): a
+    write tried again after an outage or a deadlock sends them all again. (A generator, read once,
+    gave the second attempt nothing: rows lost while the offsets moved on.)"""
+
+    __slots__ = ("one", "version", "secret", "items")
+
+    def __init__(self, one: Callable, version: int, secret: str, items: Iterable[tuple[Any, Any]]) -> None:
+        self.one, self.version, self.secret, self.items = one, version, secret, items
+
+    def __iter__(self) -> Iterator[tuple]:
+        one, version, secret = self.one, self.version, self.secret
+        for k, x in self.items:
+            if (row := one(version, secret, k, x)) is not None:
+                yield row
+
+
 def _rows_of(sink: Sink, version: int, secret: str, items: Iterable[tuple[Any, Any]]) -> Iterator[tuple[Table, tuple[str, ...], Iterable[tuple]]]:
     if sink.one is not None:
-        one = sink.one
-        yield sink.tables[0], sink.columns, (row for row in (one(version, secret, k, x) for k, x in items)
-                                             if row is not None)
+        yield sink.tables[0], sink.columns, Rows(sink.one, version, secret, items)  # a list or a dict's view
         return
     by_table: dict[Table, list[tuple]] = {table: [] for table in sink.tables}
     for k, x in items:

@@ -105,14 +105,32 @@ async def load_for(conn: AsyncConnection, version: int, secret: str, items: list
             state.stripe_events.put(x.event_id, (x.event_type, x.applied_at))
     named_payments = [x for x in named_payments if x.payment_id not in state.payments]
     experts -= held.experts
-    held.experts |= experts
-    held.loaded |= experts
+    added: list[tuple[str, Any]] = []  # taken back if the reading fails half-way (an outage)
 
     def _add(name: str, key: Any, value: Any) -> None:
         table = getattr(state, name)
         if key not in table and key not in held.gone.get(name, ()):
             table.put(key, value)
+            added.append((name, key))
 
+    try:
+        await _read_rows(conn, version, state, held, w, experts, named_payments, _add)
+    except BaseException:
+        for name, key in reversed(added):
+            getattr(state, name).drop([key])
+        raise
+    held.experts |= experts  # only once all their rows are in: a reading that failed is done again
+    held.loaded |= experts
+    # every id looked up in this snapshot, found or not: a payment's scope is every id it is known by,
+    # and one that names no row yet may still have a generation (a payment merged away, another writer's)
+    held.loaded |= {"p:" + n for n in names}
+    return state
+
+
+async def _read_rows(conn: AsyncConnection, version: int, state: FoldState, held: Held, w: Any,
+                     experts: set[str], named_payments: list, _add: Any) -> None:
+    """The rows of `experts` and the payments, aliases and reports `w` names, into `state`."""
+    v = version
     who = sorted(experts)
     raw = await _raw(conn)
 
@@ -169,7 +187,7 @@ async def load_for(conn: AsyncConnection, version: int, secret: str, items: list
     fresh = [pid for pid in fresh if pid not in held.gone.get("payments", ())]
     for pid in fresh:
         held.loaded.update("p:" + i for i in money.ids(state_of(payments[pid]), pid))
-        state.payments.put(pid, packed(payments[pid]))
+        _add("payments", pid, packed(payments[pid]))
     if fresh:  # the aliases of a payment held already may have changed since they were written
         same = {pid: pid for pid in fresh}  # an alias names its payment by the key's own string
         for alias, pid in await of(t.payment_aliases, columns=("alias", "payment_id"), where="payment_id = ANY($2)",
@@ -181,7 +199,6 @@ async def load_for(conn: AsyncConnection, version: int, secret: str, items: list
                                           arg=sorted(providers), chunk=50 * LOAD_CHUNK):
             _add("reports", email_id, reports)
         held.loaded.update("r:" + i for i in providers)
-    return state
 
 
 async def _raw(conn: AsyncConnection) -> Any:
@@ -267,8 +284,15 @@ async def _update_from_arrays(conn: AsyncConnection, table, columns: tuple[str, 
            + f" FROM unnest({', '.join(selects)}) AS u(" + ", ".join(f'"{c}"' for c in columns) + ") WHERE "
            + " AND ".join(f't."{k}" = u."{k}"' for k in keys))
     raw = await _raw(conn)
-    await raw.execute(sql, *arrays)
+    status = await raw.execute(sql, *arrays)
+    if int(status.rsplit(" ", 1)[-1]) != len(rows):  # a row the state holds that the table lacks: never silent
+        raise Diverged(f"{table.name}: {len(rows)} rows to replace, {status.rsplit(' ', 1)[-1]} found")
     return len(rows)
+
+
+class Diverged(Exception):
+    """The state held rows the table does not have (or not once): the write is refused, and the
+    worker reads the state again (`projections.live`), rather than losing the rows' changes."""
 
 
 _encode = msgspec.json.Encoder().encode
