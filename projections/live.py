@@ -243,7 +243,7 @@ class Resident:
             except Stale as stale:
                 await self._recover(stale, [previous, batch])
                 return batch.result
-        self._bound(batch.scopes)
+        self._bound(batch.scopes, batch)
         self._submit(batch)
         if wait:
             await self._flush()
@@ -614,11 +614,16 @@ class Resident:
         for e in experts:
             self.recent.pop(e, None)
 
-    def _bound(self, busy: set[str]) -> None:
+    def _bound(self, busy: set[str], pending: Batch | None = None) -> None:
         """Past the budget, forget the least recently touched quarter of the experts (never the
-        scopes of the batch folded and not yet written, `busy`)."""
+        scopes of the batch folded and not yet written, `busy`, nor the Stripe events it applied:
+        until it commits, the table does not have them, and a copy of one of them in the next
+        batch would be applied again)."""
         if rows_held(self.state) <= self.max_rows or not self.recent:
             return
+        events = self.state.stripe_events.rows
+        applied = {e: events[e] for e in (pending.journal or {}).get("stripe_events", ()) if e in events} \
+            if pending is not None else {}
         out, n = set(), max(1, len(self.recent) // 4)
         for expert in self.recent:
             if len(out) >= n:
@@ -626,6 +631,8 @@ class Resident:
             if expert not in busy:
                 out.add(expert)
         self._forget(out, keep=busy)
+        for event, row in applied.items():
+            self.state.stripe_events.put(event, row)
         self.evictions += 1
         # a warning: a budget smaller than the partitions' state makes every batch read experts again
         log.warning("forgot %s experts to stay within %s rows (WORKER_STATE_MAX_ROWS)", len(out), self.max_rows)

@@ -58,8 +58,10 @@ async def workers_stack(request):
 
 
 # what a worker logs about its records when it dead-letters one, cannot write a batch, sees a
-# partition jump past its next record (`streams.gaps`) or a bulk catch-up stop
-WARNINGS = ("dead-lettered", "not written", "keeps changing", "write failed", "jumped from", "catch-up stopped")
+# partition jump past its next record (`streams.gaps`), a bulk catch-up stop, or a conflict that
+# reading again does not settle
+WARNINGS = ("dead-lettered", "not written", "keeps changing", "write failed", "jumped from", "catch-up stopped",
+            "still stale")
 
 
 def worker_logs(stack) -> Iterator[tuple[str, list[str]]]:
