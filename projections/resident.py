@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 import time
 from dataclasses import dataclass, field, fields
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import msgspec
 
@@ -128,7 +128,7 @@ async def load_for(conn: AsyncConnection, version: int, secret: str, items: list
 
 
 async def _read_rows(conn: AsyncConnection, version: int, state: FoldState, held: Held, w: Any,
-                     experts: set[str], named_payments: list, _add: Any) -> None:
+                     experts: set[str], named_payments: list, _add: Callable[[str, Any, Any], None]) -> None:
     """The rows of `experts` and the payments, aliases and reports `w` names, into `state`."""
     v = version
     who = sorted(experts)

@@ -122,6 +122,38 @@ async def in_batches(resident: Resident, records: list, rng: random.Random) -> N
         i += size
 
 
+def conflicts(monkeypatch, inject) -> list[list[str]]:
+    """Writes meet the conflicts `inject(scopes)` names (another writer, as the fences see it: the
+    scopes' generations changed); returns the real conflicts the fences found besides, which one
+    engine alone must never meet."""
+    checked, real = live_module.bump_generations, []
+
+    async def fenced(conn, version, expected, scopes):
+        if expected is not None and scopes and (stale := inject(scopes)):
+            raise Stale(set(stale))
+        try:
+            return await checked(conn, version, expected, scopes)
+        except Stale as found:
+            real.append(sorted(found.scopes))
+            raise
+    monkeypatch.setattr(live_module, "bump_generations", fenced)
+    return real
+
+
+async def alone(records: list, until: datetime, seed: int, **kw) -> tuple[Resident, dict]:
+    """One engine on a fresh database, `records` in random batches: (the engine, the read model).
+    Nothing may have gone to a dead-letter topic."""
+    db = await Fresh.make()
+    try:
+        resident = db.resident(**kw)
+        await in_batches(resident, records, random.Random(seed))
+        got = await db.result(until)
+        assert not db.dead
+        return resident, got
+    finally:
+        await db.close()
+
+
 async def test_one_engine_in_random_batches_equals_the_reference(history, until):
     settings, mixed, records, want = history
     db = await Fresh.make()
@@ -168,18 +200,12 @@ async def test_two_engines_sharing_the_partitions_equal_the_reference(history, u
 
 async def test_an_engine_that_forgets_experts_all_the_time_equals_the_reference(history, until):
     settings, mixed, records, want = history
-    db = await Fresh.make()
-    try:
-        resident = db.resident(max_rows=300)
-        await in_batches(resident, records, random.Random(SEED + 3))
-        assert resident.evictions > 10
-        # alone, it never meets a conflict: forgetting never drops what the tables lack (the Stripe
-        # events of the batch not yet written: a copy of one in the next batch was applied twice)
-        assert resident.stale == 0
-        got = await db.result(until)
-        _assert_equal(want, got, "forgetting")
-    finally:
-        await db.close()
+    resident, got = await alone(records, until, SEED + 3, max_rows=300)
+    assert resident.evictions > 10
+    # alone, it never meets a conflict: forgetting never drops what the tables lack (the Stripe
+    # events of the batch not yet written: a copy of one in the next batch was applied twice)
+    assert resident.stale == 0
+    _assert_equal(want, got, "forgetting")
 
 
 def zombie_splits(records: list) -> Iterator[tuple[int, int]]:
@@ -389,40 +415,24 @@ async def test_a_batch_read_again_after_another_writer_finds_the_rows_it_had_rem
     had a scope of its own, and never for an expert's rows. With one engine, nothing but the
     injected conflicts may be stale."""
     settings, mixed, records, want = history
-    checked = live_module.bump_generations
-    calls, real = [0], []
-    removing = []
+    calls, removing = [0], []
 
-    async def another_writer_first(conn, version, expected, scopes):
+    def every_first_write(scopes):
         """every other write finds its scopes changed: a batch's first write, never its second"""
-        if expected is not None and scopes:
-            calls[0] += 1
-            if calls[0] % 2:
-                raise Stale(set(scopes))
-        try:
-            return await checked(conn, version, expected, scopes)
-        except Stale as stale:
-            real.append(sorted(stale.scopes))
-            raise
-    monkeypatch.setattr(live_module, "bump_generations", another_writer_first)
+        calls[0] += 1
+        return scopes if calls[0] % 2 else None
+    real = conflicts(monkeypatch, every_first_write)
     submit = Resident._submit
 
     def noting_removals(self, batch):
         removing.extend(k for c in batch.changes for k in c.gone)
         submit(self, batch)
     monkeypatch.setattr(Resident, "_submit", noting_removals)
-    db = await Fresh.make()
-    try:
-        resident = db.resident()
-        await in_batches(resident, records, random.Random(SEED + 4))
-        assert resident.stale > 10
-        assert removing, "no batch removed a row: the test proves nothing"
-        assert not real, f"the engine's own state went stale (rows it read again without): {real}"
-        got = await db.result(until)
-        assert not db.dead
-        _assert_equal(want, got, "read again after another writer")
-    finally:
-        await db.close()
+    resident, got = await alone(records, until, SEED + 4)
+    assert resident.stale > 10
+    assert removing, "no batch removed a row: the test proves nothing"
+    assert not real, f"the engine's own state went stale (rows it read again without): {real}"
+    _assert_equal(want, got, "read again after another writer")
 
 
 async def test_an_outage_half_way_through_reading_an_expert_reads_it_all_again(history, until, monkeypatch):
@@ -439,17 +449,10 @@ async def test_an_outage_half_way_through_reading_an_expert_reads_it_all_again(h
             raise ConnectionResetError("the server closed the connection")
         return summaries(summary)
     monkeypatch.setattr(resident_module, "compact_summary", dropping)
-    db = await Fresh.make()
-    try:
-        resident = db.resident(max_rows=300)  # experts forgotten and read again, often
-        await in_batches(resident, records, random.Random(SEED + 5))
-        assert calls[0] > max(drops), "few readings of customers: the test proves little"
-        assert resident.stale == 0, "one engine met a conflict: it wrote from a state that was not the tables'"
-        got = await db.result(until)
-        assert not db.dead
-        _assert_equal(want, got, "an outage while reading")
-    finally:
-        await db.close()
+    resident, got = await alone(records, until, SEED + 5, max_rows=300)  # experts forgotten and read again, often
+    assert calls[0] > max(drops), "few readings of customers: the test proves little"
+    assert resident.stale == 0, "one engine met a conflict: it wrote from a state that was not the tables'"
+    _assert_equal(want, got, "an outage while reading")
 
 
 async def test_a_write_tried_again_after_an_outage_writes_every_row(history, until, monkeypatch):
@@ -469,16 +472,9 @@ async def test_a_write_tried_again_after_an_outage_writes_every_row(history, unt
                 raise ConnectionResetError("the server closed the connection")
         return await copied(conn, table, columns, rows, **kw)
     monkeypatch.setattr(resident_module, "copy_rows", dropping_after_some)
-    db = await Fresh.make()
-    try:
-        resident = db.resident()
-        await in_batches(resident, records, random.Random(SEED + 7))
-        assert len(sent) >= 5, "few writes dropped with payments in them: the test proves little"
-        got = await db.result(until)
-        assert not db.dead
-        _assert_equal(want, got, "a write tried again")
-    finally:
-        await db.close()
+    _resident, got = await alone(records, until, SEED + 7)
+    assert len(sent) >= 5, "few writes dropped with payments in them: the test proves little"
+    _assert_equal(want, got, "a write tried again")
 
 
 async def test_another_writer_of_one_of_a_payments_ids_makes_the_payment_read_again(history, until, monkeypatch):
@@ -489,26 +485,20 @@ async def test_another_writer_of_one_of_a_payments_ids_makes_the_payment_read_ag
     again and again (two fresh workers each stuck on their own partitions). With one engine,
     nothing but the injected conflicts may be stale."""
     settings, mixed, records, want = history
-    checked = live_module.bump_generations
     engines: list[Resident] = []
-    injected, real = [], []
+    injected = []
 
     def aliases_of_owned(scopes):
         held = engines[0].state
         return {s for s in scopes if s.startswith("p:") and (pid := held.aliases.rows.get(s[2:])) is not None
                 and pid != s[2:] and (p := held.payments.get(pid)) is not None and (p.expert_id or p.hint_expert)}
 
-    async def another_writer_of_an_id(conn, version, expected, scopes):
-        if expected is not None and len(injected) < 20 and (ids := aliases_of_owned(scopes)):
-            if not any(set(ids) <= i for i in injected):
-                injected.append(set(ids))
-                raise Stale(set(ids))
-        try:
-            return await checked(conn, version, expected, scopes)
-        except Stale as stale:
-            real.append(sorted(stale.scopes))
-            raise
-    monkeypatch.setattr(live_module, "bump_generations", another_writer_of_an_id)
+    def another_writer_of_an_id(scopes):
+        if len(injected) < 20 and (ids := aliases_of_owned(scopes)) and not any(ids <= i for i in injected):
+            injected.append(ids)
+            return ids
+        return None
+    real = conflicts(monkeypatch, another_writer_of_an_id)
     db = await Fresh.make()
     try:
         engines.append(db.resident())
