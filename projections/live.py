@@ -494,7 +494,7 @@ class Resident:
                     kept = [(src, item) for src, item in b.records if (src.topic, src.partition) in self.owned]
                     left |= {(src.topic, src.partition) for src, _ in b.records} - self.owned
                     b.records = kept
-                if left:  # a warning: the fault suite's last words show whether a loss follows one
+                if left:  # a warning: rare, and what a worker did with records it no longer owns
                     log.warning("left the records of %s partitions no longer assigned here to their new owner: %s",
                                 len(left), sorted(left))
             if stale.partitions or attempt >= 2:
@@ -599,9 +599,8 @@ class Resident:
         is every id it is known by: the payment held under any of them is forgotten, whatever
         its key (kept, it would never be read again, nor the generation of the id that changed)."""
         experts = {s for s in scopes if not s.startswith(("p:", "r:"))}
-        aliases = self.state.aliases.rows
-        pids = {aliases.get(s[2:], s[2:]) for s in scopes if s.startswith("p:")}
-        pids |= {s[2:] for s in scopes if s.startswith("p:")}
+        ids = {s[2:] for s in scopes if s.startswith("p:")}
+        pids = ids | {self.state.aliases.rows.get(i, i) for i in ids}
         owners = {p.expert_id or p.hint_expert for pid in pids if (p := self.state.payments.get(pid))}
         experts |= {e for e in owners if e}
         forgotten = evict(self.state, experts, keep)

@@ -284,9 +284,9 @@ async def _update_from_arrays(conn: AsyncConnection, table, columns: tuple[str, 
            + f" FROM unnest({', '.join(selects)}) AS u(" + ", ".join(f'"{c}"' for c in columns) + ") WHERE "
            + " AND ".join(f't."{k}" = u."{k}"' for k in keys))
     raw = await _raw(conn)
-    status = await raw.execute(sql, *arrays)
-    if int(status.rsplit(" ", 1)[-1]) != len(rows):  # a row the state holds that the table lacks: never silent
-        raise Diverged(f"{table.name}: {len(rows)} rows to replace, {status.rsplit(' ', 1)[-1]} found")
+    found = int((await raw.execute(sql, *arrays)).rsplit(" ", 1)[-1])  # "UPDATE n"
+    if found != len(rows):  # a row the state holds that the table lacks: never silent
+        raise Diverged(f"{table.name}: {len(rows)} rows to replace, {found} found")
     return len(rows)
 
 
